@@ -1,0 +1,260 @@
+"""Build the elmo-edge ONNX graph directly from ELMo weights (NumPy + onnx only).
+
+The recurrence is an ONNX ``Scan`` per direction and layer whose body is one
+LSTM step, so the graph's size does not depend on the sentence length and
+both ``batch`` and ``tokens`` stay dynamic. Work that does not depend on the
+previous step is hoisted out of the loop: the input projection of every step
+is one MatMul, and the +1 forget bias is folded into the stored bias.
+The interface is declared in :mod:`elmo_runtime.contract`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from elmo_runtime import contract
+from elmo_runtime.options import ElmoOptions, lstm_prefix
+from onnx import TensorProto, helper, numpy_helper
+
+from .modules import FORGET_BIAS
+from .weights import Weights, check_weights
+
+OPSET = 17
+IR_VERSION = 8  # readable by onnxruntime >= 1.10
+FLOAT = TensorProto.FLOAT
+
+
+class _Graph:
+    """A small helper that names nodes and collects nodes and initializers."""
+
+    def __init__(self, prefix: str = "") -> None:
+        self.prefix = prefix
+        self.nodes: list[onnx.NodeProto] = []
+        self.initializers: list[onnx.TensorProto] = []
+        self._count = 0
+
+    def name(self, hint: str) -> str:
+        self._count += 1
+        return f"{self.prefix}{hint}_{self._count}"
+
+    def const(self, value: np.ndarray, hint: str) -> str:
+        name = self.name(hint)
+        self.initializers.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def op(self, op_type: str, inputs: list[str], hint: str = "", n_out: int = 1, **attrs):
+        outputs = [self.name(hint or op_type.lower()) for _ in range(n_out)]
+        self.nodes.append(
+            helper.make_node(op_type, inputs, outputs, name=self.name(op_type), **attrs)
+        )
+        return outputs[0] if n_out == 1 else outputs
+
+    def linear(self, x: str, w: np.ndarray, b: np.ndarray | None, hint: str) -> str:
+        y = self.op("MatMul", [x, self.const(w.astype(np.float32), f"{hint}_W")], hint)
+        if b is None:
+            return y
+        return self.op("Add", [y, self.const(b.astype(np.float32), f"{hint}_b")], hint)
+
+
+def _lstm_step_body(
+    w_state: np.ndarray, w_proj: np.ndarray, cell_clip: float | None, proj_clip: float | None
+) -> onnx.GraphProto:
+    """One LSTM step: (c, h, x_proj_t, mask_t) → (c', h', y_t)."""
+    g = _Graph("step_")
+    d, p = w_proj.shape
+    z = g.op("Add", ["x_t", g.linear("h_prev", w_state, None, "rec")], "z")
+    i, j, f, o = g.op("Split", [z], "gate", n_out=4, axis=1)
+    keep = g.op("Mul", [g.op("Sigmoid", [f]), "c_prev"], "keep")
+    write = g.op("Mul", [g.op("Sigmoid", [i]), g.op("Tanh", [j])], "write")
+    c_new = g.op("Add", [keep, write], "c_new")
+    if cell_clip is not None:
+        lo, hi = g.const(np.float32(-cell_clip), "lo"), g.const(np.float32(cell_clip), "hi")
+        c_new = g.op("Clip", [c_new, lo, hi], "c_clip")
+    h_full = g.op("Mul", [g.op("Sigmoid", [o]), g.op("Tanh", [c_new])], "h_full")
+    h_new = g.linear(h_full, w_proj, None, "proj")
+    if proj_clip is not None:
+        lo, hi = g.const(np.float32(-proj_clip), "lo"), g.const(np.float32(proj_clip), "hi")
+        h_new = g.op("Clip", [h_new, lo, hi], "h_clip")
+    zero = g.const(np.float32(0.0), "zero")
+    g.nodes.append(helper.make_node("Where", ["m_t", c_new, "c_prev"], ["c_next"]))
+    g.nodes.append(helper.make_node("Where", ["m_t", h_new, "h_prev"], ["h_next"]))
+    g.nodes.append(helper.make_node("Where", ["m_t", h_new, zero], ["y_t"]))
+    return helper.make_graph(
+        g.nodes,
+        "lstm_step",
+        inputs=[
+            helper.make_tensor_value_info("c_prev", FLOAT, ["batch", d]),
+            helper.make_tensor_value_info("h_prev", FLOAT, ["batch", p]),
+            helper.make_tensor_value_info("x_t", FLOAT, ["batch", 4 * d]),
+            helper.make_tensor_value_info("m_t", TensorProto.BOOL, ["batch", 1]),
+        ],
+        outputs=[
+            helper.make_tensor_value_info("c_next", FLOAT, ["batch", d]),
+            helper.make_tensor_value_info("h_next", FLOAT, ["batch", p]),
+            helper.make_tensor_value_info("y_t", FLOAT, ["batch", p]),
+        ],
+        initializer=g.initializers,
+    )
+
+
+def _char_cnn(g: _Graph, o: ElmoOptions, w: Weights, char_ids: str, shape_bt: str) -> str:
+    """char_ids (B, T, C) → token vectors (B, T, P)."""
+    e = o.char_embed_dim
+    table = np.concatenate([np.zeros((1, e), np.float32), w["char_embed"]]).astype(np.float32)
+    emb = g.op("Gather", [g.const(table, "char_embed"), char_ids], "emb")  # (B, T, C, e)
+    flat = g.op(
+        "Reshape",
+        [emb, g.const(np.array([-1, o.max_characters_per_token, e], np.int64), "shape")],
+        "emb_flat",
+    )
+    x = g.op("Transpose", [flat], "emb_nec", perm=[0, 2, 1])  # (N, e, C)
+    act = "Tanh" if o.activation == "tanh" else "Relu"
+    pooled = []
+    for i in range(len(o.filters)):
+        kernel = w[f"CNN/W_cnn_{i}"][0].transpose(2, 1, 0)  # (w, e, n) → (n, e, w)
+        conv = g.op(
+            "Conv",
+            [x, g.const(kernel.astype(np.float32), f"cnn{i}_W"), g.const(w[f"CNN/b_cnn_{i}"], "b")],
+            f"conv{i}",
+        )
+        top = g.op("ReduceMax", [conv], f"pool{i}", axes=[2], keepdims=0)
+        pooled.append(g.op(act, [top], f"act{i}"))
+    h = g.op("Concat", pooled, "cnn", axis=1) if len(pooled) > 1 else pooled[0]
+    for k in range(o.n_highway):
+        # carry and transform in one MatMul: x·[W_carry | W_transform]
+        wk = np.concatenate([w[f"CNN_high_{k}/W_carry"], w[f"CNN_high_{k}/W_transform"]], 1)
+        bk = np.concatenate([w[f"CNN_high_{k}/b_carry"], w[f"CNN_high_{k}/b_transform"]])
+        both = g.linear(h, wk, bk, f"highway{k}")
+        gate_in, trans_in = g.op("Split", [both], f"hw{k}", n_out=2, axis=1)
+        gate = g.op("Sigmoid", [gate_in], "gate")
+        trans = g.op("Relu", [trans_in], "trans")
+        # g·t + (1−g)·x
+        carry = g.op("Mul", [g.op("Sub", [g.const(np.float32(1.0), "one"), gate]), h], "carry")
+        h = g.op("Add", [g.op("Mul", [gate, trans]), carry], f"highway{k}_out")
+    proj = g.linear(h, w["CNN_proj/W_proj"], w["CNN_proj/b_proj"], "cnn_proj")
+    shape = g.op(
+        "Concat", [shape_bt, g.const(np.array([o.projection_dim], np.int64), "p")], axis=0
+    )
+    return g.op("Reshape", [proj, shape], "tokens")
+
+
+def build_model(options: ElmoOptions, weights: Weights) -> onnx.ModelProto:
+    """The ONNX model of a biLM (no metadata; :mod:`.onnx_export` adds it)."""
+    check_weights(weights, options, "weights")
+    o = options
+    g = _Graph()
+    n_layers, d, p, c = o.n_layers, o.lstm_dim, o.projection_dim, o.max_characters_per_token
+
+    char_ids = contract.INPUT_CHAR_IDS
+    ids_shape = g.op("Shape", [char_ids], "ids_shape")
+    shape_bt = g.op("Slice", [ids_shape, g.const(np.array([0], np.int64), "s"),
+                              g.const(np.array([2], np.int64), "e")], "shape_bt")
+    batch = g.op("Slice", [ids_shape, g.const(np.array([0], np.int64), "s"),
+                           g.const(np.array([1], np.int64), "e")], "batch")
+
+    # mask: a step is real when any of its char ids is non-zero
+    top_id = g.op("ReduceMax", [char_ids], "top_id", axes=[2], keepdims=0)
+    mask = g.op("Greater", [top_id, g.const(np.int32(0), "zero")], "mask_bool")  # (B, T)
+    g.nodes.append(helper.make_node("Cast", [mask], [contract.OUTPUT_MASK], to=TensorProto.INT32))
+    mask_f = g.op("Cast", [mask], "mask_f", to=FLOAT)
+
+    tokens = _char_cnn(g, o, weights, char_ids, shape_bt)
+    tokens = g.op("Mul", [tokens, g.op("Unsqueeze", [mask_f, g.const(np.array([2], np.int64),
+                                                                      "ax")])], "tokens_masked")
+    x_tm = g.op("Transpose", [tokens], "tokens_tm", perm=[1, 0, 2])  # (T, B, P)
+    mask_tm = g.op("Unsqueeze", [g.op("Transpose", [mask], perm=[1, 0]),
+                                 g.const(np.array([2], np.int64), "ax")], "mask_tm")  # (T, B, 1)
+
+    # initial states, broadcast from (2, L, 1 or B, ·) to (2, L, B, ·)
+    init = {}
+    for name, width in ((contract.INPUT_STATE_C, d), (contract.INPUT_STATE_H, p)):
+        full = g.op("Concat", [g.const(np.array([2, n_layers], np.int64), "dl"), batch,
+                               g.const(np.array([width], np.int64), "w")], axis=0)
+        init[name] = g.op("Expand", [name, full], f"{name}_full")
+
+    def initial(name: str, direction: int, layer: int) -> str:
+        per_dir = g.op("Gather", [init[name], g.const(np.int64(direction), "d")], axis=0)
+        return g.op("Gather", [per_dir, g.const(np.int64(layer), "l")], axis=0)
+
+    forget = np.zeros(4 * d, np.float32)
+    forget[2 * d : 3 * d] = FORGET_BIAS
+    layer_outputs: list[list[str]] = [[], []]
+    finals_c, finals_h = [], []
+    for direction in range(2):
+        inp = x_tm
+        for layer in range(n_layers):
+            prefix = lstm_prefix(direction, layer)
+            w0 = weights[f"{prefix}/W_0"]
+            bias = weights[f"{prefix}/B"] + forget
+            x_proj = g.linear(inp, w0[:p], bias, f"xproj{direction}{layer}")
+            body = _lstm_step_body(w0[p:], weights[f"{prefix}/W_P_0"], o.cell_clip, o.proj_clip)
+            c_fin, h_fin, out = g.op(
+                "Scan",
+                [initial(contract.INPUT_STATE_C, direction, layer),
+                 initial(contract.INPUT_STATE_H, direction, layer), x_proj, mask_tm],
+                f"scan{direction}{layer}",
+                n_out=3,
+                body=body,
+                num_scan_inputs=2,
+                scan_input_directions=[direction, direction],
+                scan_output_directions=[direction],
+            )
+            if o.use_skip_connections and layer > 0:
+                out = g.op("Add", [out, inp], f"residual{direction}{layer}")
+            layer_outputs[direction].append(out)
+            finals_c.append(c_fin)
+            finals_h.append(h_fin)
+            inp = out
+
+    # layers: (T, B, 2P) each → (T, B, L+1, 2P) → (B, L+1, T, 2P)
+    ax2 = g.const(np.array([2], np.int64), "ax")
+    stacked = [g.op("Unsqueeze", [g.op("Concat", [x_tm, x_tm], axis=2), ax2])]
+    for fwd, bwd in zip(layer_outputs[0], layer_outputs[1], strict=True):
+        stacked.append(g.op("Unsqueeze", [g.op("Concat", [fwd, bwd], axis=2), ax2]))
+    all_layers = g.op("Concat", stacked, "all_layers", axis=2)
+    g.nodes.append(
+        helper.make_node("Transpose", [all_layers], [contract.OUTPUT_LAYERS], perm=[1, 2, 0, 3])
+    )
+    for finals, width, out_name in (
+        (finals_c, d, contract.OUTPUT_STATE_C),
+        (finals_h, p, contract.OUTPUT_STATE_H),
+    ):
+        joined = g.op("Concat", finals, axis=0)  # (2·L·B, width)
+        shape = g.const(np.array([2, n_layers, -1, width], np.int64), "state_shape")
+        g.nodes.append(helper.make_node("Reshape", [joined, shape], [out_name]))
+
+    zeros_c = numpy_helper.from_array(np.zeros((2, n_layers, 1, d), np.float32),
+                                      contract.INPUT_STATE_C)
+    zeros_h = numpy_helper.from_array(np.zeros((2, n_layers, 1, p), np.float32),
+                                      contract.INPUT_STATE_H)
+    graph = helper.make_graph(
+        g.nodes,
+        "elmo_bilm",
+        inputs=[
+            helper.make_tensor_value_info(char_ids, TensorProto.INT32, ["batch", "tokens", c]),
+            helper.make_tensor_value_info(contract.INPUT_STATE_C, FLOAT,
+                                          [2, n_layers, "state_batch", d]),
+            helper.make_tensor_value_info(contract.INPUT_STATE_H, FLOAT,
+                                          [2, n_layers, "state_batch", p]),
+        ],
+        outputs=[
+            helper.make_tensor_value_info(contract.OUTPUT_LAYERS, FLOAT,
+                                          ["batch", n_layers + 1, "tokens", 2 * p]),
+            helper.make_tensor_value_info(contract.OUTPUT_MASK, TensorProto.INT32,
+                                          ["batch", "tokens"]),
+            helper.make_tensor_value_info(contract.OUTPUT_STATE_C, FLOAT,
+                                          [2, n_layers, "batch", d]),
+            helper.make_tensor_value_info(contract.OUTPUT_STATE_H, FLOAT,
+                                          [2, n_layers, "batch", p]),
+        ],
+        # the zero states are defaults: a caller may feed its own
+        initializer=g.initializers + [zeros_c, zeros_h],
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", OPSET)],
+        producer_name="elmo-edge",
+        doc_string="ELMo biLM exported by elmo-edge; see metadata_props elmo_edge.*",
+    )
+    model.ir_version = IR_VERSION
+    return model

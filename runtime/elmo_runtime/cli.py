@@ -1,0 +1,327 @@
+"""The `elmo` command: thin wrappers over the library.
+
+Every :class:`ElmoError` becomes ``Error: <message>`` and exit status 1; an
+interrupt (Ctrl-C or SIGTERM) exits with 130; anything unexpected prints one
+line and exits with 2 (``ELMO_DEBUG=1`` shows the traceback). The export
+commands (`elmo convert`, …) come from elmo_export when it is installed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import stat
+import sys
+import threading
+import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import click
+
+from . import __version__
+from .batching import DEFAULT_BATCH_SIZE
+from .errors import ElmoError, InputError
+from .session import PROVIDERS
+from .writers import FORMATS
+
+EXIT_INTERNAL = 2
+EXIT_INTERRUPTED = 130
+EXPORT_HINT = "pip install 'elmo-edge[export]'"
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt, so writers clean up as on Ctrl-C."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _show_warning(message: Any, category: type, *args: Any, **kwargs: Any) -> None:
+    click.echo(f"Warning: {message}", err=True)
+
+
+class ElmoGroup(click.Group):
+    """A click group that turns every failure into one line and an exit status."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            with _sigterm_as_interrupt(), warnings.catch_warnings():
+                warnings.showwarning = _show_warning
+                return super().invoke(ctx)
+        except ElmoError as e:
+            raise click.ClickException(str(e)) from None
+        except KeyboardInterrupt:
+            click.echo("interrupted; nothing was written", err=True)
+            ctx.exit(EXIT_INTERRUPTED)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as e:
+            if os.environ.get("ELMO_DEBUG", "") not in ("", "0"):
+                raise
+            first = (str(e).strip().splitlines() or [""])[0]
+            click.echo(
+                f"internal error: {type(e).__name__}: {first} (set ELMO_DEBUG=1 for the traceback)",
+                err=True,
+            )
+            ctx.exit(EXIT_INTERNAL)
+
+
+@click.group("elmo", cls=ElmoGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="elmo")
+def main() -> None:
+    """ELMo contextual word vectors from an exported ONNX model (NumPy + onnxruntime)."""
+
+
+# ---------------------------------------------------------------------------- embed
+
+
+def read_sentences(stream: BinaryIO, name: str, errors: str = "strict") -> Iterator[list[str]]:
+    """Whitespace-tokenized lines of a UTF-8 byte stream (``str.split()``), one list a line.
+
+    ``str.split()`` drops the line end ("\\n" or "\\r\\n"); a UTF-8 byte-order
+    mark on line 1 is dropped too; a blank line gives an empty sentence.
+    Control characters that are not whitespace stay inside their tokens.
+    ``errors="replace"`` turns invalid UTF-8 into U+FFFD instead of raising
+    InputError naming line and column.
+    """
+    for lineno, line in enumerate(stream, 1):
+        try:
+            text = line.decode("utf-8", errors)
+        except UnicodeDecodeError as e:
+            raise InputError(
+                f"{name}:{lineno}: invalid UTF-8 (byte 0x{line[e.start]:02x} at column "
+                f"{e.start + 1}); fix the file or pass --errors replace"
+            ) from None
+        if lineno == 1:
+            text = text.removeprefix("\ufeff")
+        yield text.split()
+
+
+def count_lines(path: str) -> int | None:
+    """Number of lines of a regular file (None for pipes and the like)."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None
+        count, last = 0, b"\n"
+        with open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                count += block.count(b"\n")
+                last = block[-1:]
+    except OSError:
+        return None
+    return count + (last != b"\n")
+
+
+@contextmanager
+def open_input(name: str) -> Iterator[BinaryIO]:
+    """The input as a binary stream; "-" is stdin."""
+    if name == "-":
+        yield click.get_binary_stream("stdin")
+        return
+    try:
+        f = open(name, "rb")  # noqa: SIM115 (closed by the with below)
+    except FileNotFoundError:
+        raise ElmoError(f"{name}: no such input file") from None
+    except OSError as e:
+        raise ElmoError(f"{name}: cannot read the input ({e.strerror})") from None
+    with f:
+        yield f
+
+
+def _progress(items: Iterable[Any], length: int | None) -> AbstractContextManager[Iterable[Any]]:
+    """A progress bar on stderr when it is a terminal (never in logs)."""
+    if not sys.stderr.isatty():
+        return nullcontext(items)
+    return click.progressbar(
+        items, length=length, label="embedding", file=sys.stderr, update_min_steps=32
+    )
+
+
+@main.command()
+@click.argument("input_path", metavar="INPUT")
+@click.argument("output")
+@click.option("--model", "-m", metavar="PATH", help="elmo-edge .onnx model [default: bundled].")
+@click.option("--all", "mode", flag_value="all", default=True, help="All L+1 layers (default).")
+@click.option("--top", "mode", flag_value="top", help="The top layer only.")
+@click.option("--average", "mode", flag_value="average", help="The average of the layers.")
+@click.option(
+    "--mix",
+    "mix_file",
+    metavar="FILE",
+    help='A scalar-mix JSON file: {"weights": [L+1 numbers], "gamma": 1.0, '
+    '"do_layer_norm": false}.',
+)
+@click.option(
+    "--batch-size",
+    default=DEFAULT_BATCH_SIZE,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Sentences per forward pass.",
+)
+@click.option(
+    "--provider",
+    type=click.Choice(PROVIDERS),
+    default="auto",
+    show_default=True,
+    help="onnxruntime execution provider.",
+)
+@click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads [default: all].")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(FORMATS),
+    help="Output format [default: npz for *.npz, else hdf5].",
+)
+@click.option(
+    "--stateful", is_flag=True, help="Carry LSTM states across batches by row (bilm-tf style)."
+)
+@click.option(
+    "--errors",
+    type=click.Choice(["strict", "replace"]),
+    default="strict",
+    show_default=True,
+    help="What to do with invalid UTF-8.",
+)
+@click.pass_context
+def embed(
+    ctx: click.Context,
+    input_path: str,
+    output: str,
+    model: str | None,
+    mode: str,
+    mix_file: str | None,
+    batch_size: int,
+    provider: str,
+    threads: int | None,
+    fmt: str | None,
+    stateful: bool,
+    errors: str,
+) -> None:
+    """Embed INPUT (one whitespace-tokenized sentence a line, "-" = stdin) into OUTPUT.
+
+    OUTPUT holds one array per line under keys "0", "1", … and
+    "sentence_to_index" (AllenNLP's `elmo` layout); it appears only when
+    every line is done.
+    """
+    from .embedder import Embedder
+    from .writers import open_writer
+
+    if mix_file and ctx.get_parameter_source("mode") is click.core.ParameterSource.COMMANDLINE:
+        raise click.UsageError("--mix cannot be combined with --all, --top or --average")
+    with open_input(input_path) as stream, open_writer(output, fmt) as writer:
+        emb = Embedder(
+            model,
+            stateful=stateful,
+            provider=provider,
+            threads=threads,
+            mix=Path(mix_file) if mix_file else mode,
+        )
+        length = count_lines(input_path) if input_path != "-" and sys.stderr.isatty() else None
+        sentences, to_embed = itertools.tee(read_sentences(stream, input_path, errors))
+        pairs = zip(sentences, emb.embed_sentences(to_embed, batch_size), strict=True)
+        with _progress(pairs, length) as bar:
+            for tokens, vectors in bar:
+                writer.write(tokens, vectors)
+    click.echo(f"wrote {writer.count} sentences to {output}", err=True)
+
+
+# ---------------------------------------------------------------------------- info
+
+
+def _kv(d: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in d.items()) or "-"
+
+
+def _shape(arg: dict[str, Any]) -> str:
+    dims = ", ".join(str(d) for d in arg["shape"])
+    note = " (optional, zeros by default)" if arg["optional"] else ""
+    return f"{arg['name']} {arg['type']} [{dims}]{note}"
+
+
+def format_info(d: dict[str, Any]) -> str:
+    """The human-readable `elmo info` report."""
+    lstm, cnn = d["options"]["lstm"], d["options"]["char_cnn"]
+    filters = cnn["filters"]
+    rows = [
+        ("model", f"{d['path']} ({d['file_size'] / 1e6:.1f} MB)"),
+        (
+            "format",
+            f"{d['format']} v{d['format_version']}, ONNX opset {d['opset']}, IR {d['ir_version']}",
+        ),
+        ("producer", d["producer"]),
+        ("source", _kv(d["source"])),
+        (
+            "char CNN",
+            f"{len(filters)} filters {filters} ({sum(n for _, n in filters)} outputs), "
+            f"embedding {cnn['embedding']['dim']}, {cnn['n_highway']} highway, "
+            f"{cnn['activation']}, {cnn['max_characters_per_token']} chars/token, "
+            f"{cnn['n_characters']} characters",
+        ),
+        (
+            "LSTM",
+            f"{lstm['n_layers']} layers, dim {lstm['dim']}, projection "
+            f"{lstm['projection_dim']}, cell clip {lstm.get('cell_clip', 'none')}, "
+            f"proj clip {lstm.get('proj_clip', 'none')}, skip connections "
+            f"{'yes' if lstm['use_skip_connections'] else 'no'}",
+        ),
+        ("parameters", f"{d['n_parameters']:,} ({d['n_parameters'] / 1e6:.1f}M)"),
+        *(("inputs" if i == 0 else "", _shape(a)) for i, a in enumerate(d["inputs"])),
+        *(("outputs" if i == 0 else "", _shape(a)) for i, a in enumerate(d["outputs"])),
+        ("quantization", _kv(d["quantization"])),
+        ("parity", _kv(d["parity"])),
+    ]
+    return "\n".join(f"{k:<13} {v}" for k, v in rows)
+
+
+@main.command()
+@click.argument("model")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
+def info(model: str, as_json: bool) -> None:
+    """Describe an elmo-edge MODEL: options, size, interface, quantization, parity."""
+    from .session import describe_model
+
+    summary = describe_model(model)
+    click.echo(json.dumps(summary, indent=2) if as_json else format_info(summary))
+
+
+# ---------------------------------------------------------------------------- export side
+
+
+def _needs_export(name: str) -> click.Command:
+    def callback(args: tuple[str, ...]) -> None:
+        raise ElmoError(f"`elmo {name}` needs the export extra: {EXPORT_HINT}")
+
+    return click.Command(
+        name,
+        callback=callback,
+        params=[click.Argument(["args"], nargs=-1, type=click.UNPROCESSED)],
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+        help=f"(needs the export extra: {EXPORT_HINT})",
+    )
+
+
+try:
+    from elmo_export.cli import register
+except ImportError:
+    for _name in ("convert", "export"):
+        main.add_command(_needs_export(_name))
+else:
+    register(main)
+
+if __name__ == "__main__":
+    main()

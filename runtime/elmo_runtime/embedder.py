@@ -1,0 +1,214 @@
+"""Embedder: the public entry point (tokens in, ELMo vectors out).
+
+>>> emb = Embedder("model.onnx")
+>>> emb.embed_sentence(["The", "cat", "sat"]).shape  # (L+1, 3, 2P)
+
+Sentences are lists of tokens; the runtime adds ``<S>``/``</S>`` and strips
+them from the outputs. By default every sentence starts from a zero LSTM
+state (stateless), so its vectors do not depend on what ran before. With
+``stateful=True`` the state carries over between calls by **batch row**, as
+bilm-tf and AllenNLP do it (ELMO_SPEC.md, "State across batches").
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from . import chars, contract
+from .batching import DEFAULT_BATCH_SIZE, DEFAULT_MAX_TOKENS, bucketed, chunks, in_order
+from .errors import ElmoError, InputError, ModelError
+from .mix import Mix, ScalarMix, check_mix, load_mix, make_mix
+from .session import open_session
+
+DEFAULT_MODEL = "models/default.onnx"
+
+Sentence = Sequence[str]
+
+
+def default_model_path() -> Path:
+    """The model bundled with this installation (``elmo_runtime/models/default.onnx``)."""
+    path = Path(str(resources.files("elmo_runtime").joinpath(DEFAULT_MODEL)))
+    if not path.is_file():
+        raise ModelError("no bundled default model in this installation; pass --model PATH")
+    return path
+
+
+def check_sentence(sentence: object, index: int) -> None:
+    """Raise InputError unless ``sentence`` is a list/tuple of non-empty strings."""
+    if isinstance(sentence, str):
+        raise InputError(
+            f"sentence {index}: expected a list of tokens, got a str; use text.split()"
+        )
+    if not isinstance(sentence, (list, tuple)):
+        raise InputError(
+            f"sentence {index}: expected a list of tokens, got a {type(sentence).__name__}"
+        )
+    for j, token in enumerate(sentence):
+        if not isinstance(token, str):
+            raise InputError(
+                f"sentence {index}: token {j} is a {type(token).__name__}, expected a str"
+            )
+        if not token:
+            raise InputError(f"sentence {index}: token {j} is an empty string")
+
+
+class Embedder:
+    """ELMo vectors from an exported elmo-edge ONNX model.
+
+    ``model``: path of the .onnx file (None: the bundled default model).
+    ``stateful``: carry LSTM states across calls by batch row (bilm-tf style).
+    ``provider``: "auto", "cpu" or "cuda"; ``threads``: intra-op threads.
+    ``mix``: None or "all" (every layer, ``(L+1, n, 2P)``), "top", "average",
+    a :class:`ScalarMix` or the path of a mix JSON file (``(n, 2P)``).
+    ``max_tokens_per_batch``: cap on padded steps (rows x (longest + 2)) per batch in
+    :meth:`embed_sentences`.
+    """
+
+    def __init__(
+        self,
+        model: str | Path | None = None,
+        stateful: bool = False,
+        provider: str = "auto",
+        threads: int | None = None,
+        mix: str | os.PathLike | ScalarMix | None = None,
+        max_tokens_per_batch: int = DEFAULT_MAX_TOKENS,
+    ):
+        self.model_path = Path(model) if model is not None else default_model_path()
+        self._session, self.info = open_session(self.model_path, provider, threads)
+        self.stateful = stateful
+        self.max_tokens_per_batch = max_tokens_per_batch
+        self._mix = self._resolve_mix(mix)
+        opts = self.info.options
+        self._zero_c = np.zeros((2, opts.n_layers, 1, opts.lstm_dim), dtype=np.float32)
+        self._zero_h = np.zeros((2, opts.n_layers, 1, opts.projection_dim), dtype=np.float32)
+        self.reset_states()
+
+    def _resolve_mix(self, mix: str | os.PathLike | ScalarMix | None) -> Mix | None:
+        n_layers = self.info.options.n_output_layers
+        if mix is None or mix == "all":
+            return None
+        if isinstance(mix, str):
+            return make_mix(mix, n_layers)
+        if isinstance(mix, os.PathLike):
+            return load_mix(mix, n_layers)
+        if isinstance(mix, ScalarMix):
+            return check_mix(mix, n_layers)
+        raise TypeError(
+            f"mix must be None, 'all', 'top', 'average', a ScalarMix or a path, not {mix!r}"
+        )
+
+    @property
+    def providers(self) -> list[str]:
+        """Execution providers of the session, in priority order."""
+        return self._session.get_providers()
+
+    def reset_states(self) -> None:
+        """Forget the LSTM states of stateful mode (every row starts from zero again)."""
+        self._state_c = _rows(self._zero_c, 0)
+        self._state_h = _rows(self._zero_h, 0)
+
+    def embed_sentence(self, sentence: Sentence) -> np.ndarray:
+        """Vectors of one sentence: float32 ``(L+1, n, 2P)``, or ``(n, 2P)`` with a mix."""
+        return self.embed_batch([sentence])[0]
+
+    def embed_batch(self, sentences: Iterable[Sentence]) -> list[np.ndarray]:
+        """Vectors of each sentence, in input order, from one forward pass."""
+        sentences = list(sentences)
+        for i, sentence in enumerate(sentences):
+            check_sentence(sentence, i)
+        return self._forward(sentences)
+
+    def embed_sentences(
+        self, sentences: Iterable[Sentence], batch_size: int = DEFAULT_BATCH_SIZE
+    ) -> Iterator[np.ndarray]:
+        """Vectors of each sentence of a (possibly huge) iterable, in input order.
+
+        Stateless: sentences are bucketed by length a window at a time.
+        Stateful: consecutive batches of ``batch_size`` in input order, since
+        a sentence's row decides which state it continues.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+            raise ValueError(f"batch_size must be a positive integer, found {batch_size!r}")
+        checked = (_checked(s, i) for i, s in enumerate(sentences))
+        if self.stateful:
+            return (out for chunk in chunks(checked, batch_size) for out in self._forward(chunk))
+        batches = bucketed(checked, _steps, batch_size, self.max_tokens_per_batch)
+        return in_order(self._forward_indexed(batches))
+
+    def _forward_indexed(
+        self, batches: Iterable[list[tuple[int, Sentence]]]
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        for batch in batches:
+            indices = [i for i, _ in batch]
+            yield from zip(indices, self._forward([s for _, s in batch]), strict=True)
+
+    def _forward(self, sentences: Sequence[Sentence]) -> list[np.ndarray]:
+        """One model run over checked sentences; per-sentence arrays, boundaries removed."""
+        if not sentences:
+            return []
+        ids, _ = chars.batch_to_ids(sentences, self.info.max_chars)
+        state_c, state_h = self._initial_state(len(sentences))
+        feed = {
+            contract.INPUT_CHAR_IDS: ids,
+            contract.INPUT_STATE_C: state_c,
+            contract.INPUT_STATE_H: state_h,
+        }
+        fetch = [contract.OUTPUT_LAYERS]
+        if self.stateful:
+            fetch += [contract.OUTPUT_STATE_C, contract.OUTPUT_STATE_H]
+        try:
+            outputs = self._session.run(fetch, feed)
+        except Exception as e:  # onnxruntime raises its own pybind11 exception types
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise ElmoError(
+                f"{self.model_path}: onnxruntime failed on a batch of {ids.shape[0]} sentences "
+                f"x {ids.shape[1]} steps: {first}"
+            ) from e
+        if self.stateful:
+            self._keep_state(outputs[1], outputs[2])
+        layers = outputs[0]
+        return [self._finish(layers[i, :, 1 : 1 + len(s)]) for i, s in enumerate(sentences)]
+
+    def _finish(self, layers: np.ndarray) -> np.ndarray:
+        out = np.array(layers, dtype=np.float32)  # a copy: never keep the whole batch alive
+        return out if self._mix is None else self._mix(out)
+
+    def _initial_state(self, rows: int) -> tuple[np.ndarray, np.ndarray]:
+        if not self.stateful:
+            return self._zero_c, self._zero_h
+        self._grow_state(rows)
+        return (
+            np.ascontiguousarray(self._state_c[:, :, :rows]),
+            np.ascontiguousarray(self._state_h[:, :, :rows]),
+        )
+
+    def _grow_state(self, rows: int) -> None:
+        """Extend the stored states with zero rows up to ``rows`` rows."""
+        extra = rows - self._state_c.shape[2]
+        if extra > 0:
+            self._state_c = np.concatenate([self._state_c, _rows(self._zero_c, extra)], axis=2)
+            self._state_h = np.concatenate([self._state_h, _rows(self._zero_h, extra)], axis=2)
+
+    def _keep_state(self, final_c: np.ndarray, final_h: np.ndarray) -> None:
+        rows = final_c.shape[2]
+        self._state_c[:, :, :rows] = final_c
+        self._state_h[:, :, :rows] = final_h
+
+
+def _rows(zero: np.ndarray, n: int) -> np.ndarray:
+    return np.repeat(zero, n, axis=2)
+
+
+def _steps(sentence: Sentence) -> int:
+    """Model steps of a sentence: its tokens plus <S> and </S>."""
+    return len(sentence) + 2
+
+
+def _checked(sentence: Sentence, index: int) -> Sentence:
+    check_sentence(sentence, index)
+    return sentence

@@ -1,0 +1,165 @@
+"""Scalar mix of the L+1 ELMo layers, in NumPy (ELMO_SPEC.md, "Scalar mix").
+
+``ELMo_k = gamma * sum_j softmax(w)_j * h_{k,j}``. Mixes apply to one
+sentence at a time: an array of shape ``(L+1, n, 2P)`` becomes ``(n, 2P)``.
+
+Layer normalization (AllenNLP's ``do_layer_norm``) normalizes each layer by
+the mean and variance of all its elements over the unmasked tokens.
+AllenNLP takes those statistics over the whole padded *batch*, so its
+vectors change with the batch a sentence lands in; here they are taken over
+the *sentence*, so a sentence gets the same vectors however it is batched
+(identical to AllenNLP for a batch of one).
+
+A mix file is JSON: ``{"weights": [w_0, …, w_L], "gamma": 1.0,
+"do_layer_norm": false}`` (``do_layer_norm`` optional, default false).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import MixError
+
+LAYER_NORM_EPS = 1e-12
+MODES = ("all", "top", "average")
+FIELDS = ("weights", "gamma", "do_layer_norm")
+
+Mix = Callable[[np.ndarray], np.ndarray]
+
+
+class ScalarMix:
+    """A learned weighting of the L+1 layers: softmax(weights) times gamma."""
+
+    def __init__(self, weights: Sequence[float], gamma: float = 1.0, do_layer_norm: bool = False):
+        values = [_number(w, "weights") for w in weights]
+        if not values:
+            raise MixError("a scalar mix needs at least one weight")
+        self.weights = tuple(values)
+        self.gamma = _number(gamma, "gamma")
+        self.do_layer_norm = bool(do_layer_norm)
+
+    @property
+    def n_layers(self) -> int:
+        """How many layers (L+1) this mix weighs."""
+        return len(self.weights)
+
+    def normalized_weights(self) -> np.ndarray:
+        """softmax(weights), float64."""
+        w = np.asarray(self.weights, dtype=np.float64)
+        e = np.exp(w - w.max())
+        return e / e.sum()
+
+    def __call__(self, layers: np.ndarray) -> np.ndarray:
+        """Mix one sentence's layers ``(L+1, n, 2P)`` into float32 ``(n, 2P)``."""
+        if layers.ndim != 3 or layers.shape[0] != self.n_layers:
+            raise MixError(
+                f"the mix has {self.n_layers} weights but the layers have shape {layers.shape}, "
+                f"expected ({self.n_layers}, tokens, dim)"
+            )
+        x = layers.astype(np.float64)
+        if self.do_layer_norm and x.shape[1] > 0:
+            mean = x.mean(axis=(1, 2), keepdims=True)
+            var = ((x - mean) ** 2).mean(axis=(1, 2), keepdims=True)
+            x = (x - mean) / np.sqrt(var + LAYER_NORM_EPS)
+        mixed = self.gamma * np.tensordot(self.normalized_weights(), x, axes=1)
+        return mixed.astype(np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "weights": list(self.weights),
+            "gamma": self.gamma,
+            "do_layer_norm": self.do_layer_norm,
+        }
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ScalarMix) and self.to_dict() == other.to_dict()
+
+    def __repr__(self) -> str:
+        return (
+            f"ScalarMix(weights={list(self.weights)}, gamma={self.gamma}, "
+            f"do_layer_norm={self.do_layer_norm})"
+        )
+
+
+def _number(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise MixError(f"{name} must be numbers, found {value!r}")
+    if not math.isfinite(value):
+        raise MixError(f"{name} must be finite, found {value!r}")
+    return float(value)
+
+
+def top_layer(layers: np.ndarray) -> np.ndarray:
+    """The last layer of ``(L+1, n, 2P)``: ``(n, 2P)``."""
+    return np.ascontiguousarray(layers[-1])
+
+
+def all_layers(layers: np.ndarray) -> np.ndarray:
+    """No mixing: ``(L+1, n, 2P)`` unchanged."""
+    return layers
+
+
+def make_mix(mode: str, n_layers: int) -> Mix:
+    """A named mix for a model with ``n_layers`` (L+1) layers: "all", "top" or "average"."""
+    if mode == "all":
+        return all_layers
+    if mode == "top":
+        return top_layer
+    if mode == "average":
+        return ScalarMix([0.0] * n_layers, gamma=1.0)
+    raise MixError(f"unknown mix {mode!r}; choose one of {', '.join(MODES)} or a mix file")
+
+
+def check_mix(mix: ScalarMix, n_layers: int, where: str = "mix") -> ScalarMix:
+    """Raise MixError unless ``mix`` weighs exactly ``n_layers`` layers."""
+    if mix.n_layers != n_layers:
+        raise MixError(
+            f"{where}: expected {n_layers} weights (the model has {n_layers} layers), "
+            f"found {mix.n_layers}"
+        )
+    return mix
+
+
+def load_mix(path: str | Path, n_layers: int) -> ScalarMix:
+    """Read a mix JSON file for a model with ``n_layers`` (L+1) layers."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise MixError(f"{path}: no such mix file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise MixError(f"{path}: cannot read the mix file ({e})") from None
+    except json.JSONDecodeError as e:
+        raise MixError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+    return check_mix(_parse(data, path), n_layers, str(path))
+
+
+def _parse(data: Any, path: Path) -> ScalarMix:
+    if not isinstance(data, dict):
+        raise MixError(f"{path}: expected a JSON object with {', '.join(FIELDS)}")
+    unknown = sorted(set(data) - set(FIELDS))
+    if unknown:
+        raise MixError(f"{path}: unknown field {unknown[0]!r} (fields: {', '.join(FIELDS)})")
+    for name in ("weights", "gamma"):
+        if name not in data:
+            raise MixError(f"{path}: missing field {name!r}")
+    if not isinstance(data["weights"], list):
+        raise MixError(f"{path}: weights must be a list of numbers, found {data['weights']!r}")
+    layer_norm = data.get("do_layer_norm", False)
+    if not isinstance(layer_norm, bool):
+        raise MixError(f"{path}: do_layer_norm must be true or false, found {layer_norm!r}")
+    try:
+        return ScalarMix(data["weights"], data["gamma"], layer_norm)
+    except MixError as e:
+        raise MixError(f"{path}: {e}") from None
+
+
+def save_mix(path: str | Path, mix: ScalarMix) -> None:
+    """Write ``mix`` as JSON; :func:`load_mix` reads back an equal mix."""
+    Path(path).write_text(json.dumps(mix.to_dict(), indent=2) + "\n", encoding="utf-8")

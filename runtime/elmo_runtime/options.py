@@ -1,0 +1,212 @@
+"""The ELMo options.json schema: parsed and validated once, read by both sides.
+
+The export side (PyTorch model, weight files, ONNX builder) and the runtime
+(state shapes, `elmo info`) both use :class:`ElmoOptions`; the JSON format is
+the one bilm-tf and AllenNLP publish next to ``weights.hdf5``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import OptionsError
+
+ACTIVATIONS = ("relu", "tanh")
+
+
+@dataclass(frozen=True)
+class ElmoOptions:
+    """Hyperparameters of one biLM (see ELMO_SPEC.md)."""
+
+    lstm_dim: int
+    projection_dim: int
+    n_layers: int
+    cell_clip: float | None
+    proj_clip: float | None
+    use_skip_connections: bool
+    char_embed_dim: int
+    n_characters: int
+    max_characters_per_token: int
+    activation: str
+    n_highway: int
+    filters: tuple[tuple[int, int], ...]
+
+    @property
+    def n_filters(self) -> int:
+        """F: the char CNN's output width (sum of filter counts)."""
+        return sum(n for _, n in self.filters)
+
+    @property
+    def output_dim(self) -> int:
+        """Width of every representation layer: 2 · projection_dim."""
+        return 2 * self.projection_dim
+
+    @property
+    def n_output_layers(self) -> int:
+        """L + 1: the token layer plus one per LSTM layer."""
+        return self.n_layers + 1
+
+    def to_dict(self) -> dict[str, Any]:
+        """The options.json structure (round-trips through :func:`parse_options`)."""
+        lstm: dict[str, Any] = {
+            "dim": self.lstm_dim,
+            "projection_dim": self.projection_dim,
+            "n_layers": self.n_layers,
+            "use_skip_connections": self.use_skip_connections,
+        }
+        if self.cell_clip is not None:
+            lstm["cell_clip"] = self.cell_clip
+        if self.proj_clip is not None:
+            lstm["proj_clip"] = self.proj_clip
+        return {
+            "lstm": lstm,
+            "char_cnn": {
+                "embedding": {"dim": self.char_embed_dim},
+                "n_characters": self.n_characters,
+                "max_characters_per_token": self.max_characters_per_token,
+                "activation": self.activation,
+                "n_highway": self.n_highway,
+                "filters": [list(f) for f in self.filters],
+            },
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    def weight_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every dataset of the ELMo hdf5 weight layout with its expected shape."""
+        e, f, p, d = self.char_embed_dim, self.n_filters, self.projection_dim, self.lstm_dim
+        shapes: dict[str, tuple[int, ...]] = {"char_embed": (261, e)}
+        for i, (width, num) in enumerate(self.filters):
+            shapes[f"CNN/W_cnn_{i}"] = (1, width, e, num)
+            shapes[f"CNN/b_cnn_{i}"] = (num,)
+        for k in range(self.n_highway):
+            for name in ("carry", "transform"):
+                shapes[f"CNN_high_{k}/W_{name}"] = (f, f)
+                shapes[f"CNN_high_{k}/b_{name}"] = (f,)
+        shapes["CNN_proj/W_proj"] = (f, p)
+        shapes["CNN_proj/b_proj"] = (p,)
+        for direction in range(2):
+            for layer in range(self.n_layers):
+                prefix = lstm_prefix(direction, layer)
+                shapes[f"{prefix}/W_0"] = (2 * p, 4 * d)
+                shapes[f"{prefix}/B"] = (4 * d,)
+                shapes[f"{prefix}/W_P_0"] = (d, p)
+        return shapes
+
+    def n_parameters(self) -> int:
+        return sum(math.prod(s) for s in self.weight_shapes().values())
+
+
+def lstm_prefix(direction: int, layer: int) -> str:
+    """hdf5 group of one LSTM cell: direction 0 = forward, 1 = backward."""
+    return f"RNN_{direction}/RNN/MultiRNNCell/Cell{layer}/LSTMCell"
+
+
+def _get(d: dict, key: str, where: str, kind: type | tuple[type, ...]) -> Any:
+    if not isinstance(d, dict) or key not in d:
+        raise OptionsError(f"options: missing field {where}{key}")
+    value = d[key]
+    if kind is int and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) and kind is not bool:
+        raise OptionsError(f"options: field {where}{key} must be {kind}, found {value!r}")
+    if not isinstance(value, kind):
+        raise OptionsError(f"options: field {where}{key} has the wrong type: {value!r}")
+    return value
+
+
+def _positive(value: int, name: str) -> int:
+    if value <= 0:
+        raise OptionsError(f"options: {name} must be positive, found {value}")
+    return value
+
+
+def _clip(lstm: dict, key: str) -> float | None:
+    value = lstm.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise OptionsError(f"options: lstm.{key} must be a positive number, found {value!r}")
+    return float(value)
+
+
+def parse_options(data: dict[str, Any]) -> ElmoOptions:
+    """Validate an options.json structure; raise OptionsError naming the bad field."""
+    if not isinstance(data, dict):
+        raise OptionsError("options: expected a JSON object with 'lstm' and 'char_cnn'")
+    lstm = _get(data, "lstm", "", dict)
+    cnn = _get(data, "char_cnn", "", dict)
+    emb = _get(cnn, "embedding", "char_cnn.", dict)
+    raw_filters = _get(cnn, "filters", "char_cnn.", list)
+    filters = []
+    for f in raw_filters:
+        ok = isinstance(f, (list, tuple)) and len(f) == 2
+        ok = ok and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in f)
+        if not ok:
+            raise OptionsError(
+                f"options: char_cnn.filters must be [[width, count], …], found {f!r}"
+            )
+        filters.append((int(f[0]), int(f[1])))
+    if not filters:
+        raise OptionsError("options: char_cnn.filters is empty")
+    activation = _get(cnn, "activation", "char_cnn.", str)
+    if activation not in ACTIVATIONS:
+        raise OptionsError(
+            f"options: char_cnn.activation must be one of {ACTIVATIONS}, found {activation!r}"
+        )
+    n_chars = _get(cnn, "n_characters", "char_cnn.", int)
+    if n_chars not in (261, 262):
+        raise OptionsError(f"options: char_cnn.n_characters must be 261 or 262, found {n_chars}")
+    max_chars = _positive(
+        _get(cnn, "max_characters_per_token", "char_cnn.", int),
+        "char_cnn.max_characters_per_token",
+    )
+    if max_chars < 3:
+        raise OptionsError("options: char_cnn.max_characters_per_token must be at least 3")
+    widest = max(w for w, _ in filters)
+    if widest > max_chars:
+        raise OptionsError(
+            f"options: a filter of width {widest} is wider than max_characters_per_token "
+            f"{max_chars}"
+        )
+    n_highway = _get(cnn, "n_highway", "char_cnn.", int)
+    if n_highway < 0:
+        raise OptionsError(f"options: char_cnn.n_highway must be >= 0, found {n_highway}")
+    return ElmoOptions(
+        lstm_dim=_positive(_get(lstm, "dim", "lstm.", int), "lstm.dim"),
+        projection_dim=_positive(_get(lstm, "projection_dim", "lstm.", int), "lstm.projection_dim"),
+        n_layers=_positive(_get(lstm, "n_layers", "lstm.", int), "lstm.n_layers"),
+        cell_clip=_clip(lstm, "cell_clip"),
+        proj_clip=_clip(lstm, "proj_clip"),
+        use_skip_connections=bool(lstm.get("use_skip_connections", False)),
+        char_embed_dim=_positive(_get(emb, "dim", "char_cnn.embedding.", int), "embedding.dim"),
+        n_characters=n_chars,
+        max_characters_per_token=max_chars,
+        activation=activation,
+        n_highway=n_highway,
+        filters=tuple(filters),
+    )
+
+
+def load_options(path: str | Path) -> ElmoOptions:
+    """Read and validate an options.json file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise OptionsError(f"{path}: no such options file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise OptionsError(f"{path}: cannot read options file ({e})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise OptionsError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+    try:
+        return parse_options(data)
+    except OptionsError as e:
+        raise OptionsError(f"{path}: {e}") from None

@@ -1,0 +1,87 @@
+"""`elmo quantize`: a thin wrapper over :func:`elmo_runtime.quantize.quantize_model`."""
+
+from __future__ import annotations
+
+import click
+
+from .quantize import DEFAULT_BLOCK_SIZE, MODES, THRESHOLDS, QuantizeReport
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.1f} MiB"
+
+
+def format_report(report: QuantizeReport) -> str:
+    """Sizes before/after and the per-layer cosine table, as `elmo quantize` prints them."""
+    lines = [
+        f"{report.mode}: {report.source} ({_mib(report.size_before)}) → {report.output} "
+        f"({_mib(report.size_after)}, {100 * report.ratio:.1f}% of the source)"
+    ]
+    check = report.check
+    if check is None:
+        lines.append("check: skipped (--no-check); the error of this model is not measured")
+        return "\n".join(lines)
+    lines.append(
+        f"cosine to the float32 source, per token ({check.tokens} tokens in "
+        f"{check.sentences} sentences, {check.provider}):"
+    )
+    lines.append(f"  {'layer':>5}  {'mean':>8}  {'min':>8}")
+    lines.extend(f"  {c.layer:>5}  {c.mean:8.5f}  {c.min:8.5f}" for c in check.layers)
+    verdict = "passed" if check.passed else "FAILED (written because of --force)"
+    lines.append(f"threshold: mean ≥ {check.threshold} on every layer — {verdict}")
+    return "\n".join(lines)
+
+
+_HELP = f"""Write an int8, fp16 or int4 variant of the float32 elmo-edge MODEL.
+
+The result is compared with MODEL on sentences: mean and minimum cosine
+similarity of every token's vector, per layer. Below a mean of
+{", ".join(f"{mode} {value}" for mode, value in THRESHOLDS.items())} on any
+layer nothing is written, unless --force.
+"""
+
+
+@click.command("quantize", help=_HELP)
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the quantized model.")
+@click.option("--mode", type=click.Choice(MODES), default="int8", show_default=True,
+              help="int8: dynamic int8 (CPU); fp16: float16 (GPU); int4: 4-bit weights.")
+@click.option("--per-channel", is_flag=True,
+              help="int8: one scale per output channel instead of per tensor.")
+@click.option("--block-size", type=int, default=None,
+              help=f"int4: weights per scale, a power of two ≥ 16 [default: {DEFAULT_BLOCK_SIZE}].")
+@click.option("--check", "check_file", type=click.Path(dir_okay=False), default=None,
+              metavar="FILE",
+              help="Sentences (one a line, tokens split on whitespace) to compare the quantized "
+              "model with the source on [default: a built-in sample of 30].")
+@click.option("--no-check", is_flag=True, help="Skip the comparison with the source.")
+@click.option("--force", is_flag=True,
+              help="Write the model even when it fails the check (with a warning).")
+def quantize_command(
+    model: str,
+    output: str,
+    mode: str,
+    per_channel: bool,
+    block_size: int | None,
+    check_file: str | None,
+    no_check: bool,
+    force: bool,
+) -> None:
+    from .quantize import load_sentences, quantize_model
+
+    if check_file is not None and no_check:
+        raise click.UsageError("--check FILE and --no-check exclude each other")
+    sentences = load_sentences(check_file) if check_file is not None else None
+    click.echo(f"quantizing {model} ({mode}) …", err=True)
+    report = quantize_model(
+        model,
+        output,
+        mode=mode,
+        per_channel=per_channel,
+        block_size=block_size,
+        check=not no_check,
+        sentences=sentences,
+        force=force,
+    )
+    click.echo(format_report(report))

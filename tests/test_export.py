@@ -1,0 +1,130 @@
+"""ONNX export: dynamic axes, a loop that is not unrolled, parity with PyTorch, metadata."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from elmo_export import onnx_export
+from elmo_export.modules import BiLM
+from elmo_export.onnx_export import ExportError, export_onnx, random_sentences
+from elmo_export.weights import random_weights
+from elmo_runtime import contract
+from elmo_runtime.chars import batch_to_ids
+from elmo_runtime.options import parse_options
+
+SMALL = {
+    "lstm": {"dim": 24, "projection_dim": 8, "n_layers": 2, "cell_clip": 3, "proj_clip": 3,
+             "use_skip_connections": True},
+    "char_cnn": {"embedding": {"dim": 4}, "filters": [[1, 4], [2, 8], [3, 8]], "n_highway": 1,
+                 "n_characters": 262, "max_characters_per_token": 50, "activation": "relu"},
+}
+
+
+@pytest.fixture(scope="module")
+def small_model() -> BiLM:
+    options = parse_options(SMALL)
+    return BiLM.from_elmo_weights(options, random_weights(options, seed=3)).eval()
+
+
+@pytest.fixture(scope="module")
+def small_onnx(small_model, tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("export") / "small.onnx"
+    export_onnx(small_model, path, {"kind": "test"})
+    return str(path)
+
+
+def _session(path: str) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+
+
+def _all_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    nodes = list(graph.node)
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                nodes += _all_nodes(attr.g)
+    return nodes
+
+
+def test_time_loop_is_a_scan_not_unrolled(small_onnx):
+    model = onnx.load(small_onnx)
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("Scan") == 4  # 2 directions × 2 layers
+    # one step's body: a handful of ops, not one copy per time step
+    assert len(_all_nodes(model.graph)) < 200
+    for inp in model.graph.input[:1]:
+        dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
+        assert dims == ["batch", "tokens", 50]
+
+
+@pytest.mark.parametrize("batch,max_len", [(1, 1), (1, 200), (7, 45), (32, 120), (64, 30)])
+def test_onnx_matches_pytorch(small_model, small_onnx, batch, max_len):
+    rng = np.random.default_rng(batch * 1000 + max_len)
+    sentences = random_sentences(rng, batch, max_len)
+    ids, lengths = batch_to_ids(sentences)
+    layers, mask, state_c, state_h = _session(small_onnx).run(None, {"char_ids": ids})
+    with torch.no_grad():
+        ref = small_model(torch.from_numpy(ids).long())
+    assert layers.shape == (batch, 3, max_len + 2, 16)
+    assert np.abs(layers - ref.layers.numpy()).max() <= 1e-5
+    assert np.abs(state_c - ref.state_c.numpy()).max() <= 1e-5
+    assert np.abs(state_h - ref.state_h.numpy()).max() <= 1e-5
+    np.testing.assert_array_equal(mask.sum(axis=1), lengths)
+    # padded steps are zero in every layer
+    for row, n in enumerate(lengths):
+        assert not layers[row, :, n:].any()
+
+
+def test_states_broadcast_and_override(small_model, small_onnx):
+    """The state inputs default to zeros; fed ones are used row by row."""
+    rng = np.random.default_rng(0)
+    ids, _ = batch_to_ids(random_sentences(rng, 3, 6))
+    sess = _session(small_onnx)
+    default = sess.run(None, {"char_ids": ids})[0]
+    zeros = sess.run(None, {"char_ids": ids, "state_c": np.zeros((2, 2, 3, 24), np.float32),
+                            "state_h": np.zeros((2, 2, 3, 8), np.float32)})[0]
+    np.testing.assert_array_equal(default, zeros)
+    c0 = rng.uniform(-1, 1, (2, 2, 3, 24)).astype(np.float32)
+    h0 = rng.uniform(-1, 1, (2, 2, 3, 8)).astype(np.float32)
+    fed = sess.run(None, {"char_ids": ids, "state_c": c0, "state_h": h0})
+    with torch.no_grad():
+        ref = small_model(torch.from_numpy(ids).long(), (torch.from_numpy(c0),
+                                                          torch.from_numpy(h0)))
+    assert np.abs(fed[0] - ref.layers.numpy()).max() <= 1e-5
+    assert np.abs(fed[0] - default).max() > 1e-3  # the state really changed the output
+
+
+def test_metadata_describes_the_model(small_onnx):
+    meta = {p.key: p.value for p in onnx.load(small_onnx).metadata_props}
+    info = contract.parse_metadata(meta, small_onnx)
+    assert info.options == parse_options(SMALL)
+    parity = json.loads(meta[contract.KEY_PARITY])
+    assert parity["checked"] and parity["max_abs_diff"] <= parity["atol"] == 1e-5
+    assert json.loads(meta[contract.KEY_QUANT]) == {"mode": "none"}
+
+
+def test_export_refuses_a_graph_that_disagrees(small_model, tmp_path, monkeypatch):
+    real_build = onnx_export.build_model
+
+    def broken(options, weights):
+        weights = dict(weights)
+        weights["CNN_proj/b_proj"] = weights["CNN_proj/b_proj"] + 0.01
+        return real_build(options, weights)
+
+    monkeypatch.setattr(onnx_export, "build_model", broken)
+    out = tmp_path / "bad.onnx"
+    with pytest.raises(ExportError, match="layers: max abs diff"):
+        export_onnx(small_model, out, {"kind": "test"})
+    assert list(tmp_path.iterdir()) == []  # nothing written, not even a temp file
+
+
+def test_export_to_missing_directory(small_model, tmp_path):
+    with pytest.raises(Exception, match="does not exist"):
+        export_onnx(small_model, tmp_path / "nope" / "m.onnx", {"kind": "test"})

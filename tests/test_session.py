@@ -1,0 +1,182 @@
+"""The session factory: bad model files, contract checks, providers, threads."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import onnx
+import onnxruntime as ort
+import pytest
+from conftest import TOY_OPTIONS, toy_model
+from elmo_runtime import contract
+from elmo_runtime.errors import ElmoError, ModelError, ProviderError
+from elmo_runtime.session import CPU, CUDA, describe_model, open_session
+
+HAS_CUDA = CUDA in ort.get_available_providers()
+
+
+def one_line_error(error: pytest.ExceptionInfo) -> str:
+    message = str(error.value)
+    assert "\n" not in message
+    return message
+
+
+def test_opens_a_contract_model(toy_model_path: Path) -> None:
+    session, info = open_session(toy_model_path, "cpu")
+    assert info.options == TOY_OPTIONS
+    assert info.source == {"kind": "toy"}
+    assert info.quantization == {"mode": "none"}
+    assert session.get_providers() == [CPU]
+
+
+def test_session_options(toy_model_path: Path) -> None:
+    session, _ = open_session(toy_model_path, "cpu", threads=3)
+    opts = session.get_session_options()
+    assert opts.intra_op_num_threads == 3
+    assert opts.inter_op_num_threads == 1
+    assert opts.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
+    assert opts.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    assert opts.log_severity_level == 3
+
+
+@pytest.mark.parametrize("threads", [0, -2, 1.5, True, "4"])
+def test_invalid_threads(toy_model_path: Path, threads: object) -> None:
+    with pytest.raises(ElmoError, match="threads must be a positive integer"):
+        open_session(toy_model_path, "cpu", threads=threads)  # type: ignore[arg-type]
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ModelError) as e:
+        open_session(tmp_path / "nope.onnx")
+    assert one_line_error(e) == f"{tmp_path / 'nope.onnx'}: no such model file"
+
+
+def test_directory_is_not_a_model(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="no such model file"):
+        open_session(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"this is not a model\n" * 10, b"", b"\x08\x07\x12\x04junk\xff\xff\xff"],
+    ids=["text", "empty", "garbage"],
+)
+def test_not_onnx(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "model.onnx"
+    path.write_bytes(content)
+    with pytest.raises(ModelError) as e:
+        open_session(path, "cpu")
+    message = one_line_error(e)
+    assert message.startswith(f"{path}: not a readable ONNX model (truncated or not ONNX): ")
+
+
+def test_truncated_model(tmp_path: Path, toy_model_path: Path) -> None:
+    data = toy_model_path.read_bytes()
+    path = tmp_path / "truncated.onnx"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelError) as e:
+        open_session(path, "cpu")
+    assert "not a readable ONNX model (truncated or not ONNX)" in one_line_error(e)
+
+
+def test_onnx_that_is_not_an_elmo_model(not_elmo_model_path: Path) -> None:
+    with pytest.raises(ModelError) as e:
+        open_session(not_elmo_model_path, "cpu")
+    assert "not an elmo-edge model" in one_line_error(e)
+    assert str(not_elmo_model_path) in str(e.value)
+
+
+def test_wrong_input_names(tmp_path: Path) -> None:
+    path = tmp_path / "renamed.onnx"
+    onnx.save(toy_model(input_names=("chars", "state_c", "state_h")), str(path))
+    with pytest.raises(ModelError) as e:
+        open_session(path, "cpu")
+    assert "do not match the elmo-edge contract" in one_line_error(e)
+
+
+def test_unsupported_format_version(tmp_path: Path) -> None:
+    meta = contract.make_metadata(TOY_OPTIONS, {"kind": "toy"})
+    meta[contract.KEY_VERSION] = "99"
+    path = tmp_path / "future.onnx"
+    onnx.save(toy_model(metadata=meta), str(path))
+    with pytest.raises(ModelError, match="format version '99' is not supported"):
+        open_session(path, "cpu")
+
+
+def test_unknown_provider(toy_model_path: Path) -> None:
+    with pytest.raises(ProviderError, match="unknown provider 'tpu'"):
+        open_session(toy_model_path, "tpu")
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="this onnxruntime build has CUDA")
+def test_cuda_on_a_cpu_only_build(toy_model_path: Path) -> None:
+    with pytest.raises(ProviderError) as e:
+        open_session(toy_model_path, "cuda")
+    message = one_line_error(e)
+    assert "provider 'cuda' is not available" in message
+    assert CPU in message  # names what is available
+    assert "pip install 'elmo-edge[gpu]'" in message
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="this onnxruntime build has CUDA")
+def test_auto_without_cuda_is_silently_cpu(toy_model_path: Path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        session, _ = open_session(toy_model_path, "auto")
+    assert session.get_providers() == [CPU]
+
+
+@pytest.fixture
+def fake_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the build claim CUDA; the session then fails to attach it."""
+    if HAS_CUDA:
+        pytest.skip("this onnxruntime build really has CUDA")
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [CUDA, CPU])
+
+
+@pytest.mark.usefixtures("fake_cuda")
+def test_auto_falls_back_to_cpu_with_one_warning(toy_model_path: Path) -> None:
+    with pytest.warns(UserWarning) as record:
+        session, info = open_session(toy_model_path, "auto")
+    assert len(record) == 1
+    message = str(record[0].message)
+    assert "\n" not in message
+    assert "CUDA is offered but unusable" in message
+    assert message.endswith("running on the CPU")
+    assert session.get_providers() == [CPU]
+    assert info.options == TOY_OPTIONS
+
+
+@pytest.mark.usefixtures("fake_cuda")
+def test_cuda_that_does_not_attach_is_an_error(toy_model_path: Path) -> None:
+    with pytest.raises(ProviderError) as e:
+        open_session(toy_model_path, "cuda")
+    assert "CUDA is offered but unusable (the CUDA provider did not attach)" in one_line_error(e)
+
+
+@pytest.mark.usefixtures("fake_cuda")
+def test_bad_file_with_cuda_offered_is_a_model_error(tmp_path: Path) -> None:
+    path = tmp_path / "bad.onnx"
+    path.write_text("not a model")
+    with pytest.raises(ModelError, match="not a readable ONNX model"):
+        open_session(path, "cuda")
+
+
+def test_describe_model(toy_model_path: Path) -> None:
+    d = describe_model(toy_model_path)
+    assert d["format"] == contract.FORMAT_NAME
+    assert d["format_version"] == contract.FORMAT_VERSION
+    assert d["opset"] == 17
+    assert d["file_size"] == toy_model_path.stat().st_size
+    assert d["options"] == TOY_OPTIONS.to_dict()
+    assert d["n_parameters"] == TOY_OPTIONS.n_parameters()
+    assert [a["name"] for a in d["inputs"]] == list(contract.INPUTS)
+    assert [a["name"] for a in d["outputs"]] == list(contract.OUTPUTS)
+    assert d["inputs"][0]["shape"] == ["batch", "tokens", 50]
+
+
+def test_describe_marks_default_states_optional(tiny_model_path: Path) -> None:
+    d = describe_model(tiny_model_path)
+    optional = {a["name"]: a["optional"] for a in d["inputs"]}
+    assert optional == {"char_ids": False, "state_c": True, "state_h": True}

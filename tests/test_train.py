@@ -1,0 +1,276 @@
+"""Training: the tiny preset learns, resumes exactly, runs data-parallel, exports, fails clearly."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("h5py")
+
+from click.testing import CliRunner  # noqa: E402
+from elmo_export.checkpoint import (  # noqa: E402
+    CheckpointError,
+    export_checkpoint,
+    load_bilm,
+    load_checkpoint,
+)
+from elmo_export.lm import evaluate  # noqa: E402
+from elmo_export.presets import load_preset, preset_names, resolve_options  # noqa: E402
+from elmo_export.train import TrainConfig, train  # noqa: E402
+from elmo_export.weights import read_weights  # noqa: E402
+from elmo_runtime import contract  # noqa: E402
+from elmo_runtime.chars import batch_to_ids  # noqa: E402
+from elmo_runtime.cli import main  # noqa: E402
+from elmo_runtime.errors import ElmoError, OptionsError  # noqa: E402
+from elmo_runtime.options import load_options  # noqa: E402
+
+SENTENCES = [["neural", "networks", "are", "models", "."], ["a", "net"], []]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory, bilm_fixtures: Path) -> dict[str, Path]:
+    """bilm-tf's train_data.txt split: 4 lines to train on, the last one held out."""
+    src = bilm_fixtures
+    if not (src / "train_data.txt").is_file():
+        pytest.skip(f"train_data.txt not found in {src} (set ELMO_FIXTURES)")
+    lines = (src / "train_data.txt").read_text(encoding="utf-8").strip().splitlines()
+    d = tmp_path_factory.mktemp("data")
+    (d / "train.txt").write_text("\n".join(lines[:-1]) + "\n", encoding="utf-8")
+    (d / "heldout.txt").write_text(lines[-1] + "\n", encoding="utf-8")
+    return {"train": d / "train.txt", "heldout": d / "heldout.txt",
+            "vocab": src / "train_vocab.txt"}
+
+
+def config(data: dict[str, Path], out: Path, **kw) -> TrainConfig:
+    """The tiny preset on the fixture corpus, single-threaded, quiet."""
+    defaults = dict(corpus=(str(data["train"]),), output_dir=str(out), options=load_preset("tiny"),
+                    batch_size=4, unroll=10, threads=1, progress=False, eval_every=1000,
+                    checkpoint_every=1000)
+    return TrainConfig(**{**defaults, **kw})
+
+
+def records(out: Path, key: str) -> dict[int, float]:
+    with open(out / "metrics.jsonl", encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f]
+    return {r["step"]: r[key] for r in rows if key in r}
+
+
+@pytest.fixture(scope="module")
+def trained(data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("trained")
+    train(config(data, out, vocab_file=str(data["vocab"]), steps=80,
+                 eval_file=str(data["heldout"])))
+    return out
+
+
+def test_presets_are_the_published_sizes() -> None:
+    assert {"tiny", "small", "medium", "original"} <= set(preset_names())
+    sizes = {name: load_preset(name).n_parameters() for name in ("small", "medium", "original")}
+    assert sizes == {"small": 13_593_296, "medium": 28_027_728, "original": 93_600_848}
+    assert load_preset("original").n_highway == 2 and load_preset("small").n_characters == 262
+    with pytest.raises(OptionsError, match="unknown preset 'huge'; available: .*medium.*tiny"):
+        resolve_options("huge")
+
+
+def test_tiny_model_learns(trained: Path, data: dict[str, Path]) -> None:
+    ppl = records(trained, "heldout_perplexity")
+    assert sorted(ppl) == [0, 80]
+    assert ppl[80] < 0.6 * ppl[0], ppl
+    loss = records(trained, "train_loss")
+    assert loss[80] < loss[10]
+    model, ckpt = load_bilm(trained)
+    assert ckpt["step"] == 80 and len(ckpt["vocab"]) == 32
+    assert (trained / "vocab.txt").read_text().split() == ckpt["vocab"].tokens
+
+
+def test_evaluate_is_the_logged_perplexity(trained: Path, data: dict[str, Path]) -> None:
+    from elmo_export.lm import LanguageModel
+
+    ckpt = load_checkpoint(trained)
+    lm = LanguageModel(ckpt["options"], ckpt["vocab"])
+    lm.load_state_dict(ckpt["model"])
+    ppl = evaluate(lm, data["heldout"], batch_size=4, unroll=10)
+    assert ppl == pytest.approx(records(trained, "heldout_perplexity")[80], rel=1e-6)
+
+
+def test_resume_gives_the_uninterrupted_run(data: dict[str, Path], tmp_path: Path) -> None:
+    # a built vocabulary (74 words) and 16 samples: the sampled softmax and dropout use the RNG
+    kw = dict(log_every=1, n_samples=16, dropout=0.2)
+    whole = config(data, tmp_path / "whole", steps=12, **kw)
+    train(whole)
+    half = config(data, tmp_path / "half", steps=6, **kw)
+    train(half)
+    resumed = train(replace(half, steps=12, resume=True))
+    a, b = records(tmp_path / "whole", "train_loss"), records(tmp_path / "half", "train_loss")
+    assert list(b) == list(range(1, 13))
+    assert [b[s] for s in range(7, 13)] == [a[s] for s in range(7, 13)]
+    expected = load_checkpoint(tmp_path / "whole")["model"]
+    for name, value in resumed.state_dict().items():
+        assert torch.equal(value, expected[name]), name
+
+
+def test_resume_refuses_other_settings(data: dict[str, Path], tmp_path: Path) -> None:
+    base = config(data, tmp_path, steps=2)
+    train(base)
+    with pytest.raises(ElmoError, match="already holds a checkpoint; pass --resume"):
+        train(base)
+    small = load_preset("tiny")
+    other = replace(small, lstm_dim=32)
+    with pytest.raises(CheckpointError, match=r"trained with other options \(lstm_dim: 64 vs 32\)"):
+        train(replace(base, options=other, steps=4, resume=True))
+    with pytest.raises(CheckpointError, match="cannot resume with batch_size 3"):
+        train(replace(base, batch_size=3, steps=4, resume=True))
+    with pytest.raises(CheckpointError, match="no such checkpoint"):
+        train(replace(base, output_dir=str(tmp_path / "new"), resume=True))
+
+
+@pytest.mark.slow
+def test_two_processes_end_with_equal_weights(data: dict[str, Path], tmp_path: Path) -> None:
+    script = tmp_path / "ddp.py"
+    script.write_text(
+        "import os, sys, torch\n"
+        "from elmo_export.presets import load_preset\n"
+        "from elmo_export.train import TrainConfig, train\n"
+        "out = sys.argv[1]\n"
+        "model = train(TrainConfig(corpus=(sys.argv[2],), output_dir=out, steps=5,\n"
+        "    options=load_preset('tiny'), batch_size=2, unroll=5, n_samples=16, progress=False))\n"
+        "torch.save(model.state_dict(), f\"{out}/rank{os.environ['RANK']}.pt\")\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           str(script), str(out), str(data["train"])]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    for name, value in ranks[0].items():
+        assert torch.equal(value, ranks[1][name]), name
+    ckpt = load_checkpoint(out)
+    assert ckpt["world"] == 2 and ckpt["step"] == 5
+    data_pos = ckpt["ranks"]["data"]
+    assert data_pos.shape[0] == 2 and not torch.equal(data_pos[0], data_pos[1])
+
+
+def test_export_onnx_matches_pytorch(trained: Path, tmp_path: Path) -> None:
+    import onnxruntime as ort
+
+    path = tmp_path / "model.onnx"
+    diff = export_checkpoint(trained, path, "onnx")
+    assert diff is not None and diff <= 1e-5
+    model, _ = load_bilm(trained)
+    ids, _ = batch_to_ids(SENTENCES, model.options.max_characters_per_token)
+    with torch.no_grad():
+        expected = model(torch.from_numpy(ids)).layers.numpy()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run([contract.OUTPUT_LAYERS], {contract.INPUT_CHAR_IDS: ids})[0]
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
+    source = json.loads(session.get_modelmeta().custom_metadata_map[contract.KEY_SOURCE])
+    assert source["kind"] == "elmo-edge-train" and source["step"] == 80
+
+
+def test_export_hdf5_round_trips(trained: Path, tmp_path: Path) -> None:
+    from elmo_export.onnx_export import convert
+
+    out = tmp_path / "elmo"
+    result = CliRunner().invoke(main, ["export", str(trained), "--format", "hdf5", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    options = load_options(out / "options.json")
+    assert json.loads((out / "options.json").read_text())["char_cnn"]["n_characters"] == 262
+    model, ckpt = load_bilm(trained)
+    weights = read_weights(out / "weights.hdf5", options)
+    for name, value in model.elmo_weights().items():
+        np.testing.assert_array_equal(weights[name], value, err_msg=name)
+    assert (out / "vocab.txt").read_text().split() == ckpt["vocab"].tokens
+    # `elmo convert` of the export gives the checkpoint's vectors
+    convert(out / "options.json", out / "weights.hdf5", tmp_path / "converted.onnx")
+    import onnxruntime as ort
+
+    ids, _ = batch_to_ids(SENTENCES, options.max_characters_per_token)
+    session = ort.InferenceSession(str(tmp_path / "converted.onnx"),
+                                   providers=["CPUExecutionProvider"])
+    got = session.run([contract.OUTPUT_LAYERS], {contract.INPUT_CHAR_IDS: ids})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(got, model(torch.from_numpy(ids)).layers.numpy(), atol=1e-5)
+
+
+def _cli_error(args: list[str]) -> str:
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+    return lines[0]
+
+
+def test_bad_input_is_one_clear_line(data: dict[str, Path], tmp_path: Path) -> None:
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n \n\n")
+    novocab = tmp_path / "vocab.txt"
+    novocab.write_text("the\nof\n")
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    train_args = [str(data["train"]), "--options", "tiny", "--steps", "1", "-q"]
+    out = ["-o", str(tmp_path / "out")]
+    assert "empty corpus" in _cli_error(["train", str(empty), *out, "--options", "tiny"])
+    assert "only blank lines" in _cli_error(["train", str(blank), *out, "--options", "tiny"])
+    assert "special tokens <S>, </S>, <UNK> are missing" in _cli_error(
+        ["train", *train_args, *out, "--vocab", str(novocab)])
+    assert "unknown preset 'large'; available: medium, original, small, tiny" in _cli_error(
+        ["train", str(data["train"]), *out, "--options", "large"])
+    assert "cannot write to the output directory" in _cli_error(
+        ["train", *train_args, "-o", str(a_file / "sub")])
+    assert "not a readable elmo-edge checkpoint" in _cli_error(
+        ["export", str(a_file), "-o", str(tmp_path / "m.onnx")])
+
+
+def test_resume_from_the_cli_checks_options(data: dict[str, Path], tmp_path: Path) -> None:
+    out = str(tmp_path / "run")
+    args = ["train", str(data["train"]), "-o", out, "--steps", "2", "--batch-size", "2",
+            "--unroll", "4", "--threads", "1", "-q"]
+    result = CliRunner().invoke(main, [*args, "--options", "tiny"])
+    assert result.exit_code == 0, result.output
+    options = tmp_path / "other.json"
+    other = load_preset("tiny").to_dict()
+    other["lstm"]["projection_dim"] = 8
+    options.write_text(json.dumps(other))
+    assert "trained with other options (projection_dim: 16 vs 8)" in _cli_error(
+        [*args, "--resume", "--options", str(options)])
+    # without --options and --batch-size the checkpoint's settings are used
+    result = CliRunner().invoke(main, ["train", str(data["train"]), "-o", out, "--resume",
+                                       "--steps", "3", "-q"])
+    assert result.exit_code == 0, result.output
+    assert load_checkpoint(out)["step"] == 3
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_a_resumable_checkpoint(data: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-c", "from elmo_runtime.cli import main; main()", "train",
+           str(data["train"]), "-o", str(out), "--options", "tiny", "--steps", "100000",
+           "--batch-size", "2", "--unroll", "4", "--threads", "1", "--log-every", "1", "-q"]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    metrics = out / "metrics.jsonl"
+    deadline = time.monotonic() + 60
+    while not (metrics.exists() and metrics.stat().st_size) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted at step" in err and "--resume" in err
+    step = load_checkpoint(out)["step"]
+    assert step >= 1 and max(records(out, "train_loss")) == step
+    resume = cmd[:cmd.index("--steps") + 1] + [str(step + 2), "--resume", "-q"]
+    assert subprocess.run(resume, capture_output=True).returncode == 0
+    assert load_checkpoint(out)["step"] == step + 2

@@ -1,0 +1,238 @@
+"""The ELMo hdf5 weight layout: exact round trips and clear errors for bad files."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+
+import numpy as np
+import pytest
+from elmo_runtime.errors import OptionsError
+from elmo_runtime.options import load_options, parse_options
+from util import one_torch_thread, require_fixtures  # noqa: F401  (autouse fixture)
+
+h5py = pytest.importorskip("h5py")
+weights_mod = pytest.importorskip("elmo_export.weights")
+WeightsError = weights_mod.WeightsError
+read_weights = weights_mod.read_weights
+write_weights = weights_mod.write_weights
+
+W_P_BWD1 = "RNN_1/RNN/MultiRNNCell/Cell1/LSTMCell/W_P_0"
+
+
+@pytest.fixture(scope="module")
+def fixture_files():
+    d = require_fixtures()
+    return d / "options.json", d / "lm_weights.hdf5"
+
+
+@pytest.fixture(scope="module")
+def options(fixture_files):
+    return load_options(fixture_files[0])
+
+
+@pytest.fixture()
+def weights_copy(fixture_files, tmp_path):
+    """A writable copy of the fixture weights."""
+    path = tmp_path / "weights.hdf5"
+    shutil.copyfile(fixture_files[1], path)
+    return path
+
+
+def _options_dict(fixture_files) -> dict:
+    return json.loads(fixture_files[0].read_text(encoding="utf-8"))
+
+
+def _datasets(path) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    with h5py.File(path, "r") as f:
+
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset):
+                out[name] = obj[...]
+
+        f.visititems(visit)
+    return out
+
+
+# ---------------------------------------------------------------------- round trip
+def test_round_trip_through_the_model_is_bit_exact(fixture_files, options, tmp_path):
+    pytest.importorskip("torch")
+    from elmo_export.modules import BiLM
+
+    original = read_weights(fixture_files[1], options)
+    assert set(original) == set(options.weight_shapes())
+    model = BiLM.from_elmo_weights(options, original)
+    exported = model.elmo_weights()
+    assert set(exported) == set(original)
+    for name, arr in original.items():
+        assert exported[name].dtype == np.float32, name
+        assert exported[name].shape == arr.shape, name
+        assert exported[name].tobytes() == arr.tobytes(), name
+
+    out = tmp_path / "round_trip.hdf5"
+    write_weights(out, exported, options)
+    again = read_weights(out, options)
+    for name, arr in original.items():
+        np.testing.assert_array_equal(again[name], arr, err_msg=name)
+
+    # The written file holds exactly the fixture file's datasets, byte for byte.
+    src, dst = _datasets(fixture_files[1]), _datasets(out)
+    assert sorted(dst) == sorted(src)
+    for name, arr in src.items():
+        assert dst[name].dtype == arr.dtype, name
+        assert dst[name].shape == arr.shape, name
+        assert dst[name].tobytes() == arr.tobytes(), name
+
+
+def test_round_trip_of_random_weights(tmp_path):
+    from util import small_options
+
+    opts = small_options()
+    w = weights_mod.random_weights(opts, seed=11, scale=3.0)
+    path = tmp_path / "random.hdf5"
+    write_weights(path, w, opts)
+    back = read_weights(path, opts)
+    assert set(back) == set(w)
+    for name in w:
+        assert back[name].tobytes() == w[name].tobytes(), name
+
+
+def test_model_weights_are_really_used(fixture_files, options):
+    """Guards the round trip above against a model that ignores what it is given."""
+    pytest.importorskip("torch")
+    from elmo_export.modules import BiLM
+
+    w = read_weights(fixture_files[1], options)
+    changed = dict(w)
+    changed[W_P_BWD1] = w[W_P_BWD1] + 1.0
+    got = BiLM.from_elmo_weights(options, changed).elmo_weights()[W_P_BWD1]
+    assert not np.array_equal(got, w[W_P_BWD1])
+    np.testing.assert_array_equal(got, changed[W_P_BWD1])
+
+
+# ----------------------------------------------------------------- n_characters
+@pytest.mark.parametrize("n_characters", [261, 262])
+def test_both_n_characters_accepted(fixture_files, n_characters):
+    data = _options_dict(fixture_files)
+    data["char_cnn"]["n_characters"] = n_characters
+    opts = parse_options(data)
+    assert opts.n_characters == n_characters
+    w = read_weights(fixture_files[1], opts)
+    assert w["char_embed"].shape == (261, opts.char_embed_dim)
+
+
+def test_n_characters_261_and_262_give_the_same_model(fixture_files):
+    torch = pytest.importorskip("torch")
+    from elmo_export.modules import BiLM
+    from elmo_runtime.chars import batch_to_ids
+
+    outs = []
+    for n in (261, 262):
+        data = _options_dict(fixture_files)
+        data["char_cnn"]["n_characters"] = n
+        opts = parse_options(data)
+        model = BiLM.from_elmo_weights(opts, read_weights(fixture_files[1], opts))
+        model.eval()
+        ids, _ = batch_to_ids([["Hello", "wörld"], []], opts.max_characters_per_token)
+        with torch.no_grad():
+            outs.append(model(torch.from_numpy(ids.astype(np.int64))).layers.numpy())
+    np.testing.assert_array_equal(outs[0], outs[1])
+    assert np.abs(outs[0]).max() > 0
+
+
+@pytest.mark.parametrize("n_characters", [260, 263])
+def test_other_n_characters_rejected(fixture_files, n_characters):
+    data = _options_dict(fixture_files)
+    data["char_cnn"]["n_characters"] = n_characters
+    with pytest.raises(OptionsError, match="n_characters"):
+        parse_options(data)
+
+
+# --------------------------------------------------------------------- bad files
+def test_options_not_matching_the_file(fixture_files):
+    data = _options_dict(fixture_files)
+    data["lstm"]["projection_dim"] = 8  # the file has 16
+    opts = parse_options(data)
+    with pytest.raises(WeightsError) as err:
+        read_weights(fixture_files[1], opts)
+    msg = str(err.value)
+    # Names the first mismatching dataset and both shapes.
+    assert "CNN_proj/W_proj" in msg
+    assert "(124, 16)" in msg and "(124, 8)" in msg
+    assert str(fixture_files[1]) in msg
+
+
+def test_dataset_with_the_wrong_shape(weights_copy, options):
+    with h5py.File(weights_copy, "r+") as f:
+        del f[W_P_BWD1]
+        f.create_dataset(W_P_BWD1, data=np.zeros((64, 15), np.float32))
+    with pytest.raises(WeightsError) as err:
+        read_weights(weights_copy, options)
+    msg = str(err.value)
+    assert W_P_BWD1 in msg
+    assert "(64, 15)" in msg and "(64, 16)" in msg
+
+
+def test_missing_dataset(weights_copy, options):
+    name = "CNN_high_1/b_transform"
+    with h5py.File(weights_copy, "r+") as f:
+        del f[name]
+    with pytest.raises(WeightsError, match=re.escape(name)) as err:
+        read_weights(weights_copy, options)
+    assert "missing" in str(err.value)
+
+
+def test_group_where_a_dataset_belongs(weights_copy, options):
+    name = "CNN/b_cnn_2"
+    with h5py.File(weights_copy, "r+") as f:
+        del f[name]
+        f.create_group(name)
+    with pytest.raises(WeightsError, match=re.escape(name)):
+        read_weights(weights_copy, options)
+
+
+def test_not_an_hdf5_file(tmp_path, options):
+    path = tmp_path / "weights.hdf5"
+    path.write_text('{"this is": "json, not hdf5"}\n', encoding="utf-8")
+    with pytest.raises(WeightsError, match="HDF5"):
+        read_weights(path, options)
+
+
+def test_no_such_file(tmp_path, options):
+    with pytest.raises(WeightsError, match="no such"):
+        read_weights(tmp_path / "absent.hdf5", options)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_values_in_the_file(weights_copy, options, bad):
+    name = "RNN_0/RNN/MultiRNNCell/Cell0/LSTMCell/B"
+    with h5py.File(weights_copy, "r+") as f:
+        data = f[name][...]
+        data[17] = bad
+        f[name][...] = data
+    with pytest.raises(WeightsError, match=re.escape(name)) as err:
+        read_weights(weights_copy, options)
+    assert "NaN" in str(err.value) or "infinite" in str(err.value)
+
+
+def test_float64_file_is_read_as_float32(weights_copy, options, fixture_files):
+    name = "CNN_proj/b_proj"
+    with h5py.File(weights_copy, "r+") as f:
+        data = f[name][...].astype(np.float64)
+        del f[name]
+        f.create_dataset(name, data=data)
+    w = read_weights(weights_copy, options)
+    assert w[name].dtype == np.float32
+    np.testing.assert_array_equal(w[name], read_weights(fixture_files[1], options)[name])
+
+
+def test_write_refuses_nan_and_leaves_no_file(tmp_path, options, fixture_files):
+    w = read_weights(fixture_files[1], options)
+    w["char_embed"] = w["char_embed"].copy()
+    w["char_embed"][3, 1] = np.nan
+    out = tmp_path / "out.hdf5"
+    with pytest.raises(WeightsError, match="char_embed"):
+        write_weights(out, w, options)
+    assert list(tmp_path.iterdir()) == []

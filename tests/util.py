@@ -1,0 +1,128 @@
+"""Helpers shared by the reference, fixture and weight tests (no pytest fixtures here)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+FIXTURE_FILES = (
+    "options.json",
+    "lm_weights.hdf5",
+    "lm_embeddings_sentences.json",
+    "lm_embeddings_0.hdf5",
+    "lm_embeddings_1.hdf5",
+    "lm_embeddings_2.hdf5",
+)
+FIXTURE_ATOL = 1e-5
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Autouse where imported: tiny models run faster on one intra-op thread.
+
+    Extra threads only add contention (10x slower on a loaded 2-core box).
+    The previous setting is restored afterwards.
+    """
+    try:
+        import torch
+    except ImportError:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def fixture_dir() -> Path:
+    """The bilm-tf fixtures: $ELMO_FIXTURES, else <repo>/../shared/fixtures/bilm-tf."""
+    env = os.environ.get("ELMO_FIXTURES")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "bilm-tf"
+
+
+def require_fixtures() -> Path:
+    """The fixture directory, or skip the calling test saying what is missing."""
+    d = fixture_dir()
+    missing = [name for name in FIXTURE_FILES if not (d / name).is_file()]
+    if missing:
+        pytest.skip(
+            f"bilm-tf fixtures not found: {', '.join(missing)} missing in {d} "
+            "(set ELMO_FIXTURES to the directory holding them)"
+        )
+    return d
+
+
+def fixture_batches(d: Path) -> list[list[list[str]]]:
+    """The 10 batches of 3 tokenized sentences, in the order bilm-tf ran them."""
+    with open(d / "lm_embeddings_sentences.json", encoding="utf-8") as f:
+        lists = json.load(f)
+    return [[s.split() for s in batch] for batch in zip(*lists, strict=True)]
+
+
+def fixture_expected(d: Path) -> list[list[np.ndarray]]:
+    """expected[i][k]: (2, n, P) top-layer (forward, backward) of batch i, row k."""
+    import h5py
+
+    files = [h5py.File(d / f"lm_embeddings_{k}.hdf5", "r") for k in range(3)]
+    try:
+        n_batches = len(files[0])
+        return [[files[k][str(i)][...] for k in range(3)] for i in range(n_batches)]
+    finally:
+        for f in files:
+            f.close()
+
+
+def top_layer_halves(layers: np.ndarray, n_tokens: int, proj_dim: int) -> np.ndarray:
+    """One row's (L+1, T, 2P) with boundaries -> its fixture layout (2, n, P)."""
+    top = np.asarray(layers)[-1, 1 : 1 + n_tokens]
+    return np.stack([top[:, :proj_dim], top[:, proj_dim:]])
+
+
+def small_options(**overrides):
+    """Tiny options for random-weight comparisons; lstm/char_cnn fields overridable."""
+    from elmo_runtime.options import parse_options
+
+    lstm = {
+        "dim": 8,
+        "projection_dim": 5,
+        "n_layers": 3,
+        "cell_clip": 2.0,
+        "proj_clip": 1.0,
+        "use_skip_connections": True,
+    }
+    cnn = {
+        "embedding": {"dim": 3},
+        "n_characters": 262,
+        "max_characters_per_token": 50,
+        "activation": "tanh",
+        "n_highway": 1,
+        "filters": [[1, 4], [2, 5], [3, 6]],
+    }
+    for key, value in overrides.items():
+        if key in lstm or key in ("cell_clip", "proj_clip"):
+            if value is None:
+                lstm.pop(key, None)
+            else:
+                lstm[key] = value
+        elif key in cnn:
+            cnn[key] = value
+        else:
+            raise KeyError(key)
+    return parse_options({"lstm": lstm, "char_cnn": cnn})
+
+
+# A batch exercising the edge cases: mixed lengths, an empty sentence, a token
+# longer than 48 bytes (truncated mid multibyte character), multibyte UTF-8.
+EDGE_BATCH = [
+    ["The", "cat", "sat", "on", "the", "mat", "."],
+    [],
+    ["a" + "é" * 30, "x" * 60],
+    ["naïve", "日本語", "🙂", "Zürich"],
+    ["one"],
+]
