@@ -41,14 +41,15 @@ from elmo_runtime.mix import ScalarMix, save_mix
 from elmo_runtime.mix_fit import MixClassifier, fit_mix
 from elmo_runtime.quantize import quantize_model
 
-L2_GRID = (1e-4, 1e-3, 1e-2)
 DEV_PERCENT = 10
 OFF = -1e4  # a softmax weight that rounds to exactly 0 next to 0
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def sentence_key(tokens: Sequence[str]) -> str:
-    return hashlib.sha1(" ".join(tokens).encode("utf-8")).hexdigest()
+def in_dev(tokens: Sequence[str]) -> bool:
+    """Whether a train sentence is in the dev part (used to choose the L2 strength)."""
+    digest = hashlib.sha1(" ".join(tokens).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % 100 < DEV_PERCENT
 
 
 def span_vectors(model: Path, items: Sequence[Item], threads: int,
@@ -56,7 +57,8 @@ def span_vectors(model: Path, items: Sequence[Item], threads: int,
     """``(N, L+1, D)``: each item's span mean per layer; each sentence embedded once."""
     sentences = sorted({item.tokens for item in items})
     digest = hashlib.sha256(model.read_bytes())
-    digest.update("\n".join(" ".join(s) for s in sentences).encode("utf-8"))
+    for item in items:  # the cache holds one row per item, in this order
+        digest.update(f"{item.start} {item.end} {' '.join(item.tokens)}\n".encode())
     cache = cache_dir / f"supersense-{digest.hexdigest()[:20]}.npy" if cache_dir else None
     if cache is not None and cache.is_file():
         return np.load(cache, allow_pickle=False)
@@ -78,13 +80,15 @@ def span_vectors(model: Path, items: Sequence[Item], threads: int,
 
 
 def fit_config(x: np.ndarray, y: np.ndarray, dev: np.ndarray, mix: ScalarMix | None,
-               steps: int) -> tuple[MixClassifier, float]:
-    """The fit on all of ``x`` with the L2 strength that scores best on the ``dev`` rows."""
-    scores = []
-    for l2 in L2_GRID:
-        fit = fit_mix(x[~dev], y[~dev], len(SUPERSENSES), mix, l2=l2, steps=steps)
-        scores.append((fit.predict(x[dev]) == y[dev]).mean())
-    l2 = L2_GRID[int(np.argmax(scores))]
+               grid: Sequence[float], steps: int) -> tuple[MixClassifier, float]:
+    """The fit on all of ``x`` with the L2 strength of ``grid`` that scores best on ``dev``."""
+    l2 = grid[0]
+    if len(grid) > 1:
+        scores = []
+        for value in grid:
+            fit = fit_mix(x[~dev], y[~dev], len(SUPERSENSES), mix, l2=value, steps=steps)
+            scores.append((fit.predict(x[dev]) == y[dev]).mean())
+        l2 = grid[int(np.argmax(scores))]
     return fit_mix(x, y, len(SUPERSENSES), mix, l2=l2, steps=steps), l2
 
 
@@ -96,11 +100,14 @@ def main() -> None:
     ap.add_argument("--wordnet", type=Path, default=DEFAULT_WORDNET_DIR)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=300, help="optimizer steps per fit")
+    ap.add_argument("--l2", default="1e-3", help="L2 strength; several (comma-separated): the "
+                    "best on a dev part of the train sentences, per configuration")
     ap.add_argument("--cache-dir", type=Path, help="keep span vectors here across runs")
     ap.add_argument("--json", type=Path, default=RESULTS / "supersense.json")
     ap.add_argument("--mix-out", type=Path, default=RESULTS / "supersense.mix.json",
                     help="where the learned mix goes (elmo embed --mix FILE)")
     args = ap.parse_args()
+    grid = [float(v) for v in args.l2.split(",")]
     start = time.perf_counter()
 
     model = args.model or default_model_path()
@@ -113,7 +120,7 @@ def main() -> None:
     label_of = {name: i for i, name in enumerate(SUPERSENSES)}
     y_train = np.array([label_of[it.supersense] for it in train])
     y_test = np.array([label_of[it.supersense] for it in test])
-    dev = np.array([int(sentence_key(it.tokens)[:8], 16) % 100 < DEV_PERCENT for it in train])
+    dev = np.array([in_dev(it.tokens) for it in train])
     print(f"WordNet: {extraction.n_examples} noun/verb examples, {extraction.n_dropped} dropped "
           f"(target not found), {len(train)} train / {len(test)} test items, "
           f"{int(poly.sum())} test items polysemous", flush=True)
@@ -142,7 +149,7 @@ def main() -> None:
     }
     rows = []
     for config, mix in configs.items():
-        fit, l2 = fit_config(x_train, y_train, dev, mix, args.steps)
+        fit, l2 = fit_config(x_train, y_train, dev, mix, grid, args.steps)
         if mix is None:
             args.mix_out.parent.mkdir(parents=True, exist_ok=True)
             save_mix(args.mix_out, fit.mix)

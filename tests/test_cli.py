@@ -11,12 +11,13 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 from elmo_runtime import __version__, contract
-from elmo_runtime.cli import count_lines, main, read_sentences
+from elmo_runtime.cli import INTERRUPTS, count_lines, main, read_sentences
 from elmo_runtime.embedder import Embedder
 from elmo_runtime.mix import ScalarMix, save_mix
 
@@ -529,7 +530,45 @@ def test_subprocess_sigterm_while_reading_stdin(toy_model_path: Path, tmp_path: 
 
 
 @pytest.mark.skipif(os.name != "posix", reason="signals")
-def test_sigterm_handler_is_restored(toy_model_path: Path) -> None:
-    before = signal.getsignal(signal.SIGTERM)
+def test_signal_handlers_are_restored(toy_model_path: Path) -> None:
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     assert run("info", toy_model_path).exit_code == 0
-    assert signal.getsignal(signal.SIGTERM) == before
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+
+def test_an_interrupt_swallowed_by_a_callback_still_stops_the_run(
+    toy_model_path: Path, text_file: Callable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Python drops exceptions raised in weakref callbacks; the remembered signal is not lost."""
+    real = Embedder.embed_sentences
+
+    def signal_lost_in_a_callback(self, sentences, batch_size=64):
+        for i, out in enumerate(real(self, sentences, batch_size)):
+            if i == 1:
+                with pytest.raises(KeyboardInterrupt):
+                    INTERRUPTS(signal.SIGINT, None)
+                # … as Python does when the handler ran inside a weakref callback:
+                sys.unraisablehook(
+                    Unraisable(KeyboardInterrupt, KeyboardInterrupt(), None, "cb", None)
+                )
+            yield out
+
+    monkeypatch.setattr(Embedder, "embed_sentences", signal_lost_in_a_callback)
+    printed: list[Unraisable] = []
+    monkeypatch.setattr(sys, "unraisablehook", printed.append)
+    src = text_file(b"a\nb\nc\n")
+    result = run("embed", src, src.parent / "o.npz", "-m", toy_model_path)
+    assert_error(result, "interrupted", code=130)
+    assert printed == []  # the swallowed copy was not printed
+    assert sys.unraisablehook == printed.append  # and the hook is restored
+    assert sorted(p.name for p in src.parent.iterdir()) == ["in.txt"]
+
+
+class Unraisable(NamedTuple):
+    """What sys.unraisablehook receives."""
+
+    exc_type: type | None
+    exc_value: BaseException
+    exc_traceback: object
+    err_msg: str
+    object: object

@@ -128,3 +128,20 @@ def test_export_refuses_a_graph_that_disagrees(small_model, tmp_path, monkeypatc
 def test_export_to_missing_directory(small_model, tmp_path):
     with pytest.raises(Exception, match="does not exist"):
         export_onnx(small_model, tmp_path / "nope" / "m.onnx", {"kind": "test"})
+
+
+def test_runtime_refuses_metadata_that_does_not_match_the_graph(small_onnx, tmp_path):
+    """A model whose metadata options disagree with its graph's shapes is refused by name."""
+    from elmo_runtime.errors import ModelError
+    from elmo_runtime.session import open_session
+
+    model = onnx.load(small_onnx)
+    wrong = json.loads(json.dumps(SMALL))
+    wrong["lstm"]["projection_dim"] = 9
+    for prop in model.metadata_props:
+        if prop.key == contract.KEY_OPTIONS:
+            prop.value = json.dumps(wrong)
+    path = tmp_path / "mismatch.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(ModelError, match=r"layers has shape .* imply \['\?', 3, '\?', 18\]"):
+        open_session(path, "cpu")

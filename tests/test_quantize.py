@@ -29,6 +29,7 @@ from elmo_runtime.quantize import (
     quantize_model,
 )
 from elmo_runtime.quantize_cli import quantize_command
+from elmo_runtime.session import DISABLED_OPTIMIZERS
 from test_no_torch import BLOCK_TORCH
 
 CUDA = "CUDAExecutionProvider"
@@ -53,7 +54,7 @@ def _session(path: Path, provider: str = "CPUExecutionProvider") -> ort.Inferenc
         str(path),
         options,
         providers=[provider],
-        disabled_optimizers=list(contract.DISABLED_OPTIMIZERS),
+        disabled_optimizers=DISABLED_OPTIMIZERS,
     )
 
 

@@ -186,4 +186,5 @@ def set_rng_state(state: dict[str, torch.Tensor]) -> None:
     pos, has_gauss, cached = state["rng_numpy_misc"].tolist()
     keys = state["rng_numpy_keys"].numpy().astype(np.uint32)
     np.random.set_state(("MT19937", keys, int(pos), int(has_gauss), cached))
-    torch.set_rng_state(state["rng_torch"])
+    # a clone: set_rng_state reads a view's storage from its start (crashes on rank > 0)
+    torch.set_rng_state(state["rng_torch"].clone())

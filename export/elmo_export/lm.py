@@ -10,14 +10,17 @@ number of samples; evaluation always uses the full softmax.
 from __future__ import annotations
 
 import math
+from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from elmo_runtime.options import ElmoOptions
 from torch import Tensor, nn
 
-from .data import Batch, SequentialOrder, Streams, Tokenizer, Vocab, scan_corpus
+from .data import EOS, Batch, SequentialOrder, Streams, Tokenizer, Vocab, scan_corpus
 from .modules import BiLM
 
 HIGHWAY_CARRY_BIAS = -2.0  # bilm-tf: highways start close to the identity
@@ -55,11 +58,10 @@ class SampledSoftmax(nn.Module):
         samples = (torch.exp(u * math.log(v + 1)).long() - 1).clamp_(0, v - 1)
         true_logit = (hidden * self.weight[targets]).sum(-1) + self.bias[targets]
         true_logit = true_logit - self.log_expected_count(targets)
-        sampled = hidden @ self.weight[samples].T + self.bias[samples]
-        sampled = sampled - self.log_expected_count(samples)
-        sampled = sampled.masked_fill(samples.unsqueeze(0) == targets.unsqueeze(1), -math.inf)
-        logits = torch.cat([true_logit.unsqueeze(1), sampled], dim=1)
-        return torch.logsumexp(logits, dim=1) - true_logit
+        sampled_bias = self.bias[samples] - self.log_expected_count(samples)
+        sampled = torch.addmm(sampled_bias, hidden, self.weight[samples].T)
+        sampled.masked_fill_(samples.unsqueeze(0) == targets.unsqueeze(1), -math.inf)
+        return torch.logaddexp(true_logit, torch.logsumexp(sampled, dim=1)) - true_logit
 
     def full_nll(self, hidden: Tensor, targets: Tensor) -> Tensor:
         """Exact per-row NLL, in chunks of rows so the logits stay small."""
@@ -161,3 +163,28 @@ def evaluate(model: LanguageModel, path: str | Path, batch_size: int = 32, unrol
         corpus.close()
         model.train(was_training)
     return math.exp(0.5 * (sums[0] / counts[0] + sums[1] / counts[1]))
+
+
+def unigram_perplexity(train: Iterable[str | Path], path: str | Path, vocab: Vocab,
+                       tokenizer: Tokenizer = str.split) -> float:
+    """The baseline for :func:`evaluate`: an add-one unigram model of the training files.
+
+    It predicts what :func:`evaluate` predicts (every word as its vocabulary
+    id, then the sentence end); the sentence end of either direction is one
+    event, so both directions have the same perplexity.
+    """
+    counts: Counter[str] = Counter()
+    corpus = scan_corpus(train, tokenizer, counts)
+    corpus.close()
+    freq = np.ones(len(vocab))
+    for word, n in counts.items():
+        freq[vocab.id(word)] += n
+    freq[vocab.index[EOS]] += len(corpus)
+    log_p = np.log(freq / freq.sum())
+    held_out = scan_corpus([path], tokenizer, what="evaluation")
+    try:
+        ids = [i for k in range(len(held_out)) for i in
+               [*(vocab.id(w) for w in held_out.sentence(k)), vocab.index[EOS]]]
+    finally:
+        held_out.close()
+    return math.exp(-float(log_p[ids].mean()))

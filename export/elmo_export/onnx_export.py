@@ -26,7 +26,7 @@ from elmo_runtime.errors import ElmoError
 from .modules import BiLM
 from .onnx_graph import build_model
 
-DEFAULT_ATOL = 1e-5
+DEFAULT_ATOL = contract.PARITY_ATOL
 # (batch size, max tokens): shapes chosen unlike each other; rows get mixed lengths
 PARITY_SHAPES = ((1, 1), (1, 17), (3, 8), (5, 33), (2, 60))
 _ALPHABET = list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,'-") + [

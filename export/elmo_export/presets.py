@@ -1,4 +1,4 @@
-"""Named biLM sizes: the options JSON files in ``models/presets/``.
+"""Named biLM sizes: the options JSON files in ``elmo_export/presets/``.
 
 ``small``, ``medium`` and ``original`` are the published AllenNLP sizes
 (13.6M, 28.0M and 93.6M parameters); ``tiny`` trains in seconds, for tests.
@@ -11,7 +11,7 @@ from pathlib import Path
 from elmo_runtime.errors import OptionsError
 from elmo_runtime.options import ElmoOptions, load_options
 
-PRESETS_DIR = Path(__file__).resolve().parents[2] / "models" / "presets"
+PRESETS_DIR = Path(__file__).resolve().parent / "presets"  # shipped as package data
 
 
 def preset_names() -> list[str]:

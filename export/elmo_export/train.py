@@ -428,6 +428,10 @@ def _setup(config: TrainConfig, procs: Processes) -> tuple[_Run, dict[str, Any] 
 def _train(config: TrainConfig, procs: Processes) -> LanguageModel:
     run, ckpt = _setup(config, procs)
     total = total_steps(config, run.corpus, procs.world)
+    if run.step >= total:
+        run.corpus.close()
+        raise ElmoError(f"the checkpoint is at step {run.step} and this run asks for {total} "
+                        "steps in all; ask for more --steps or --epochs")
     model = run.model
     ddp = (torch.nn.parallel.DistributedDataParallel(model) if procs.world > 1 else model)
     metrics_path = run.out / METRICS_NAME

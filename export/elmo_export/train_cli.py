@@ -1,4 +1,7 @@
-"""`elmo train` and `elmo export`: thin wrappers over train.train and export_checkpoint."""
+"""`elmo train` and `elmo export`: thin wrappers over train.train and export_checkpoint.
+
+The runtime's `elmo` group loads these commands lazily (elmo_runtime.cli.LAZY_COMMANDS).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
+from .presets import preset_names
 from .train import OPTIMIZERS, TrainConfig, TrainingInterrupted
 
 EXIT_INTERRUPTED = 130
@@ -42,8 +46,8 @@ def _resume_settings(ctx: click.Context, params: dict[str, Any]) -> dict[str, An
 @click.option("--output-dir", "-o", required=True, metavar="DIR",
               help="Checkpoint, metrics.jsonl, vocab.txt and options.json go here.")
 @click.option("--options", "options_value", default="small", show_default=True,
-              metavar="PRESET|JSON", help="A preset (tiny, small, medium, original) or an "
-              "options JSON file.")
+              metavar="PRESET|JSON",
+              help=f"A preset ({', '.join(preset_names())}) or an options JSON file.")
 @click.option("--vocab", "vocab_file", metavar="FILE",
               help="A bilm-tf vocabulary (<S>, </S>, <UNK>, then one token a line) "
               "[default: built from the corpus].")
@@ -121,8 +125,3 @@ def export_command(checkpoint: str, output: str, fmt: str, atol: float | None) -
     note = f"; max |ONNX − PyTorch| = {diff:.2g}" if diff is not None else ""
     click.echo(f"wrote {output}{note}", err=True)
 
-
-def register_train(group: click.Group) -> None:
-    """Add `train` and `export` to the ``elmo`` group."""
-    group.add_command(train_command)
-    group.add_command(export_command)

@@ -8,6 +8,7 @@ commands (`elmo convert`, …) come from elmo_export when it is installed.
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import json
 import os
@@ -34,33 +35,101 @@ EXIT_INTERRUPTED = 130
 EXPORT_HINT = "pip install 'elmo-edge[export]'"
 
 
-def _interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+class _Interrupts:
+    """SIGINT and SIGTERM raise KeyboardInterrupt, so writers clean up as on Ctrl-C.
+
+    A signal that lands inside a callback (a weakref callback, ``__del__``)
+    has its exception swallowed by Python ("Exception ignored in …"), so it
+    is also remembered, :meth:`check` raises it at the next safe point, and
+    the swallowed copy is not printed.
+    """
+
+    def __init__(self) -> None:
+        self.received = False
+        self._hook = sys.unraisablehook
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        self.received = True
+        raise KeyboardInterrupt
+
+    def check(self) -> None:
+        if self.received:
+            raise KeyboardInterrupt
+
+    def _unraisable(self, unraisable: Any) -> None:
+        if not (self.received and isinstance(unraisable.exc_value, KeyboardInterrupt)):
+            self._hook(unraisable)
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        self.received = False
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        signals = [signal.SIGTERM]
+        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # respect nohup & co.
+            signals.append(signal.SIGINT)
+        previous = {s: signal.signal(s, self) for s in signals}
+        self._hook, sys.unraisablehook = sys.unraisablehook, self._unraisable
+        try:
+            yield
+        finally:
+            sys.unraisablehook = self._hook
+            for s, handler in previous.items():
+                signal.signal(s, handler)
 
 
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM into KeyboardInterrupt, so writers clean up as on Ctrl-C."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+INTERRUPTS = _Interrupts()
 
 
 def _show_warning(message: Any, category: type, *args: Any, **kwargs: Any) -> None:
     click.echo(f"Warning: {message}", err=True)
 
 
+# Commands defined elsewhere, imported only when used, so `elmo embed` starts
+# without loading torch: name -> (module, attribute, needs the export extra).
+LAZY_COMMANDS = {
+    "convert": ("elmo_export.cli", "convert_command", True),
+    "export": ("elmo_export.train_cli", "export_command", True),
+    "quantize": ("elmo_runtime.quantize_cli", "quantize_command", False),
+    "train": ("elmo_export.train_cli", "train_command", True),
+}
+
+
+def _needs_export(name: str, reason: str) -> click.Command:
+    def callback(args: tuple[str, ...]) -> None:
+        raise ElmoError(f"`elmo {name}` needs the export extra ({reason}): {EXPORT_HINT}")
+
+    return click.Command(
+        name,
+        callback=callback,
+        params=[click.Argument(["args"], nargs=-1, type=click.UNPROCESSED)],
+        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+        help=f"(needs the export extra: {EXPORT_HINT})",
+    )
+
+
 class ElmoGroup(click.Group):
     """A click group that turns every failure into one line and an exit status."""
 
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        command = super().get_command(ctx, name)
+        if command is not None or name not in LAZY_COMMANDS:
+            return command
+        module, attr, export_side = LAZY_COMMANDS[name]
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except ImportError as e:
+            if not export_side:
+                raise
+            return _needs_export(name, f"{e.name or 'a module'} is not installed")
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            with _sigterm_as_interrupt(), warnings.catch_warnings():
+            with INTERRUPTS.installed(), warnings.catch_warnings():
                 warnings.showwarning = _show_warning
                 return super().invoke(ctx)
         except ElmoError as e:
@@ -236,6 +305,7 @@ def embed(
         pairs = zip(sentences, emb.embed_sentences(to_embed, batch_size), strict=True)
         with _progress(pairs, length) as bar:
             for tokens, vectors in bar:
+                INTERRUPTS.check()
                 writer.write(tokens, vectors)
     click.echo(f"wrote {writer.count} sentences to {output}", err=True)
 
@@ -298,30 +368,6 @@ def info(model: str, as_json: bool) -> None:
     summary = describe_model(model)
     click.echo(json.dumps(summary, indent=2) if as_json else format_info(summary))
 
-
-# ---------------------------------------------------------------------------- export side
-
-
-def _needs_export(name: str) -> click.Command:
-    def callback(args: tuple[str, ...]) -> None:
-        raise ElmoError(f"`elmo {name}` needs the export extra: {EXPORT_HINT}")
-
-    return click.Command(
-        name,
-        callback=callback,
-        params=[click.Argument(["args"], nargs=-1, type=click.UNPROCESSED)],
-        context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
-        help=f"(needs the export extra: {EXPORT_HINT})",
-    )
-
-
-try:
-    from elmo_export.cli import register
-except ImportError:
-    for _name in ("convert", "export"):
-        main.add_command(_needs_export(_name))
-else:
-    register(main)
 
 if __name__ == "__main__":
     main()

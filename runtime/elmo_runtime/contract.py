@@ -34,6 +34,8 @@ from .options import ElmoOptions, parse_options
 
 FORMAT_NAME = "elmo-edge-onnx"
 FORMAT_VERSION = 1
+# Largest |ONNX - PyTorch| an export accepts by default (checked before writing).
+PARITY_ATOL = 1e-5
 
 INPUT_CHAR_IDS = "char_ids"
 INPUT_STATE_C = "state_c"
@@ -65,13 +67,6 @@ KEY_LAYOUT = "elmo_edge.layout"
 KEY_SOURCE = "elmo_edge.source"
 KEY_PARITY = "elmo_edge.parity"
 KEY_QUANT = "elmo_edge.quantization"
-
-# onnxruntime graph optimizers every session must skip (InferenceSession(...,
-# disabled_optimizers=...)). NchwcTransformer crashes (SIGSEGV, null deref) loading the
-# fp16 graph on the CPU provider: Transpose → inserted Cast(fp16→fp32) → MatMul,
-# microsoft/onnxruntime#28392, seen in 1.32. It rewrites nothing in elmo-edge graphs
-# (no 2-D Conv), so skipping it costs nothing for the other modes.
-DISABLED_OPTIMIZERS = ("NchwcTransformer",)
 
 LAYOUT = {
     "boundaries": "added by the runtime: char_ids holds <S> tokens </S>, then padding",

@@ -24,6 +24,7 @@ from .batching import DEFAULT_BATCH_SIZE, DEFAULT_MAX_TOKENS, bucketed, chunks, 
 from .errors import ElmoError, InputError, ModelError
 from .mix import Mix, ScalarMix, check_mix, load_mix, make_mix
 from .session import open_session
+from .states import RowStates
 
 DEFAULT_MODEL = "models/default.onnx"
 
@@ -86,7 +87,7 @@ class Embedder:
         opts = self.info.options
         self._zero_c = np.zeros((2, opts.n_layers, 1, opts.lstm_dim), dtype=np.float32)
         self._zero_h = np.zeros((2, opts.n_layers, 1, opts.projection_dim), dtype=np.float32)
-        self.reset_states()
+        self._states = RowStates(opts.n_layers, opts.lstm_dim, opts.projection_dim)
 
     def _resolve_mix(self, mix: str | os.PathLike | ScalarMix | None) -> Mix | None:
         n_layers = self.info.options.n_output_layers
@@ -109,8 +110,7 @@ class Embedder:
 
     def reset_states(self) -> None:
         """Forget the LSTM states of stateful mode (every row starts from zero again)."""
-        self._state_c = _rows(self._zero_c, 0)
-        self._state_h = _rows(self._zero_h, 0)
+        self._states.reset()
 
     def embed_sentence(self, sentence: Sentence) -> np.ndarray:
         """Vectors of one sentence: float32 ``(L+1, n, 2P)``, or ``(n, 2P)`` with a mix."""
@@ -180,28 +180,11 @@ class Embedder:
 
     def _initial_state(self, rows: int) -> tuple[np.ndarray, np.ndarray]:
         if not self.stateful:
-            return self._zero_c, self._zero_h
-        self._grow_state(rows)
-        return (
-            np.ascontiguousarray(self._state_c[:, :, :rows]),
-            np.ascontiguousarray(self._state_h[:, :, :rows]),
-        )
-
-    def _grow_state(self, rows: int) -> None:
-        """Extend the stored states with zero rows up to ``rows`` rows."""
-        extra = rows - self._state_c.shape[2]
-        if extra > 0:
-            self._state_c = np.concatenate([self._state_c, _rows(self._zero_c, extra)], axis=2)
-            self._state_h = np.concatenate([self._state_h, _rows(self._zero_h, extra)], axis=2)
+            return self._zero_c, self._zero_h  # the graph broadcasts them to every row
+        return self._states.initial(rows)
 
     def _keep_state(self, final_c: np.ndarray, final_h: np.ndarray) -> None:
-        rows = final_c.shape[2]
-        self._state_c[:, :, :rows] = final_c
-        self._state_h[:, :, :rows] = final_h
-
-
-def _rows(zero: np.ndarray, n: int) -> np.ndarray:
-    return np.repeat(zero, n, axis=2)
+        self._states.update(final_c, final_h)
 
 
 def _steps(sentence: Sentence) -> int:

@@ -117,7 +117,7 @@ def _loss_and_grads(params: Params, z: np.ndarray, onehot: np.ndarray,
     """The objective and its gradients; ``z`` is ``(N, K, D)``, ``onehot`` ``(N, C)``."""
     w, gamma, coef, bias = params
     s = _softmax(w)
-    mixed = np.tensordot(z, s, axes=([1], [0]))  # (N, D)
+    mixed = s @ z  # (N, D)
     logits = gamma[0] * (mixed @ coef) + bias
     logits -= logits.max(axis=1, keepdims=True)
     log_p = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))

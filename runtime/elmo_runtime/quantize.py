@@ -11,7 +11,10 @@ Modes (every one keeps the graph's float32 inputs and outputs):
 * ``fp16`` — weights and compute in float16, for GPU execution providers;
   ``Cast`` nodes at the graph boundary keep the caller's float32 interface.
   It loads and runs on the CPU provider too, where onnxruntime casts the
-  nodes lacking a float16 kernel back to float32 (correct, not faster).
+  nodes lacking a float16 kernel back to float32: correct, but about 2× slower
+  than the float32 model, and the session must skip the optimizers in
+  :data:`session.DISABLED_OPTIMIZERS` (onnxruntime crashes otherwise,
+  microsoft/onnxruntime#28392).
 * ``int4`` — weight-only, block-wise 4-bit ``MatMulNBits`` (asymmetric,
   ``block_size`` weights per scale), Scan bodies included; on the CPU the
   activations are quantized to int8 per block for the product
@@ -193,9 +196,6 @@ def quantize_model(
     settings = _settings(mode, per_channel, block_size)
     model, info = load_float_model(src)
     _check_destination(src, dst)
-    if check:
-        sentences = [s.split() for s in SAMPLE_SENTENCES] if sentences is None else sentences
-        threshold = THRESHOLDS[mode] if threshold is None else threshold
     size_before = src.stat().st_size
     source_meta = {p.key: p.value for p in model.metadata_props}
 
@@ -215,9 +215,9 @@ def quantize_model(
         report = compare_models(
             src,
             quantized.SerializeToString(),
-            sentences,
+            [s.split() for s in SAMPLE_SENTENCES] if sentences is None else sentences,
             info,
-            threshold,
+            THRESHOLDS[mode] if threshold is None else threshold,
             _check_provider(mode),
         )
         settings["check"] = report.to_dict()
@@ -225,7 +225,7 @@ def quantize_model(
             raise QuantizeError(
                 f"{src}: the {mode} model drifts too far from its float32 source "
                 f"({'; '.join(report.failures())}); nothing written to {dst} "
-                "(--force writes it anyway)"
+                "(use --force to write it anyway)"
             )
     else:
         settings["check"] = {"skipped": True}
@@ -499,6 +499,8 @@ def _check_provider(mode: str) -> str:
 def _session(model: str | Path | bytes, provider: str) -> Any:
     import onnxruntime as ort
 
+    from .session import DISABLED_OPTIMIZERS
+
     options = ort.SessionOptions()
     options.log_severity_level = 3
     providers = [provider] if provider == CPU else [provider, CPU]
@@ -506,7 +508,7 @@ def _session(model: str | Path | bytes, provider: str) -> Any:
     try:
         return ort.InferenceSession(
             source, options, providers=providers,
-            disabled_optimizers=list(contract.DISABLED_OPTIMIZERS),
+            disabled_optimizers=DISABLED_OPTIMIZERS,
         )
     except Exception as e:  # onnxruntime's own exception types
         where = "the quantized model" if isinstance(model, bytes) else str(model)

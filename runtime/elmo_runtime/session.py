@@ -24,6 +24,10 @@ CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 PROVIDERS = ("auto", "cpu", "cuda")
 GPU_HINT = "pip install 'elmo-edge[gpu]'"
+# onnxruntime 1.32 segfaults creating a CPU session for a float16 model at
+# ORT_ENABLE_ALL unless this layout transformer is off; it only re-blocks the
+# char CNN's float32 Convs (no gain measured on the small preset, 2 cores).
+DISABLED_OPTIMIZERS = ["NchwcTransformer"]
 
 
 def open_session(
@@ -73,7 +77,12 @@ def _create(path: Path, options: ort.SessionOptions, providers: list[str]) -> or
     with warnings.catch_warnings():
         # onnxruntime warns about providers it lacks; open_session reports those itself.
         warnings.simplefilter("ignore")
-        return ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        return ort.InferenceSession(
+            str(path),
+            sess_options=options,
+            providers=providers,
+            disabled_optimizers=DISABLED_OPTIMIZERS,
+        )
 
 
 def _load(path: Path, options: ort.SessionOptions, providers: list[str]) -> ort.InferenceSession:
@@ -129,7 +138,32 @@ def _check_contract(session: ort.InferenceSession, path: Path) -> ModelInfo:
             f"{path}: model outputs {sorted(outputs)} lack the elmo-edge contract's "
             f"{sorted(set(contract.OUTPUTS) - outputs)}"
         )
+    _check_dims(session, info, path)
     return info
+
+
+def _check_dims(session: ort.InferenceSession, info: ModelInfo, path: Path) -> None:
+    """The graph's fixed dimensions must be the ones its metadata's options imply."""
+    o = info.options
+    expected = {
+        contract.INPUT_CHAR_IDS: [None, None, o.max_characters_per_token],
+        contract.OUTPUT_LAYERS: [None, o.n_output_layers, None, o.output_dim],
+        contract.OUTPUT_STATE_C: [2, o.n_layers, None, o.lstm_dim],
+        contract.OUTPUT_STATE_H: [2, o.n_layers, None, o.projection_dim],
+    }
+    for arg in [*session.get_inputs(), *session.get_outputs()]:
+        want = expected.get(arg.name)
+        if want is None:
+            continue
+        have = [d if isinstance(d, int) else None for d in arg.shape]
+        ok = len(have) == len(want) and all(
+            w is None or h is None or h == w for h, w in zip(have, want, strict=True)
+        )
+        if not ok:
+            raise ModelError(
+                f"{path}: {arg.name} has shape {list(arg.shape)}, but the model's options "
+                f"imply {['?' if w is None else w for w in want]}"
+            )
 
 
 def _describe_args(args: list[ort.NodeArg], optional: bool = False) -> list[dict[str, Any]]:

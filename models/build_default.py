@@ -1,0 +1,275 @@
+#!/usr/bin/env python
+"""Rebuild the bundled default model from scratch, and measure it.
+
+    python models/build_default.py [--minutes 20] [--work-dir build/default]
+    python models/build_default.py --evaluate-only   # re-measure the perplexities
+
+Steps: WordNet 3.0 (Debian package wordnet-base) → ``train.txt`` /
+``heldout.txt`` and a vocabulary (every word seen at least twice) →
+``elmo train`` with the ``default`` preset until ``--minutes`` (it
+is interrupted, which saves a checkpoint) or ``--epochs`` → ``elmo export``
+→ ``elmo quantize`` (int8) → held-out perplexity of the biLM and of a
+unigram baseline → the numbers section of ``models/MODEL_CARD.md``.
+
+Writes ``runtime/elmo_runtime/models/default.onnx`` and
+``default.int8.onnx`` (inside the runtime package, so installs ship them).
+Needs the export extra (torch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PRESET = REPO / "export" / "elmo_export" / "presets" / "default.json"
+MODEL_DIR = REPO / "runtime" / "elmo_runtime" / "models"
+FP32_MODEL = MODEL_DIR / "default.onnx"
+INT8_MODEL = MODEL_DIR / "default.int8.onnx"
+CARD = REPO / "models" / "MODEL_CARD.md"
+CARD_BEGIN, CARD_END = "<!-- build_default: begin -->", "<!-- build_default: end -->"
+MIN_COUNT = 2  # words seen once in train.txt are <UNK>, so <UNK> is trained too
+QUANTIZE_CHECK_SENTENCES = 200  # the first held-out sentences
+# `elmo train` settings besides the preset, the corpus, the vocabulary and the stop.
+TRAIN_ARGS = ("--batch-size", "32", "--unroll", "20", "--samples", "2048", "--seed", "0",
+              "--checkpoint-every", "100", "--log-every", "10")
+
+
+@dataclass(frozen=True)
+class Paths:
+    """Everything the build writes under ``--work-dir``."""
+
+    work: Path
+
+    @property
+    def corpus(self) -> Path:
+        return self.work / "corpus"
+
+    @property
+    def train_txt(self) -> Path:
+        return self.corpus / "train.txt"
+
+    @property
+    def heldout_txt(self) -> Path:
+        return self.corpus / "heldout.txt"
+
+    @property
+    def vocab(self) -> Path:
+        return self.corpus / "vocab.txt"
+
+    @property
+    def train_dir(self) -> Path:
+        return self.work / "train"
+
+
+def log(message: str) -> None:
+    print(f"[build_default {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def read_sentences(path: Path) -> list[list[str]]:
+    with open(path, encoding="utf-8") as f:
+        return [line.split() for line in f]
+
+
+# ---------------------------------------------------------------------------- steps
+
+
+def build_corpus(paths: Paths, wordnet_dir: Path) -> dict[str, int]:
+    """train.txt, heldout.txt and vocab.txt; their sizes."""
+    from elmo_export.data import build_vocab
+    from elmo_export.wordnet import write_corpus
+
+    files = write_corpus(paths.corpus, wordnet_dir)
+    counts = Counter(t for s in read_sentences(files.train) for t in s)
+    kept = Counter({w: n for w, n in counts.items() if n >= MIN_COUNT})
+    vocab = build_vocab(kept)
+    vocab.write(paths.vocab)
+    return {"train_sentences": files.train_sentences, "train_tokens": files.train_tokens,
+            "heldout_sentences": files.heldout_sentences,
+            "heldout_tokens": files.heldout_tokens, "vocab_size": len(vocab)}
+
+
+def train(paths: Paths, minutes: float, epochs: float, threads: int | None) -> float:
+    """Run `elmo train` until it ends or ``minutes`` pass (then SIGINT: it checkpoints)."""
+    if paths.train_dir.exists():
+        shutil.rmtree(paths.train_dir)
+    args = ["train", str(paths.train_txt), "--output-dir", str(paths.train_dir),
+            "--options", str(PRESET), "--vocab", str(paths.vocab), "--epochs", str(epochs),
+            *TRAIN_ARGS, *(["--threads", str(threads)] if threads else [])]
+    log("elmo " + " ".join(args))
+    start = time.monotonic()
+    proc = subprocess.Popen([sys.executable, "-m", "elmo_runtime.cli", *args])
+    try:
+        proc.wait(timeout=minutes * 60 if minutes > 0 else None)
+    except subprocess.TimeoutExpired:
+        log(f"{minutes:g} minutes are up: stopping training (it saves a checkpoint)")
+        proc.send_signal(signal.SIGINT)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    if proc.returncode not in (0, 130):
+        sys.exit(f"elmo train failed (exit status {proc.returncode})")
+    return time.monotonic() - start
+
+
+def export_and_quantize(paths: Paths) -> dict[str, object]:
+    """default.onnx (parity-checked) and default.int8.onnx (cosine-checked)."""
+    from elmo_export.checkpoint import export_checkpoint
+    from elmo_runtime.quantize import quantize_model
+
+    MODEL_DIR.mkdir(parents=True, exist_ok=True)
+    log(f"elmo export {paths.train_dir} -o {FP32_MODEL}")
+    parity = export_checkpoint(paths.train_dir, FP32_MODEL)
+    log(f"elmo quantize {FP32_MODEL} -o {INT8_MODEL} --mode int8 --check <first "
+        f"{QUANTIZE_CHECK_SENTENCES} lines of {paths.heldout_txt}>")
+    check = read_sentences(paths.heldout_txt)[:QUANTIZE_CHECK_SENTENCES]
+    report = quantize_model(FP32_MODEL, INT8_MODEL, mode="int8", sentences=check)
+    assert report.check is not None
+    return {"parity": parity, "int8_cosine": [c.mean for c in report.check.layers],
+            "fp32_bytes": FP32_MODEL.stat().st_size, "int8_bytes": INT8_MODEL.stat().st_size}
+
+
+def unigram_perplexity(train: list[list[str]], heldout: list[list[str]],
+                       vocab: list[str]) -> float:
+    """Add-one unigram perplexity on ``heldout``, scored like the biLM's.
+
+    Tokens outside ``vocab`` count as ``<UNK>``. Each direction predicts every
+    word and the sentence end (``</S>`` forward, ``<S>`` backward), from
+    counts over ``train`` where each sentence contributes one end; a direction's
+    distribution leaves out the boundary it never predicts, so both score
+    the same. The result is ``exp`` of the mean of the two directions' mean
+    negative log-likelihoods, as bilm-tf reports perplexity.
+    """
+    known = set(vocab)
+    counts = Counter(t if t in known else "<UNK>" for s in train for t in s)
+    total = sum(counts.values()) + len(train)  # the words, and one end per sentence
+    outcomes = len(known) - 1  # every vocabulary entry but the boundary never predicted
+    nll = []
+    for end in ("</S>", "<S>"):
+        targets = [t if t in known else "<UNK>" for s in heldout for t in (*s, end)]
+        seen = Counter({**counts, end: len(train)})
+        nll.append(-sum(math.log((seen[t] + 1) / (total + outcomes)) for t in targets)
+                   / len(targets))
+    return math.exp(0.5 * (nll[0] + nll[1]))
+
+
+def evaluate(paths: Paths) -> dict[str, float]:
+    """Held-out perplexity of the trained biLM (full softmax) and of the unigram baseline."""
+    from elmo_export.checkpoint import load_checkpoint
+    from elmo_export.lm import LanguageModel
+    from elmo_export.lm import evaluate as lm_perplexity
+
+    ckpt = load_checkpoint(paths.train_dir)
+    model = LanguageModel(ckpt["options"], ckpt["vocab"])
+    model.load_state_dict(ckpt["model"])
+    log(f"measuring the held-out perplexity of {ckpt['path']} (step {ckpt['step']}) …")
+    start = time.monotonic()
+    bilm = lm_perplexity(model, paths.heldout_txt)
+    log(f"biLM perplexity {bilm:.1f} ({time.monotonic() - start:.0f} s)")
+    unigram = unigram_perplexity(read_sentences(paths.train_txt),
+                                 read_sentences(paths.heldout_txt), ckpt["vocab"].tokens)
+    log(f"unigram perplexity {unigram:.1f}")
+    return {"bilm_perplexity": bilm, "unigram_perplexity": unigram, "step": int(ckpt["step"]),
+            "tokens_trained": int(ckpt["tokens"])}
+
+
+# ---------------------------------------------------------------------------- the card
+
+
+def card_numbers(numbers: dict) -> str:
+    """The generated section of MODEL_CARD.md."""
+    n = numbers
+    mib = 2**20
+    epochs = n["tokens_trained"] / (n["train_tokens"] + 2 * n["train_sentences"])
+    cosine = ", ".join(f"{c:.4f}" for c in n["int8_cosine"])
+    rows = [
+        ("training corpus", f"{n['train_sentences']:,} lines, {n['train_tokens']:,} tokens"),
+        ("held-out corpus", f"{n['heldout_sentences']:,} example sentences, "
+                            f"{n['heldout_tokens']:,} tokens"),
+        ("vocabulary (softmax)", f"{n['vocab_size']:,} entries (words seen ≥ {MIN_COUNT} times "
+                                 "+ `<S>`, `</S>`, `<UNK>`)"),
+        ("training", f"{n['step']:,} steps, {n['tokens_trained']:,} token positions "
+                     f"({epochs:.2f} epochs), {n['train_seconds'] / 60:.1f} min wall time"),
+        ("**held-out perplexity, biLM**", f"**{n['bilm_perplexity']:.1f}**"),
+        ("held-out perplexity, unigram baseline", f"{n['unigram_perplexity']:.1f} "
+         f"(biLM / unigram = {n['bilm_perplexity'] / n['unigram_perplexity']:.2f})"),
+        ("`default.onnx` (fp32)", f"{n['fp32_bytes'] / mib:.1f} MiB; max |ONNX − PyTorch| = "
+                                  f"{n['parity']:.1g}"),
+        ("`default.int8.onnx`", f"{n['int8_bytes'] / mib:.1f} MiB; mean cosine to fp32 per "
+                                f"layer: {cosine}"),
+        ("both files", f"{(n['fp32_bytes'] + n['int8_bytes']) / mib:.1f} MiB"),
+        ("whole build", f"{n['build_seconds'] / 60:.1f} min on {n['machine']}"),
+    ]
+    lines = ["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)]
+    return "\n".join(lines)
+
+
+def update_card(numbers: dict) -> None:
+    text = CARD.read_text(encoding="utf-8")
+    pattern = re.compile(re.escape(CARD_BEGIN) + ".*?" + re.escape(CARD_END), re.DOTALL)
+    if not pattern.search(text):
+        sys.exit(f"{CARD}: the markers {CARD_BEGIN} … {CARD_END} are missing")
+    block = f"{CARD_BEGIN}\n{card_numbers(numbers)}\n{CARD_END}"
+    CARD.write_text(pattern.sub(lambda _: block, text), encoding="utf-8")
+
+
+def machine(threads: int | None) -> str:
+    import torch
+
+    used = threads or torch.get_num_threads()
+    return f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {used} training threads"
+
+
+# ---------------------------------------------------------------------------- main
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--minutes", type=float, default=20.0,
+                        help="training time budget (0: no limit) [default: 20]")
+    parser.add_argument("--epochs", type=float, default=2.0,
+                        help="stop after this many passes if the budget lasts [default: 2]")
+    parser.add_argument("--threads", type=int, help="torch threads for training")
+    parser.add_argument("--work-dir", type=Path, default=REPO / "build" / "default",
+                        help="corpus and checkpoints [default: build/default]")
+    parser.add_argument("--wordnet-dir", type=Path, default=Path("/usr/share/wordnet"))
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="only measure the perplexities of the last build in --work-dir")
+    args = parser.parse_args()
+    paths = Paths(args.work_dir)
+
+    from elmo_runtime.errors import ElmoError
+
+    try:
+        if args.evaluate_only:
+            print(json.dumps(evaluate(paths), indent=2))
+            return
+        start = time.monotonic()
+        numbers: dict = build_corpus(paths, args.wordnet_dir)
+        log(f"corpus: {json.dumps(numbers)}")
+        numbers["train_seconds"] = train(paths, args.minutes, args.epochs, args.threads)
+        numbers.update(export_and_quantize(paths))
+        numbers.update(evaluate(paths))
+        numbers["build_seconds"] = time.monotonic() - start
+        numbers["machine"] = machine(args.threads)
+    except ElmoError as e:
+        sys.exit(f"Error: {e}")
+    (paths.work / "numbers.json").write_text(json.dumps(numbers, indent=2) + "\n")
+    update_card(numbers)
+    log(f"done; numbers in {paths.work / 'numbers.json'} and {CARD}")
+
+
+if __name__ == "__main__":
+    main()
