@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -34,6 +36,12 @@ def synsets() -> dict[str, Synset]:
         pytest.skip(f"WordNet 3.0 not installed in {wordnet.DEFAULT_WORDNET_DIR} "
                     "(Debian package wordnet-base)")
     return {s.id: s for s in wordnet.read_synsets()}
+
+
+def test_no_torch_needed() -> None:
+    """The evaluation code reuses this module where torch is not installed."""
+    code = "import sys; sys.modules['torch'] = None; import elmo_export.wordnet"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
 # ---------------------------------------------------------------------------- tokenizer
@@ -162,7 +170,7 @@ def test_corpus_is_disjoint_from_heldout(fake_wordnet: Path, tmp_path: Path,
                      "without musical accompaniment"]
     assert (files.train_sentences, files.train_tokens) == (8, 28)
     assert (files.heldout_sentences, files.heldout_tokens) == (2, 4)
-    assert not list((tmp_path / "corpus").glob("*.partial"))
+    assert sorted(p.name for p in files.train.parent.iterdir()) == ["heldout.txt", "train.txt"]
 
 
 def test_heldout_examples_carry_their_synset(fake_wordnet: Path,

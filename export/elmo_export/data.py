@@ -249,10 +249,6 @@ class Batch(NamedTuple):
     targets: np.ndarray  # int64 (2, B, U): vocab id of the next token, -1 = nothing to predict
     mask: np.ndarray  # bool (B, U): steps holding a token (the same in both streams)
 
-    @property
-    def n_steps(self) -> int:
-        return int(self.mask.sum())
-
 
 class Streams:
     """``rows`` sentence streams cut into windows of ``unroll`` steps.

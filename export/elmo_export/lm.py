@@ -56,10 +56,11 @@ class SampledSoftmax(nn.Module):
             return self.full_nll(hidden, targets)
         u = torch.rand(self.n_samples, dtype=torch.float64, device=hidden.device)
         samples = (torch.exp(u * math.log(v + 1)).long() - 1).clamp_(0, v - 1)
-        true_logit = (hidden * self.weight[targets]).sum(-1) + self.bias[targets]
-        true_logit = true_logit - self.log_expected_count(targets)
-        sampled_bias = self.bias[samples] - self.log_expected_count(samples)
-        sampled = torch.addmm(sampled_bias, hidden, self.weight[samples].T)
+        ids = torch.cat([targets, samples])  # one gather: one gradient scatter per step
+        weight, bias = self.weight[ids], self.bias[ids] - self.log_expected_count(ids)
+        n = len(targets)
+        true_logit = (hidden * weight[:n]).sum(-1) + bias[:n]
+        sampled = torch.addmm(bias[n:], hidden, weight[n:].T)
         sampled.masked_fill_(samples.unsqueeze(0) == targets.unsqueeze(1), -math.inf)
         return torch.logaddexp(true_logit, torch.logsumexp(sampled, dim=1)) - true_logit
 
@@ -112,13 +113,16 @@ class LanguageModel(nn.Module):
         return tops, torch.stack(cs), torch.stack(hs)
 
     def direction_nll(self, tops: list[Tensor], targets: Tensor) -> list[Tensor]:
-        """Per-target NLL of each direction (positions with target -1 left out)."""
-        out = []
-        for d, top in enumerate(tops):
-            keep = targets[d].reshape(-1) >= 0
-            hidden = top.reshape(-1, top.shape[-1])[keep]
-            out.append(self.softmax(hidden, targets[d].reshape(-1)[keep]))
-        return out
+        """Per-target NLL of each direction (positions with target -1 left out).
+
+        Both directions go through the softmax together (one set of samples).
+        """
+        hidden = torch.cat([top.reshape(-1, top.shape[-1]) for top in tops])
+        flat = targets.reshape(-1)
+        keep = flat >= 0
+        nll = self.softmax(hidden[keep], flat[keep])
+        n_forward = int(keep[: targets[0].numel()].sum())
+        return [nll[:n_forward], nll[n_forward:]]
 
     def forward(self, char_ids: Tensor, inputs: Tensor, targets: Tensor, mask: Tensor,
                 state_c: Tensor, state_h: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -59,7 +59,7 @@ class CharCNN(nn.Module):
         b, t, c = char_ids.shape
         x = self.embedding(char_ids.reshape(b * t, c)).transpose(1, 2)  # (N, e, C)
         # Conv1d is a VALID cross-correlation; max over every position, then activation.
-        x = torch.cat([self.activation(conv(x).amax(dim=2)) for conv in self.convs], dim=1)
+        x = torch.cat([self.activation(conv(x).max(dim=2).values) for conv in self.convs], dim=1)
         for highway in self.highways:
             x = highway(x)
         return self.projection(x).reshape(b, t, -1)
@@ -87,10 +87,10 @@ class LstmWithProjection(nn.Module):
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Run over time (axis 1). Masked steps keep the state and output zeros."""
         x_proj = x @ self.input_weight + self.bias  # all input projections at once
-        step_mask = mask.unsqueeze(-1)
         outputs = []
-        for t in range(x.shape[1]):
-            z = x_proj[:, t] + h @ self.state_weight
+        # unbind, not x_proj[:, t]: indexing makes autograd add a full-size zero tensor a step
+        for x_t, m in zip(x_proj.unbind(1), mask.unsqueeze(-1).unbind(1), strict=True):
+            z = x_t + h @ self.state_weight
             i, j, f, o = z.chunk(4, dim=-1)
             c_new = torch.sigmoid(f + FORGET_BIAS) * c + torch.sigmoid(i) * torch.tanh(j)
             if self.cell_clip is not None:
@@ -98,7 +98,6 @@ class LstmWithProjection(nn.Module):
             h_new = (torch.sigmoid(o) * torch.tanh(c_new)) @ self.projection
             if self.proj_clip is not None:
                 h_new = h_new.clamp(-self.proj_clip, self.proj_clip)
-            m = step_mask[:, t]
             c = torch.where(m, c_new, c)
             h = torch.where(m, h_new, h)
             outputs.append(h_new * m)

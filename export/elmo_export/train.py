@@ -24,7 +24,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -321,10 +321,8 @@ class _Run:
     tokens: int = 0
     metrics: TextIO | None = None
     last_perplexity: float | None = None
-    history: list[dict[str, Any]] = field(default_factory=list)
 
     def log(self, record: dict[str, Any]) -> None:
-        self.history.append(record)
         if self.metrics is not None:
             self.metrics.write(json.dumps(record) + "\n")
             self.metrics.flush()
@@ -445,8 +443,10 @@ def _train(config: TrainConfig, procs: Processes) -> LanguageModel:
         if ckpt is None:
             run.evaluate()
         with _stop_on_signal() as stop_requested:
-            t_log, losses = time.monotonic(), []
+            losses: list[float] = []
+            busy = 0.0  # seconds spent in training steps since the last record
             while run.step < total:
+                t_step = time.monotonic()
                 batch = run.streams.next_batch()
                 assert batch is not None  # training streams never run dry
                 char_ids, inputs, targets, mask = batch_tensors(batch)
@@ -460,13 +460,13 @@ def _train(config: TrainConfig, procs: Processes) -> LanguageModel:
                 run.tokens += tokens_per_step
                 mean_loss, stop = procs.mean_and_any(loss.item(), stop_requested())
                 losses.append(mean_loss)
-                now = time.monotonic()
-                speed = tokens_per_step * len(losses) / max(now - t_log, 1e-9)
+                busy += time.monotonic() - t_step
+                speed = tokens_per_step * len(losses) / max(busy, 1e-9)
                 if run.step % config.log_every == 0 or run.step == total or stop:
                     run.log({"step": run.step, "epoch": run.streams.order.epoch,
                              "train_loss": float(np.mean(losses)), "tokens_per_s": speed,
                              "tokens": run.tokens})
-                    t_log, losses = now, []
+                    losses, busy = [], 0.0
                 progress.update(run.step, mean_loss, speed, force=run.step == total)
                 if run.step % config.eval_every == 0 or run.step == total:
                     run.evaluate()

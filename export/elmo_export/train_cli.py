@@ -77,7 +77,9 @@ def _resume_settings(ctx: click.Context, params: dict[str, Any]) -> dict[str, An
 @click.option("--log-every", default=10, show_default=True, type=click.IntRange(min=1),
               help="Steps between metrics.jsonl records.")
 @click.option("--tokenize", is_flag=True, help="Tokenize raw text (default: split on spaces).")
-@click.option("--threads", type=click.IntRange(min=1), help="Torch threads per process.")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="Torch threads per process [default: torch's]; 1 is often fastest on a "
+              "busy machine (the recurrent loop is many small operations).")
 @click.option("--resume", is_flag=True, help="Continue the checkpoint in the output directory.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress line.")
 @click.pass_context

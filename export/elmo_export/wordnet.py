@@ -198,7 +198,7 @@ class CorpusFiles:
 
 def _write_lines(path: Path, sentences: Iterable[Iterable[str]]) -> tuple[int, int]:
     """Write one space-joined sentence a line, atomically; (sentences, tokens) written."""
-    partial = path.with_name(path.name + ".partial")
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
     n_sentences = n_tokens = 0
     try:
         with open(partial, "w", encoding="utf-8", newline="\n") as f:
