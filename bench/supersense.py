@@ -9,15 +9,16 @@ class (41 classes). Train items are the examples the bundled model trained
 on; test items are the held-out ones. A target's vector is the mean of its
 span's vectors. For each configuration a softmax classifier (and, for
 "learned", the scalar mix) is fitted with ``elmo_runtime.mix_fit`` on the
-float32 model's train items, its L2 strength chosen on a by-sentence dev part
-of the train items. The *same* mix and classifier then score the test items
-as embedded by the float32, int8 and int4 (weight-only) models: the
-quantized rows show what a quantized deployment of a float32-trained
-classifier loses. "poly" is the test items whose lemma has two or more
-supersenses among all items, where a context-free vector cannot tell the
-senses apart. Each model embeds each sentence once (``--cache-dir`` keeps
-the vectors across runs). The learned mix is written with ``save_mix``:
-``elmo embed --mix FILE`` reads it.
+float32 model's train items (L2 strength ``--l2``; given several, the best
+on a by-sentence dev part of the train items, per configuration). The
+*same* mix and classifier then score the test items as embedded by the
+float32, int8 and int4 (weight-only) models: the quantized rows show what a
+quantized deployment of a float32-trained classifier loses. "poly" is the
+test items whose lemma has two or more supersenses among all items, where a
+context-free vector cannot tell the senses apart. Each model embeds each
+sentence once (``--cache-dir`` keeps the vectors across runs). The learned
+mix is written with ``save_mix``: ``elmo embed --mix FILE`` reads it. Its
+weights apply to the raw layers, whose scales differ (printed as RMS).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from elmo_export.wordnet import DEFAULT_WORDNET_DIR
 from elmo_runtime import Embedder
 from elmo_runtime.embedder import default_model_path
 from elmo_runtime.mix import ScalarMix, save_mix
-from elmo_runtime.mix_fit import MixClassifier, fit_mix
+from elmo_runtime.mix_fit import DEFAULT_L2, DEFAULT_STEPS, MixClassifier, fit_mix
 from elmo_runtime.quantize import quantize_model
 
 DEV_PERCENT = 10
@@ -50,6 +51,18 @@ def in_dev(tokens: Sequence[str]) -> bool:
     """Whether a train sentence is in the dev part (used to choose the L2 strength)."""
     digest = hashlib.sha1(" ".join(tokens).encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") % 100 < DEV_PERCENT
+
+
+def l2_values(text: str) -> list[float]:
+    """``--l2``: one or more comma-separated non-negative numbers."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers like 1e-3,1e-2, found {text!r}") \
+            from None
+    if any(not v >= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"L2 strengths must be >= 0, found {text!r}")
+    return values
 
 
 def span_vectors(model: Path, items: Sequence[Item], threads: int,
@@ -99,15 +112,15 @@ def main() -> None:
                     "beside it if present, else quantized now)")
     ap.add_argument("--wordnet", type=Path, default=DEFAULT_WORDNET_DIR)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--steps", type=int, default=300, help="optimizer steps per fit")
-    ap.add_argument("--l2", default="1e-3", help="L2 strength; several (comma-separated): the "
-                    "best on a dev part of the train sentences, per configuration")
+    ap.add_argument("--steps", type=int, default=DEFAULT_STEPS, help="optimizer steps per fit")
+    ap.add_argument("--l2", type=l2_values, default=str(DEFAULT_L2),
+                    help="L2 strength; several (comma-separated): the best on a dev part of "
+                    "the train sentences, per configuration")
     ap.add_argument("--cache-dir", type=Path, help="keep span vectors here across runs")
     ap.add_argument("--json", type=Path, default=RESULTS / "supersense.json")
     ap.add_argument("--mix-out", type=Path, default=RESULTS / "supersense.mix.json",
                     help="where the learned mix goes (elmo embed --mix FILE)")
     args = ap.parse_args()
-    grid = [float(v) for v in args.l2.split(",")]
     start = time.perf_counter()
 
     model = args.model or default_model_path()
@@ -140,6 +153,7 @@ def main() -> None:
     print(f"embedded in {embed_s:.0f} s; fitting", flush=True)
 
     n_layers = x_train.shape[1]
+    layer_rms = np.sqrt((x_train.astype(np.float64) ** 2).mean(axis=(0, 2))).tolist()
     one_hot = [[0.0 if j == k else OFF for j in range(n_layers)] for k in range(n_layers)]
     configs: dict[str, ScalarMix | None] = {
         "layer 0": ScalarMix(one_hot[0]),
@@ -149,7 +163,7 @@ def main() -> None:
     }
     rows = []
     for config, mix in configs.items():
-        fit, l2 = fit_config(x_train, y_train, dev, mix, grid, args.steps)
+        fit, l2 = fit_config(x_train, y_train, dev, mix, args.l2, args.steps)
         if mix is None:
             args.mix_out.parent.mkdir(parents=True, exist_ok=True)
             save_mix(args.mix_out, fit.mix)
@@ -167,6 +181,8 @@ def main() -> None:
         weights = " ".join(f"{w:.3f}" for w in r["weights"])
         print(f"{r['config']:<13} {r['model']:<5} {100 * r['accuracy']:>6.1f} "
               f"{100 * r['accuracy_poly']:>6.1f}  {weights} / {r['gamma']:.3g}")
+    print("layer RMS (span vectors, train): "
+          + ", ".join(f"{j}: {v:.3g}" for j, v in enumerate(layer_rms)))
     total_s = time.perf_counter() - start
     print(f"\nlearned mix written to {args.mix_out}; {total_s:.0f} s in all "
           f"({embed_s:.0f} s embedding), {args.threads} threads")
@@ -176,7 +192,7 @@ def main() -> None:
         "dropped": extraction.n_dropped, "train_items": len(train), "test_items": len(test),
         "poly_test_items": int(poly.sum()), "threads": args.threads, "steps": args.steps,
         "seconds": total_s, "embed_seconds": embed_s, "machine": platform.processor() or "cpu",
-        "mix_file": str(args.mix_out), "rows": rows,
+        "mix_file": str(args.mix_out), "layer_rms": layer_rms, "rows": rows,
     }, indent=2) + "\n")
 
 

@@ -462,7 +462,9 @@ def test_runtime_without_torch_or_h5py(toy_model_path: Path, tmp_path: Path) -> 
     )
     convert = cli("convert", "options.json", "weights.hdf5", "-o", "x.onnx")
     assert convert.returncode == 1
-    assert "needs the export extra: pip install 'elmo-edge[export]'" in convert.stderr.decode()
+    assert "needs the export extra (torch is not installed): pip install 'elmo-edge[export]'" in (
+        convert.stderr.decode()
+    )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "o.npz"]
 
 

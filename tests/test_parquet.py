@@ -84,8 +84,17 @@ def test_float16_halves_the_size(tmp_path: Path, tiny_model_path: Path) -> None:
 
 def test_sharded_parquet_directory_reads_as_one_table(src: Path, tiny_model_path: Path) -> None:
     run("embed", src, src.parent / "out.hdf5", "-m", tiny_model_path)
-    run("embed", src, src.parent / "shards", "-m", tiny_model_path, "--format", "parquet",
-        "--shard-size", 2)  # fmt: skip
+    run(
+        "embed",
+        src,
+        src.parent / "shards",
+        "-m",
+        tiny_model_path,
+        "--format",
+        "parquet",
+        "--shard-size",
+        2,
+    )
     table = pq.read_table(src.parent / "shards").sort_by("line")  # the manifest is skipped
     assert table.column("line").to_pylist() == list(range(5))
     for got, want in zip(

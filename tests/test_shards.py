@@ -301,6 +301,20 @@ def test_changed_input_of_the_same_size_is_refused(
     one_line_error(run(*args), f"{src}: lines 4-6 differs from the input of the run in {out}")
 
 
+def test_a_run_that_failed_before_its_first_shard_is_started_afresh(
+    tmp_path: Path, toy_model_path: Path
+) -> None:
+    src = tmp_path / "in.txt"
+    src.write_bytes(b"bad \xff\n")
+    out = tmp_path / "out"
+    args = ("-m", toy_model_path, "--shard-size", 5)
+    one_line_error(run("embed", src, out, *args), f"{src}:1: invalid UTF-8")
+    assert read_manifest(out)["shards"] == []
+    src.write_bytes(b"fixed line\n")  # another size, but nothing was kept from the first try
+    ok(run("embed", src, out, *args))
+    assert len(list(iter_vectors(out))) == 1
+
+
 def test_a_directory_without_manifest_is_refused(tmp_path: Path, toy_model_path: Path) -> None:
     src = tmp_path / "in.txt"
     src.write_bytes(b"a\n")
@@ -386,7 +400,7 @@ def corpus_lines(n: int) -> bytes:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_killed_subprocess_resumes_to_the_uninterrupted_output(
     tiny_model_path: Path, tmp_path: Path, sig: int
 ) -> None:

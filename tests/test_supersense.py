@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -124,3 +126,11 @@ def test_all_of_wordnet(wordnet_dir: Path) -> None:
     assert 0.1 < len(test) / len(extraction.items) < 0.2
     train_sentences = {it.tokens for it in extraction.items if not it.heldout}
     assert not train_sentences & {it.tokens for it in test}
+
+
+def test_evaluation_code_does_not_import_torch() -> None:
+    code = ("import sys, elmo_export.supersense, elmo_runtime.mix_fit; "
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr

@@ -17,7 +17,7 @@ import stat
 import sys
 import threading
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -26,9 +26,11 @@ import click
 
 from . import __version__
 from .batching import DEFAULT_BATCH_SIZE
-from .errors import ElmoError, InputError
+from .corpus import read_sentences
+from .errors import ElmoError
 from .session import PROVIDERS
-from .writers import FORMATS
+from .shards import DEFAULT_SHARD_SIZE
+from .writers import DTYPES, FORMATS
 
 EXIT_INTERNAL = 2
 EXIT_INTERRUPTED = 130
@@ -134,8 +136,8 @@ class ElmoGroup(click.Group):
                 return super().invoke(ctx)
         except ElmoError as e:
             raise click.ClickException(str(e)) from None
-        except KeyboardInterrupt:
-            click.echo("interrupted; nothing was written", err=True)
+        except KeyboardInterrupt as e:
+            click.echo(str(e) or "interrupted; nothing was written", err=True)
             ctx.exit(EXIT_INTERRUPTED)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
@@ -157,28 +159,6 @@ def main() -> None:
 
 
 # ---------------------------------------------------------------------------- embed
-
-
-def read_sentences(stream: BinaryIO, name: str, errors: str = "strict") -> Iterator[list[str]]:
-    """Whitespace-tokenized lines of a UTF-8 byte stream (``str.split()``), one list a line.
-
-    ``str.split()`` drops the line end ("\\n" or "\\r\\n"); a UTF-8 byte-order
-    mark on line 1 is dropped too; a blank line gives an empty sentence.
-    Control characters that are not whitespace stay inside their tokens.
-    ``errors="replace"`` turns invalid UTF-8 into U+FFFD instead of raising
-    InputError naming line and column.
-    """
-    for lineno, line in enumerate(stream, 1):
-        try:
-            text = line.decode("utf-8", errors)
-        except UnicodeDecodeError as e:
-            raise InputError(
-                f"{name}:{lineno}: invalid UTF-8 (byte 0x{line[e.start]:02x} at column "
-                f"{e.start + 1}); fix the file or pass --errors replace"
-            ) from None
-        if lineno == 1:
-            text = text.removeprefix("\ufeff")
-        yield text.split()
 
 
 def count_lines(path: str) -> int | None:
@@ -221,8 +201,28 @@ def _progress(items: Iterable[Any], length: int | None) -> AbstractContextManage
     )
 
 
+@contextmanager
+def _line_progress(length: int | None) -> Iterator[Callable[[int], None]]:
+    """A callback counting lines done: a progress bar on a terminal; it raises on a signal."""
+    if not sys.stderr.isatty() or length is None:
+        yield lambda lines: INTERRUPTS.check()
+        return
+    with click.progressbar(
+        length=length, label="embedding", file=sys.stderr, update_min_steps=32
+    ) as bar:
+
+        def update(lines: int) -> None:
+            INTERRUPTS.check()
+            bar.update(lines)
+
+        yield update
+
+
+RAY_ONLY = ("address", "actors", "gpus_per_actor", "ray_temp_dir")
+
+
 @main.command()
-@click.argument("input_path", metavar="INPUT")
+@click.argument("inputs", metavar="INPUT...", nargs=-1, required=True)
 @click.argument("output")
 @click.option("--model", "-m", metavar="PATH", help="elmo-edge .onnx model [default: bundled].")
 @click.option("--all", "mode", flag_value="all", default=True, help="All L+1 layers (default).")
@@ -249,12 +249,24 @@ def _progress(items: Iterable[Any], length: int | None) -> AbstractContextManage
     show_default=True,
     help="onnxruntime execution provider.",
 )
-@click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads [default: all].")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    help="Intra-op threads [default: all; with --engine ray: the CPUs of each actor, 1].",
+)
 @click.option(
     "--format",
     "fmt",
     type=click.Choice(FORMATS),
-    help="Output format [default: npz for *.npz, else hdf5].",
+    help="Output format [default: npz for *.npz, parquet for *.parquet/*.pq and with "
+    "--engine ray, else hdf5].",
+)
+@click.option(
+    "--dtype",
+    type=click.Choice(DTYPES),
+    default="float32",
+    show_default=True,
+    help="Stored float type; float16 halves the size.",
 )
 @click.option(
     "--stateful", is_flag=True, help="Carry LSTM states across batches by row (bilm-tf style)."
@@ -266,10 +278,46 @@ def _progress(items: Iterable[Any], length: int | None) -> AbstractContextManage
     show_default=True,
     help="What to do with invalid UTF-8.",
 )
+@click.option(
+    "--shard-size",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help=f"Write OUTPUT as a resumable directory of N-line shards [default: {DEFAULT_SHARD_SIZE:,} "
+    "when OUTPUT is a directory or ends with /].",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace the earlier run in the OUTPUT directory instead of resuming or refusing it.",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="local: this process; ray: Ray Data actors, Parquet output (elmo-edge[ray]).",
+)
+@click.option("--address", help="Ray cluster to join (e.g. auto) [default: start a local Ray].")
+@click.option(
+    "--actors",
+    type=click.IntRange(min=1),
+    help="Ray actors, one onnxruntime session each [default: as many as the CPUs allow].",
+)
+@click.option(
+    "--gpus-per-actor",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    help="GPUs of each Ray actor (a fraction shares a GPU) [default: 0].",
+)
+@click.option(
+    "--ray-temp-dir",
+    metavar="DIR",
+    help="Where a local Ray keeps its files and logs [default: a new temp dir, removed after].",
+)
 @click.pass_context
 def embed(
     ctx: click.Context,
-    input_path: str,
+    inputs: tuple[str, ...],
     output: str,
     model: str | None,
     mode: str,
@@ -278,29 +326,87 @@ def embed(
     provider: str,
     threads: int | None,
     fmt: str | None,
+    dtype: str,
     stateful: bool,
     errors: str,
+    shard_size: int | None,
+    overwrite: bool,
+    engine: str,
+    address: str | None,
+    actors: int | None,
+    gpus_per_actor: float,
+    ray_temp_dir: str | None,
 ) -> None:
     """Embed INPUT (one whitespace-tokenized sentence a line, "-" = stdin) into OUTPUT.
 
     OUTPUT holds one array per line under keys "0", "1", … and
-    "sentence_to_index" (AllenNLP's `elmo` layout); it appears only when
-    every line is done.
+    "sentence_to_index" (AllenNLP's `elmo` layout; Parquet: one row per
+    line); it appears only when every line is done.
+
+    A directory OUTPUT (existing, ending with /, or with --shard-size) gets
+    shards and a manifest instead: run the same command again after an
+    interruption and it resumes, redoing only shards that are missing or
+    corrupt. With --engine ray, OUTPUT is a directory of Parquet files and
+    several INPUTs may be given.
     """
+    mix = Path(mix_file) if mix_file else mode
+    if mix_file and ctx.get_parameter_source("mode") is click.core.ParameterSource.COMMANDLINE:
+        raise click.UsageError("--mix cannot be combined with --all, --top or --average")
+    if engine == "ray":
+        _check_ray_options(inputs, fmt, stateful, shard_size)
+        from .ray_engine import embed_files
+
+        run = embed_files(
+            list(inputs),
+            output,
+            model,
+            mix=mix,
+            dtype=dtype,
+            batch_size=batch_size,
+            provider=provider,
+            threads=threads or 1,
+            errors=errors,
+            overwrite=overwrite,
+            address=address,
+            actors=actors,
+            gpus_per_actor=gpus_per_actor,
+            temp_dir=ray_temp_dir,
+        )
+        done = "already complete:" if run.done_before else "wrote"
+        files = _count(run.files, "Parquet file")
+        click.echo(f"{done} {_count(run.lines, 'sentence')} in {files} in {output}", err=True)
+        return
+    given = [f"--{p.replace('_', '-')}" for p in RAY_ONLY if ctx.params[p] not in (None, 0.0)]
+    if given:
+        raise click.UsageError(f"{', '.join(given)} need --engine ray")
+    if len(inputs) > 1:
+        raise click.UsageError("several INPUTs need --engine ray (or concatenate them into -)")
+    input_path = inputs[0]
+    sharded = shard_size is not None or output.endswith(("/", os.sep)) or Path(output).is_dir()
     from .embedder import Embedder
     from .writers import open_writer
 
-    if mix_file and ctx.get_parameter_source("mode") is click.core.ParameterSource.COMMANDLINE:
-        raise click.UsageError("--mix cannot be combined with --all, --top or --average")
-    with open_input(input_path) as stream, open_writer(output, fmt) as writer:
-        emb = Embedder(
-            model,
-            stateful=stateful,
-            provider=provider,
-            threads=threads,
-            mix=Path(mix_file) if mix_file else mode,
-        )
-        length = count_lines(input_path) if input_path != "-" and sys.stderr.isatty() else None
+    length = count_lines(input_path) if input_path != "-" and sys.stderr.isatty() else None
+    if sharded:
+        with open_input(input_path) as stream:
+            emb = Embedder(model, stateful=stateful, provider=provider, threads=threads, mix=mix)
+            _embed_sharded(
+                emb,
+                stream,
+                input_path,
+                output,
+                length,
+                mix=mix,
+                fmt=fmt or "hdf5",
+                dtype=dtype,
+                shard_size=shard_size or DEFAULT_SHARD_SIZE,
+                batch_size=batch_size,
+                errors=errors,
+                overwrite=overwrite,
+            )
+        return
+    with open_input(input_path) as stream, open_writer(output, fmt, dtype) as writer:
+        emb = Embedder(model, stateful=stateful, provider=provider, threads=threads, mix=mix)
         sentences, to_embed = itertools.tee(read_sentences(stream, input_path, errors))
         pairs = zip(sentences, emb.embed_sentences(to_embed, batch_size), strict=True)
         with _progress(pairs, length) as bar:
@@ -308,6 +414,56 @@ def embed(
                 INTERRUPTS.check()
                 writer.write(tokens, vectors)
     click.echo(f"wrote {writer.count} sentences to {output}", err=True)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _check_ray_options(
+    inputs: tuple[str, ...], fmt: str | None, stateful: bool, shard_size: int | None
+) -> None:
+    if fmt not in (None, "parquet"):
+        raise click.UsageError("--engine ray writes Parquet; drop --format or use --format parquet")
+    if stateful:
+        raise click.UsageError("--stateful needs the local engine (Ray batches are independent)")
+    if shard_size is not None:
+        raise click.UsageError("--shard-size is for the local engine (Ray sizes its own files)")
+    if "-" in inputs:
+        raise click.UsageError("--engine ray reads files, not stdin")
+
+
+def _embed_sharded(
+    emb: Any,
+    stream: BinaryIO,
+    input_path: str,
+    output: str,
+    length: int | None,
+    mix: str | Path,
+    **options: Any,
+) -> None:
+    """`elmo embed` into a directory of shards (:func:`.shards.embed_sharded`)."""
+    from .mix import load_mix
+    from .shards import embed_sharded
+
+    if isinstance(mix, Path):
+        mix = load_mix(mix, emb.info.options.n_output_layers)
+    try:
+        with _line_progress(length) as progress:
+            run = embed_sharded(
+                emb, stream, input_path, output, mix=mix, progress=progress, **options
+            )
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(
+            f"interrupted; the complete shards stay in {output}: run the same command "
+            "again to resume"
+        ) from None
+    done = f"{_count(run.lines, 'sentence')} in {_count(run.shards, 'shard')}"
+    if run.shards and run.resumed == run.shards:
+        click.echo(f"{output}: already complete ({done}, verified)", err=True)
+    else:
+        resumed = f" ({run.resumed} resumed)" if run.resumed else ""
+        click.echo(f"wrote {done} to {output}{resumed}", err=True)
 
 
 # ---------------------------------------------------------------------------- info

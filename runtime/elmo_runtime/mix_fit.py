@@ -28,10 +28,15 @@ import numpy as np
 from .mix import ScalarMix
 
 DEFAULT_L2 = 1e-3
-DEFAULT_STEPS = 400
+DEFAULT_STEPS = 300
 DEFAULT_LR = 0.05
 
 Params = list[np.ndarray]  # [w (K,), gamma (1,), W (D, C), b (C,)]
+
+
+def mix_items(mix: ScalarMix, layers: np.ndarray) -> np.ndarray:
+    """``(N, L+1, D)`` one vector per item and layer → ``(N, D)``, by the runtime's ScalarMix."""
+    return mix(np.swapaxes(layers, 0, 1))
 
 
 @dataclass(frozen=True)
@@ -44,8 +49,8 @@ class MixClassifier:
     loss: float  # the training objective at the end of the fit
 
     def features(self, layers: np.ndarray) -> np.ndarray:
-        """The mixed vectors ``(N, D)`` of ``(N, L+1, D)``, by the runtime's own ScalarMix."""
-        return self.mix(np.swapaxes(layers, 0, 1))
+        """The mixed vectors ``(N, D)`` of ``(N, L+1, D)``."""
+        return mix_items(self.mix, layers)
 
     def logits(self, layers: np.ndarray) -> np.ndarray:
         """Class scores ``(N, C)`` of ``(N, L+1, D)``."""
@@ -82,11 +87,7 @@ def fit_mix(
     if mix is not None and (mix.do_layer_norm or mix.n_layers != layers.shape[1]):
         raise ValueError(f"a fixed mix must weigh {layers.shape[1]} layers without layer norm, "
                          f"found {mix!r}")
-    if mix is None:
-        x = layers.astype(np.float64)
-    else:
-        x = MixClassifier(mix, np.zeros(0), np.zeros(0), 0.0).features(layers)[:, None, :]
-        x = x.astype(np.float64)
+    x = (layers if mix is None else mix_items(mix, layers)[:, None, :]).astype(np.float64)
     mean = x.mean(axis=0)  # (K, D)
     scale = np.sqrt(((x - mean) ** 2).mean(axis=(0, 2)))  # (K,)
     scale = np.where(scale > 0, scale, 1.0)

@@ -1,21 +1,25 @@
 """Streaming, atomic writers for embedding files.
 
-Both formats hold one float32 array per input line under the keys "0", "1",
-… (``(L+1, n, 2P)`` for all layers, ``(n, 2P)`` when mixed) and a
-``sentence_to_index`` entry: ``json.dumps({"tok tok tok": "index"})`` (the
-last occurrence of a repeated sentence wins), as AllenNLP's ``elmo`` command
-writes them.
+Every format holds one array per input line: ``(L+1, n, 2P)`` for all
+layers, ``(n, 2P)`` when mixed, float32 (or float16 with ``dtype="float16"``).
 
-* hdf5: AllenNLP's layout; ``sentence_to_index`` is a (1,) vlen-str dataset.
-  Needs h5py (imported only here, only when asked for).
-* npz: a zip of ``.npy`` entries written one by one (no pickle);
-  ``sentence_to_index`` is a 0-d unicode array, so
+* hdf5: AllenNLP's ``elmo`` command layout: one dataset per line keyed by its
+  line index ("0", "1", …) and a ``sentence_to_index`` (1,) vlen-str dataset
+  holding ``json.dumps({"tok tok tok": "index"})`` (the last occurrence of a
+  repeated sentence wins). Needs h5py (imported only here, only when asked for).
+* npz: the same keys as ``.npy`` entries of a zip written one by one (no
+  pickle); ``sentence_to_index`` is a 0-d unicode array, so
   ``np.load(path, allow_pickle=False)`` reads every entry.
+* parquet: one row per line (:data:`PARQUET_COLUMNS`): ``line`` int64,
+  ``tokens`` list<string>, ``shape`` list<int32> and ``vectors``, the array
+  flattened in C order as list<float|halffloat>; :func:`arrays_from_table`
+  reshapes them. Needs pyarrow.
 
-:func:`open_writer` writes to ``.{name}.partial-{pid}`` next to the output
-and renames it only when the ``with`` block succeeds; on any exception
-(KeyboardInterrupt included) the temp file is removed and the final name is
-left untouched.
+A writer's first key is ``first_index`` (a shard of a large run keys its
+lines by their index in the whole input). :func:`open_writer` writes to
+``.{name}.partial-{pid}`` next to the output and renames it only when the
+``with`` block succeeds; on any exception (KeyboardInterrupt included) the
+temp file is removed and the final name is left untouched.
 """
 
 from __future__ import annotations
@@ -33,18 +37,41 @@ import numpy as np
 
 from .errors import ElmoError
 
-FORMATS = ("hdf5", "npz")
+FORMATS = ("hdf5", "npz", "parquet")
+DTYPES = ("float32", "float16")
 SENTENCE_TO_INDEX = "sentence_to_index"
+PARQUET_COLUMNS = ("line", "tokens", "shape", "vectors")
+PARQUET_ROWS_PER_BATCH = 256  # a row group holds at most this many rows …
+PARQUET_VALUES_PER_BATCH = 1 << 25  # … or about this many floats, whichever comes first
+# Dictionary encoding suits the repetitive columns; on vectors it adds ~50% (measured).
+PARQUET_OPTIONS = {"use_dictionary": ["path", "tokens.list.element"]}
 H5PY_HINT = "hdf5 output needs h5py: pip install 'elmo-edge[hdf5]' (or use --format npz)"
+PYARROW_HINT = "Parquet output needs pyarrow: pip install 'elmo-edge[parquet]'"
 
 
 def infer_format(path: str | Path, format: str | None = None) -> str:
-    """``format`` if given, else "npz" for a ``.npz`` path and "hdf5" otherwise."""
+    """``format`` if given, else by extension: npz, parquet (.parquet, .pq) or hdf5."""
     if format is None:
-        return "npz" if Path(path).suffix.lower() == ".npz" else "hdf5"
+        suffix = Path(path).suffix.lower()
+        return {".npz": "npz", ".parquet": "parquet", ".pq": "parquet"}.get(suffix, "hdf5")
     if format not in FORMATS:
         raise ElmoError(f"unknown output format {format!r}; choose one of {', '.join(FORMATS)}")
     return format
+
+
+def check_dtype(dtype: str) -> np.dtype:
+    """The NumPy dtype for a ``--dtype`` name ("float32" or "float16")."""
+    if dtype not in DTYPES:
+        raise ElmoError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    return np.dtype(dtype)
+
+
+def cast(array: np.ndarray, dtype: np.dtype, where: str) -> np.ndarray:
+    """``array`` as ``dtype``; ElmoError if float16 would turn a finite value into inf."""
+    out = np.ascontiguousarray(array, dtype=dtype)
+    if dtype == np.float16 and not np.isfinite(out).all() and np.isfinite(array).all():
+        raise ElmoError(f"{where}: a value exceeds the float16 range; use --dtype float32")
+    return out
 
 
 @contextmanager
@@ -56,48 +83,70 @@ def _write_errors(path: Path) -> Iterator[None]:
 
 
 class Writer(ABC):
-    """Appends one array per sentence, keyed by its position; tracks sentence_to_index."""
+    """Appends one array per sentence, keyed by ``first_index`` + its position."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, dtype: str = "float32", first_index: int = 0):
         self.path = path  # the final name, for messages
+        self.dtype = check_dtype(dtype)
+        self.first_index = first_index
         self.count = 0
-        self._index: dict[str, str] = {}
 
     def write(self, tokens: Sequence[str], array: np.ndarray) -> None:
-        """Store ``array`` as the next entry ("0", "1", …) for the sentence ``tokens``."""
-        key = str(self.count)
+        """Store ``array`` as the next entry for the sentence ``tokens``."""
+        index = self.first_index + self.count
+        data = cast(array, self.dtype, f"line {index + 1}")
         with _write_errors(self.path):
-            self._put(key, np.ascontiguousarray(array, dtype=np.float32))
-        self._index[" ".join(tokens)] = key
+            self._put(index, tokens, data)
         self.count += 1
 
     def finish(self) -> None:
-        """Write sentence_to_index and close the file."""
+        """Write what remains and close the file."""
         with _write_errors(self.path):
-            self._finish(json.dumps(self._index))
+            self._finish()
 
     @abstractmethod
-    def _put(self, key: str, array: np.ndarray) -> None: ...
+    def _put(self, index: int, tokens: Sequence[str], array: np.ndarray) -> None: ...
 
     @abstractmethod
-    def _finish(self, sentence_to_index: str) -> None: ...
+    def _finish(self) -> None: ...
 
     @abstractmethod
     def close(self) -> None:
         """Close the file (unfinished, if :meth:`finish` was not called)."""
 
 
-class Hdf5Writer(Writer):
-    def __init__(self, tmp: Path, path: Path):
-        super().__init__(path)
-        self._h5py = _h5py()
+class AllenNlpWriter(Writer):
+    """The hdf5/npz layout: arrays keyed "0", "1", … and a sentence_to_index map."""
+
+    def __init__(self, path: Path, dtype: str = "float32", first_index: int = 0):
+        super().__init__(path, dtype, first_index)
+        self._index: dict[str, str] = {}
+
+    def _put(self, index: int, tokens: Sequence[str], array: np.ndarray) -> None:
+        self._store(str(index), array)
+        self._index[" ".join(tokens)] = str(index)
+
+    def _finish(self) -> None:
+        self._close_with_index(json.dumps(self._index))
+
+    @abstractmethod
+    def _store(self, key: str, array: np.ndarray) -> None: ...
+
+    @abstractmethod
+    def _close_with_index(self, sentence_to_index: str) -> None: ...
+
+
+class Hdf5Writer(AllenNlpWriter):
+    def __init__(self, tmp: Path, path: Path, dtype: str = "float32", first_index: int = 0):
+        super().__init__(path, dtype, first_index)
+        self._h5py = import_h5py()
         with _write_errors(self.path):
             self._file = self._h5py.File(tmp, "w")
 
-    def _put(self, key: str, array: np.ndarray) -> None:
+    def _store(self, key: str, array: np.ndarray) -> None:
         self._file.create_dataset(key, data=array)
 
-    def _finish(self, sentence_to_index: str) -> None:
+    def _close_with_index(self, sentence_to_index: str) -> None:
         dtype = self._h5py.string_dtype(encoding="utf-8")
         self._file.create_dataset(SENTENCE_TO_INDEX, (1,), dtype=dtype)[0] = sentence_to_index
         self._file.close()
@@ -106,33 +155,124 @@ class Hdf5Writer(Writer):
         self._file.close()
 
 
-class NpzWriter(Writer):
-    def __init__(self, tmp: Path, path: Path):
-        super().__init__(path)
+class NpzWriter(AllenNlpWriter):
+    def __init__(self, tmp: Path, path: Path, dtype: str = "float32", first_index: int = 0):
+        super().__init__(path, dtype, first_index)
         with _write_errors(self.path):
             self._zip = zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True)
 
-    def _put(self, key: str, array: np.ndarray) -> None:
+    def _store(self, key: str, array: np.ndarray) -> None:
         with self._zip.open(f"{key}.npy", "w", force_zip64=True) as f:
             np.lib.format.write_array(f, array, allow_pickle=False)
 
-    def _finish(self, sentence_to_index: str) -> None:
-        self._put(SENTENCE_TO_INDEX, np.array(sentence_to_index))
+    def _close_with_index(self, sentence_to_index: str) -> None:
+        self._store(SENTENCE_TO_INDEX, np.array(sentence_to_index))
         self._zip.close()
 
     def close(self) -> None:
         self._zip.close()
 
 
-WRITERS: dict[str, type[Writer]] = {"hdf5": Hdf5Writer, "npz": NpzWriter}
+class ParquetWriter(Writer):
+    """Rows of :data:`PARQUET_COLUMNS`, written a batch of rows at a time."""
+
+    def __init__(self, tmp: Path, path: Path, dtype: str = "float32", first_index: int = 0):
+        super().__init__(path, dtype, first_index)
+        pa, pq = import_pyarrow()
+        self._pa = pa
+        with _write_errors(self.path):
+            self._file = pq.ParquetWriter(tmp, parquet_schema(self.dtype.name), **PARQUET_OPTIONS)
+        self._rows: list[tuple[int, Sequence[str], np.ndarray]] = []
+        self._values = 0
+
+    def _put(self, index: int, tokens: Sequence[str], array: np.ndarray) -> None:
+        self._rows.append((index, list(tokens), array))
+        self._values += array.size
+        if len(self._rows) >= PARQUET_ROWS_PER_BATCH or self._values >= PARQUET_VALUES_PER_BATCH:
+            self._flush()
+
+    def _flush(self) -> None:
+        lines, tokens, arrays = zip(*self._rows, strict=True)
+        self._file.write_table(arrow_table(lines, tokens, arrays, self.dtype.name))
+        self._rows, self._values = [], 0
+
+    def _finish(self) -> None:
+        if self._rows:
+            self._flush()
+        self._file.close()
+
+    def close(self) -> None:
+        self._file.close()
 
 
-def _h5py() -> Any:
+WRITERS: dict[str, type[Writer]] = {"hdf5": Hdf5Writer, "npz": NpzWriter, "parquet": ParquetWriter}
+
+
+def import_h5py() -> Any:
     try:
         import h5py
     except ImportError:
         raise ElmoError(H5PY_HINT) from None
     return h5py
+
+
+def import_pyarrow() -> tuple[Any, Any]:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ElmoError(PYARROW_HINT) from None
+    return pa, pq
+
+
+def parquet_schema(dtype: str = "float32") -> Any:
+    """The pyarrow schema of Parquet output (extra columns, e.g. ``path``, may precede it)."""
+    pa, _ = import_pyarrow()
+    value = pa.float16() if check_dtype(dtype) == np.float16 else pa.float32()
+    types = [pa.int64(), pa.list_(pa.string()), pa.list_(pa.int32()), pa.list_(value)]
+    return pa.schema(list(zip(PARQUET_COLUMNS, types, strict=True)))
+
+
+def arrow_columns(
+    tokens: Sequence[Sequence[str]], arrays: Sequence[np.ndarray], dtype: str = "float32"
+) -> dict[str, Any]:
+    """The ``tokens``, ``shape`` and ``vectors`` columns (pyarrow arrays) of sentences."""
+    pa, _ = import_pyarrow()
+    schema = parquet_schema(dtype)
+    np_dtype = check_dtype(dtype)
+    sizes = np.fromiter((a.size for a in arrays), dtype=np.int64, count=len(arrays))
+    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int32)
+    values = (
+        np.concatenate([a.reshape(-1) for a in arrays]).astype(np_dtype, copy=False)
+        if arrays
+        else np.zeros(0, np_dtype)
+    )
+    return {
+        "tokens": pa.array(tokens, schema.field("tokens").type),
+        "shape": pa.array([a.shape for a in arrays], schema.field("shape").type),
+        "vectors": pa.ListArray.from_arrays(pa.array(offsets), pa.array(values)),
+    }
+
+
+def arrow_table(
+    lines: Sequence[int],
+    tokens: Sequence[Sequence[str]],
+    arrays: Sequence[np.ndarray],
+    dtype: str = "float32",
+) -> Any:
+    """A pyarrow Table of :data:`PARQUET_COLUMNS`, one row per sentence."""
+    pa, _ = import_pyarrow()
+    columns = {"line": pa.array(lines, pa.int64()), **arrow_columns(tokens, arrays, dtype)}
+    return pa.Table.from_pydict(columns, schema=parquet_schema(dtype))
+
+
+def arrays_from_table(table: Any) -> list[np.ndarray]:
+    """The arrays of a Parquet output table (:func:`arrow_table`), one per row."""
+    shapes = table.column("shape").to_pylist()
+    vectors = table.column("vectors").combine_chunks()
+    offsets = vectors.offsets.to_numpy()
+    values = vectors.values.to_numpy(zero_copy_only=False)
+    return [values[offsets[i] : offsets[i + 1]].reshape(shape) for i, shape in enumerate(shapes)]
 
 
 def check_output(path: str | Path) -> Path:
@@ -146,13 +286,24 @@ def check_output(path: str | Path) -> Path:
     return path
 
 
+def sync(path: Path) -> None:
+    """Flush ``path`` to the disk, so a rename never publishes unwritten data."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 @contextmanager
-def open_writer(path: str | Path, format: str | None = None) -> Iterator[Writer]:
+def open_writer(
+    path: str | Path, format: str | None = None, dtype: str = "float32", first_index: int = 0
+) -> Iterator[Writer]:
     """A writer whose file appears at ``path`` only if the ``with`` block succeeds."""
     path = check_output(path)
     tmp = path.parent / f".{path.name}.partial-{os.getpid()}"
     try:
-        writer = WRITERS[infer_format(path, format)](tmp, path)
+        writer = WRITERS[infer_format(path, format)](tmp, path, dtype, first_index)
         try:
             yield writer
             writer.finish()
@@ -161,6 +312,7 @@ def open_writer(path: str | Path, format: str | None = None) -> Iterator[Writer]
                 writer.close()
             raise
         with _write_errors(path):
+            sync(tmp)
             os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
