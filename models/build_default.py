@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
 import shutil
@@ -31,9 +30,10 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
-PRESET = REPO / "export" / "elmo_export" / "presets" / "default.json"
+PRESET = "default"  # export/elmo_export/presets/default.json
 MODEL_DIR = REPO / "runtime" / "elmo_runtime" / "models"
 FP32_MODEL = MODEL_DIR / "default.onnx"
 INT8_MODEL = MODEL_DIR / "default.int8.onnx"
@@ -42,8 +42,8 @@ CARD_BEGIN, CARD_END = "<!-- build_default: begin -->", "<!-- build_default: end
 MIN_COUNT = 2  # words seen once in train.txt are <UNK>, so <UNK> is trained too
 QUANTIZE_CHECK_SENTENCES = 200  # the first held-out sentences
 # `elmo train` settings besides the preset, the corpus, the vocabulary and the stop.
-TRAIN_ARGS = ("--batch-size", "32", "--unroll", "20", "--samples", "2048", "--seed", "0",
-              "--checkpoint-every", "100", "--log-every", "10")
+TRAIN_ARGS = ("--lr", "3e-3", "--batch-size", "32", "--unroll", "20", "--samples", "2048",
+              "--seed", "0", "--checkpoint-every", "100", "--log-every", "10")
 
 
 @dataclass(frozen=True)
@@ -85,7 +85,7 @@ def read_sentences(path: Path) -> list[list[str]]:
 # ---------------------------------------------------------------------------- steps
 
 
-def build_corpus(paths: Paths, wordnet_dir: Path) -> dict[str, int]:
+def build_corpus(paths: Paths, wordnet_dir: Path) -> dict[str, Any]:
     """train.txt, heldout.txt and vocab.txt; their sizes."""
     from elmo_export.data import build_vocab
     from elmo_export.wordnet import write_corpus
@@ -105,7 +105,7 @@ def train(paths: Paths, minutes: float, epochs: float, threads: int | None) -> f
     if paths.train_dir.exists():
         shutil.rmtree(paths.train_dir)
     args = ["train", str(paths.train_txt), "--output-dir", str(paths.train_dir),
-            "--options", str(PRESET), "--vocab", str(paths.vocab), "--epochs", str(epochs),
+            "--options", PRESET, "--vocab", str(paths.vocab), "--epochs", str(epochs),
             *TRAIN_ARGS, *(["--threads", str(threads)] if threads else [])]
     log("elmo " + " ".join(args))
     start = time.monotonic()
@@ -141,34 +141,10 @@ def export_and_quantize(paths: Paths) -> dict[str, object]:
             "fp32_bytes": FP32_MODEL.stat().st_size, "int8_bytes": INT8_MODEL.stat().st_size}
 
 
-def unigram_perplexity(train: list[list[str]], heldout: list[list[str]],
-                       vocab: list[str]) -> float:
-    """Add-one unigram perplexity on ``heldout``, scored like the biLM's.
-
-    Tokens outside ``vocab`` count as ``<UNK>``. Each direction predicts every
-    word and the sentence end (``</S>`` forward, ``<S>`` backward), from
-    counts over ``train`` where each sentence contributes one end; a direction's
-    distribution leaves out the boundary it never predicts, so both score
-    the same. The result is ``exp`` of the mean of the two directions' mean
-    negative log-likelihoods, as bilm-tf reports perplexity.
-    """
-    known = set(vocab)
-    counts = Counter(t if t in known else "<UNK>" for s in train for t in s)
-    total = sum(counts.values()) + len(train)  # the words, and one end per sentence
-    outcomes = len(known) - 1  # every vocabulary entry but the boundary never predicted
-    nll = []
-    for end in ("</S>", "<S>"):
-        targets = [t if t in known else "<UNK>" for s in heldout for t in (*s, end)]
-        seen = Counter({**counts, end: len(train)})
-        nll.append(-sum(math.log((seen[t] + 1) / (total + outcomes)) for t in targets)
-                   / len(targets))
-    return math.exp(0.5 * (nll[0] + nll[1]))
-
-
 def evaluate(paths: Paths) -> dict[str, float]:
     """Held-out perplexity of the trained biLM (full softmax) and of the unigram baseline."""
     from elmo_export.checkpoint import load_checkpoint
-    from elmo_export.lm import LanguageModel
+    from elmo_export.lm import LanguageModel, unigram_perplexity
     from elmo_export.lm import evaluate as lm_perplexity
 
     ckpt = load_checkpoint(paths.train_dir)
@@ -178,8 +154,7 @@ def evaluate(paths: Paths) -> dict[str, float]:
     start = time.monotonic()
     bilm = lm_perplexity(model, paths.heldout_txt)
     log(f"biLM perplexity {bilm:.1f} ({time.monotonic() - start:.0f} s)")
-    unigram = unigram_perplexity(read_sentences(paths.train_txt),
-                                 read_sentences(paths.heldout_txt), ckpt["vocab"].tokens)
+    unigram = unigram_perplexity([paths.train_txt], paths.heldout_txt, ckpt["vocab"])
     log(f"unigram perplexity {unigram:.1f}")
     return {"bilm_perplexity": bilm, "unigram_perplexity": unigram, "step": int(ckpt["step"]),
             "tokens_trained": int(ckpt["tokens"])}
@@ -188,7 +163,7 @@ def evaluate(paths: Paths) -> dict[str, float]:
 # ---------------------------------------------------------------------------- the card
 
 
-def card_numbers(numbers: dict) -> str:
+def card_numbers(numbers: dict[str, Any]) -> str:
     """The generated section of MODEL_CARD.md."""
     n = numbers
     mib = 2**20
@@ -205,18 +180,18 @@ def card_numbers(numbers: dict) -> str:
         ("**held-out perplexity, biLM**", f"**{n['bilm_perplexity']:.1f}**"),
         ("held-out perplexity, unigram baseline", f"{n['unigram_perplexity']:.1f} "
          f"(biLM / unigram = {n['bilm_perplexity'] / n['unigram_perplexity']:.2f})"),
-        ("`default.onnx` (fp32)", f"{n['fp32_bytes'] / mib:.1f} MiB; max |ONNX − PyTorch| = "
-                                  f"{n['parity']:.1g}"),
+        ("`default.onnx` (fp32)", f"{n['fp32_bytes'] / mib:.1f} MiB; largest difference to "
+                                  f"PyTorch at export {n['parity']:.1g}"),
         ("`default.int8.onnx`", f"{n['int8_bytes'] / mib:.1f} MiB; mean cosine to fp32 per "
                                 f"layer: {cosine}"),
         ("both files", f"{(n['fp32_bytes'] + n['int8_bytes']) / mib:.1f} MiB"),
-        ("whole build", f"{n['build_seconds'] / 60:.1f} min on {n['machine']}"),
+        ("whole build", f"{n['build_seconds'] / 60:.1f} min; {n['machine']}"),
     ]
     lines = ["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)]
     return "\n".join(lines)
 
 
-def update_card(numbers: dict) -> None:
+def update_card(numbers: dict[str, Any]) -> None:
     text = CARD.read_text(encoding="utf-8")
     pattern = re.compile(re.escape(CARD_BEGIN) + ".*?" + re.escape(CARD_END), re.DOTALL)
     if not pattern.search(text):
@@ -245,10 +220,15 @@ def main() -> None:
     parser.add_argument("--work-dir", type=Path, default=REPO / "build" / "default",
                         help="corpus and checkpoints [default: build/default]")
     parser.add_argument("--wordnet-dir", type=Path, default=Path("/usr/share/wordnet"))
-    parser.add_argument("--evaluate-only", action="store_true",
-                        help="only measure the perplexities of the last build in --work-dir")
+    step = parser.add_mutually_exclusive_group()
+    step.add_argument("--evaluate-only", action="store_true",
+                      help="only print the perplexities of the build in --work-dir")
+    step.add_argument("--reuse-checkpoint", action="store_true",
+                      help="keep the corpus and checkpoint in --work-dir; export, quantize, "
+                      "evaluate and rewrite the card")
     args = parser.parse_args()
     paths = Paths(args.work_dir)
+    numbers_path = paths.work / "numbers.json"
 
     from elmo_runtime.errors import ElmoError
 
@@ -257,18 +237,27 @@ def main() -> None:
             print(json.dumps(evaluate(paths), indent=2))
             return
         start = time.monotonic()
-        numbers: dict = build_corpus(paths, args.wordnet_dir)
-        log(f"corpus: {json.dumps(numbers)}")
-        numbers["train_seconds"] = train(paths, args.minutes, args.epochs, args.threads)
+        numbers: dict[str, Any]
+        if args.reuse_checkpoint:
+            if not numbers_path.is_file():
+                sys.exit(f"{numbers_path}: no earlier build; run without --reuse-checkpoint")
+            numbers = json.loads(numbers_path.read_text(encoding="utf-8"))
+        else:
+            numbers = build_corpus(paths, args.wordnet_dir)
+            log(f"corpus: {json.dumps(numbers)}")
+            numbers["train_seconds"] = train(paths, args.minutes, args.epochs, args.threads)
+            numbers["machine"] = machine(args.threads)
+            numbers["corpus_and_train_seconds"] = time.monotonic() - start
+            numbers_path.write_text(json.dumps(numbers, indent=2) + "\n", encoding="utf-8")
+        start = time.monotonic()
         numbers.update(export_and_quantize(paths))
         numbers.update(evaluate(paths))
-        numbers["build_seconds"] = time.monotonic() - start
-        numbers["machine"] = machine(args.threads)
+        numbers["build_seconds"] = numbers["corpus_and_train_seconds"] + time.monotonic() - start
     except ElmoError as e:
         sys.exit(f"Error: {e}")
-    (paths.work / "numbers.json").write_text(json.dumps(numbers, indent=2) + "\n")
+    numbers_path.write_text(json.dumps(numbers, indent=2) + "\n", encoding="utf-8")
     update_card(numbers)
-    log(f"done; numbers in {paths.work / 'numbers.json'} and {CARD}")
+    log(f"done; numbers in {numbers_path} and {CARD}")
 
 
 if __name__ == "__main__":
