@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import platform
 import tempfile
 import time
@@ -188,11 +189,13 @@ def main() -> None:
           f"({embed_s:.0f} s embedding), {args.threads} threads")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({
-        "model": str(model), "wordnet": str(args.wordnet), "examples": extraction.n_examples,
+        "model": model.name, "model_sha256": hashlib.sha256(model.read_bytes()).hexdigest(),
+        "wordnet": str(args.wordnet), "examples": extraction.n_examples,
         "dropped": extraction.n_dropped, "train_items": len(train), "test_items": len(test),
         "poly_test_items": int(poly.sum()), "threads": args.threads, "steps": args.steps,
-        "seconds": total_s, "embed_seconds": embed_s, "machine": platform.processor() or "cpu",
-        "mix_file": str(args.mix_out), "layer_rms": layer_rms, "rows": rows,
+        "seconds": total_s, "embed_seconds": embed_s,
+        "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
+        "mix_file": args.mix_out.name, "layer_rms": layer_rms, "rows": rows,
     }, indent=2) + "\n")
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Rebuild the bundled default model from scratch, and measure it.
 
-    python models/build_default.py [--minutes 20] [--work-dir build/default]
+    python models/build_default.py [--minutes 25] [--threads 1] [--work-dir build/default]
     python models/build_default.py --evaluate-only   # re-measure the perplexities
 
 Steps: WordNet 3.0 (Debian package wordnet-base) → ``train.txt`` /
@@ -116,9 +116,9 @@ def train(paths: Paths, minutes: float, epochs: float, threads: int | None) -> f
         log(f"{minutes:g} minutes are up: stopping training (it saves a checkpoint)")
         proc.send_signal(signal.SIGINT)
         proc.wait()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    except KeyboardInterrupt:  # Ctrl-C reached elmo train too: let it save its checkpoint
+        proc.wait()
+        raise
     if proc.returncode not in (0, 130):
         sys.exit(f"elmo train failed (exit status {proc.returncode})")
     return time.monotonic() - start
@@ -181,7 +181,7 @@ def card_numbers(numbers: dict[str, Any]) -> str:
         ("held-out perplexity, unigram baseline", f"{n['unigram_perplexity']:.1f} "
          f"(biLM / unigram = {n['bilm_perplexity'] / n['unigram_perplexity']:.2f})"),
         ("`default.onnx` (fp32)", f"{n['fp32_bytes'] / mib:.1f} MiB; largest difference to "
-                                  f"PyTorch at export {n['parity']:.1g}"),
+                                  f"PyTorch at export {n['parity']:.2g}"),
         ("`default.int8.onnx`", f"{n['int8_bytes'] / mib:.1f} MiB; mean cosine to fp32 per "
                                 f"layer: {cosine}"),
         ("both files", f"{(n['fp32_bytes'] + n['int8_bytes']) / mib:.1f} MiB"),
@@ -204,7 +204,7 @@ def machine(threads: int | None) -> str:
     import torch
 
     used = threads or torch.get_num_threads()
-    return f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {used} training threads"
+    return f"{os.cpu_count()} CPU cores, torch {torch.__version__}, training threads: {used}"
 
 
 # ---------------------------------------------------------------------------- main
@@ -212,8 +212,8 @@ def machine(threads: int | None) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--minutes", type=float, default=20.0,
-                        help="training time budget (0: no limit) [default: 20]")
+    parser.add_argument("--minutes", type=float, default=25.0,
+                        help="training time budget (0: no limit) [default: 25]")
     parser.add_argument("--epochs", type=float, default=2.0,
                         help="stop after this many passes if the budget lasts [default: 2]")
     parser.add_argument("--threads", type=int, help="torch threads for training")

@@ -92,6 +92,13 @@ def test_fresh_virtualenv_without_torch(tiny_model_path, tmp_path):
     assert proc.returncode == 0, proc.stderr
     with np.load(out, allow_pickle=False) as z:
         assert z["0"].shape == (3, 4, 32)
+    # the bundled default model ships with a plain (not editable) install
+    default_out = tmp_path / "default.npz"
+    proc = subprocess.run([elmo, "embed", str(text), str(default_out), "--top"],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    with np.load(default_out, allow_pickle=False) as z:
+        assert z["0"].shape == (3, 256)
     proc = subprocess.run([elmo, "info", str(tiny_model_path)], capture_output=True, text=True,
                           timeout=300, check=False)
     assert proc.returncode == 0 and "elmo-edge" in proc.stdout, proc.stderr

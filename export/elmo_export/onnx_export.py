@@ -105,8 +105,10 @@ def check_parity(
             diff = float(np.abs(have.astype(np.float64) - want).max()) if want.size else 0.0
             diffs[name] = diff
             worst = max(worst, diff)
-            if not diff <= atol:
-                failures.append(f"{name}: max abs diff {diff:.3g} > {atol:g} "
+            # atol on values of order 1; float32 rounding grows with the values' size
+            scale = max(1.0, float(np.abs(want).max())) if want.size else 1.0
+            if not diff <= atol * scale:
+                failures.append(f"{name}: max abs diff {diff:.3g} > {atol:g} x {scale:.3g} "
                                 f"(batch {batch}, tokens {ids.shape[1]})")
         cases.append({"batch": batch, "tokens": int(ids.shape[1]), "max_abs_diff": diffs})
     if failures:
@@ -124,6 +126,7 @@ def export_onnx(
     """Write ``model`` as an elmo-edge ONNX file at ``path`` (atomically).
 
     With ``check`` (the default) the graph must match PyTorch within ``atol``
+    times the largest absolute output value (at least 1)
     or nothing is written.
     """
     path = Path(path)
