@@ -98,7 +98,7 @@ def test_fresh_virtualenv_without_torch(tiny_model_path, tmp_path):
                           capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr
     with np.load(default_out, allow_pickle=False) as z:
-        assert z["0"].shape == (3, 256)
+        assert z["0"].shape == (4, 256)  # "The cat sat ." with --top
     proc = subprocess.run([elmo, "info", str(tiny_model_path)], capture_output=True, text=True,
                           timeout=300, check=False)
     assert proc.returncode == 0 and "elmo-edge" in proc.stdout, proc.stderr

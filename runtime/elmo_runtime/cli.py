@@ -180,7 +180,7 @@ def count_lines(path: str) -> int | None:
 def open_input(name: str) -> Iterator[BinaryIO]:
     """The input as a binary stream; "-" is stdin."""
     if name == "-":
-        yield click.get_binary_stream("stdin")
+        yield sys.stdin.buffer
         return
     try:
         f = open(name, "rb")  # noqa: SIM115 (closed by the with below)

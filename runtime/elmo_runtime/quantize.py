@@ -389,6 +389,11 @@ def _int4(model: onnx.ModelProto, block_size: int) -> onnx.ModelProto:
         root.addHandler(guard)
     try:
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+    except ImportError as e:  # recent onnxruntime needs onnx-ir for it
+        raise QuantizeError(
+            f"int4 quantization needs {e.name or 'a missing module'}: "
+            "pip install 'elmo-edge[quantize]'"
+        ) from None
     finally:
         if guard is not None:
             root.removeHandler(guard)
