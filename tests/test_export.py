@@ -145,3 +145,22 @@ def test_runtime_refuses_metadata_that_does_not_match_the_graph(small_onnx, tmp_
     onnx.save(model, str(path))
     with pytest.raises(ModelError, match=r"layers has shape .* imply \['\?', 3, '\?', 18\]"):
         open_session(path, "cpu")
+
+
+def test_stateless_vectors_do_not_depend_on_the_batch(small_onnx):
+    """The same sentence alone and inside a batch of 50 (any order) agrees to 1e-5."""
+    from elmo_runtime import Embedder
+
+    emb = Embedder(small_onnx, provider="cpu")
+    rng = np.random.default_rng(7)
+    batch = random_sentences(rng, 50, 40)
+    alone = [emb.embed_sentence(s) for s in batch[:5]]
+    together = emb.embed_batch(batch)
+    order = rng.permutation(50)
+    shuffled = emb.embed_batch([batch[i] for i in order])
+    streamed = list(emb.embed_sentences(batch, batch_size=16))
+    for i in range(5):
+        assert np.abs(alone[i] - together[i]).max() <= 1e-5
+        assert np.abs(alone[i] - shuffled[int(np.where(order == i)[0][0])]).max() <= 1e-5
+        assert np.abs(alone[i] - streamed[i]).max() <= 1e-5
+    assert [a.shape[1] for a in streamed] == [len(s) for s in batch]
