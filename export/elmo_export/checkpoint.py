@@ -125,11 +125,13 @@ def export_checkpoint(path: str | Path, output: str | Path, fmt: str = "onnx",
     """
     model, ckpt = load_bilm(path)
     if fmt == "onnx":
-        from .onnx_export import DEFAULT_ATOL, export_onnx, file_digest
+        from elmo_runtime.files import sha256_file
+
+        from .onnx_export import DEFAULT_ATOL, export_onnx
 
         source = {
             "kind": "elmo-edge-train",
-            "checkpoint_sha256": file_digest(ckpt["path"]),
+            "checkpoint_sha256": sha256_file(ckpt["path"]),
             "step": int(ckpt["step"]),
             "tokens": int(ckpt["tokens"]),
             "vocab_size": len(ckpt["vocab"]),

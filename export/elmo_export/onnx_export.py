@@ -9,7 +9,6 @@ moved under the final name; the measured difference goes into its metadata.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import torch
 from elmo_runtime import contract
 from elmo_runtime.chars import batch_to_ids
 from elmo_runtime.errors import ElmoError
+from elmo_runtime.files import sha256_file
 
 from .modules import BiLM
 from .onnx_graph import build_model
@@ -163,15 +163,6 @@ def export_onnx(
     return report
 
 
-def file_digest(path: str | Path) -> str:
-    """sha256 of a file, for recording where a model came from."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def convert(options_path: str | Path, weights_path: str | Path, output: str | Path,
             atol: float = DEFAULT_ATOL) -> ParityReport | None:
     """Published ELMo weights (options.json + weights.hdf5) → elmo-edge ONNX."""
@@ -185,6 +176,6 @@ def convert(options_path: str | Path, weights_path: str | Path, output: str | Pa
     source = {
         "kind": "elmo-hdf5",
         "weights_file": Path(weights_path).name,
-        "weights_sha256": file_digest(weights_path),
+        "weights_sha256": sha256_file(weights_path),
     }
     return export_onnx(model, output, source, atol=atol)

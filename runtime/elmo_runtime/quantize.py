@@ -30,7 +30,6 @@ nothing is written unless ``force`` is set.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -50,6 +49,7 @@ from onnx import TensorProto, helper, numpy_helper
 from . import chars, contract
 from .contract import ModelInfo
 from .errors import ElmoError, InputError, ModelError
+from .files import sha256_file
 
 MODES = ("int8", "fp16", "int4")
 DEFAULT_BLOCK_SIZE = 32
@@ -207,7 +207,7 @@ def quantize_model(
         quantized = to_fp16(model)
     del model
     settings.update(_census(quantized.graph))
-    settings["source"] = {"file": src.name, "size": size_before, "sha256": _sha256(src)}
+    settings["source"] = {"file": src.name, "size": size_before, "sha256": sha256_file(src)}
     settings["tool"] = _tool_versions()
 
     report = None
@@ -588,14 +588,6 @@ def _write_atomically(dst: Path, data: bytes) -> None:
         raise ElmoError(f"{dst}: cannot write ({e.strerror})") from None
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _tool_versions() -> str:

@@ -44,6 +44,7 @@ from typing import Any
 from .batching import DEFAULT_BATCH_SIZE
 from .corpus import decode_line
 from .errors import ElmoError
+from .files import sha256_file
 from .mix import ScalarMix, load_mix
 from .shards import (
     DEFAULT_SHARD_SIZE,
@@ -53,7 +54,6 @@ from .shards import (
     model_fingerprint,
     output_directory,
     remove_outputs,
-    sha256_file,
 )
 from .writers import PARQUET_OPTIONS, arrow_columns, check_dtype, import_pyarrow
 

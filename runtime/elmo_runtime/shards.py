@@ -45,6 +45,7 @@ import numpy as np
 from .batching import DEFAULT_BATCH_SIZE
 from .corpus import read_sentences
 from .errors import ElmoError
+from .files import sha256_file
 from .mix import ScalarMix
 from .writers import (
     arrays_from_table,
@@ -66,16 +67,6 @@ MANIFEST_VERSION = 1
 DEFAULT_SHARD_SIZE = 10_000
 OUTPUT_NAME = re.compile(r"shard-\d{5,}\.(hdf5|npz|parquet)|part-\d{5,}\.parquet")
 PARTIAL = ".partial-"
-HASH_BLOCK = 1 << 20
-
-
-def sha256_file(path: str | Path) -> str:
-    """The hex sha256 of a file, read a block at a time."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(HASH_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def model_fingerprint(path: Path, info: ModelInfo) -> dict[str, Any]:
