@@ -18,7 +18,6 @@ plain containers.
 from __future__ import annotations
 
 import json
-import os
 import random
 from dataclasses import replace
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 from elmo_runtime.errors import ElmoError
+from elmo_runtime.files import atomic_path
 from elmo_runtime.options import ElmoOptions, parse_options
 
 from .data import Vocab
@@ -52,14 +52,11 @@ def checkpoint_path(path: str | Path) -> Path:
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     """Write ``payload`` (plus format and version) atomically."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
     try:
-        torch.save({"format": FORMAT, "version": VERSION, **payload}, tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            torch.save({"format": FORMAT, "version": VERSION, **payload}, tmp)
     except OSError as e:
         raise CheckpointError(f"{path}: cannot write the checkpoint ({e.strerror})") from None
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -156,12 +153,8 @@ def export_checkpoint(path: str | Path, output: str | Path, fmt: str = "onnx",
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 # ---------------------------------------------------------------------------- RNG states

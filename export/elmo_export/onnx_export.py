@@ -9,7 +9,6 @@ moved under the final name; the measured difference goes into its metadata.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ import torch
 from elmo_runtime import contract
 from elmo_runtime.chars import batch_to_ids
 from elmo_runtime.errors import ElmoError
-from elmo_runtime.files import sha256_file
+from elmo_runtime.files import atomic_path, sha256_file
 
 from .modules import BiLM
 from .onnx_graph import build_model
@@ -151,15 +150,11 @@ def export_onnx(
         parity=parity,
     )
     onnx.helper.set_model_props(proto, meta)
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
-            f.write(proto.SerializeToString())
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(proto.SerializeToString())
     except OSError as e:
         raise ElmoError(f"{path}: cannot write ({e.strerror})") from None
-    finally:
-        tmp.unlink(missing_ok=True)
     return report
 
 

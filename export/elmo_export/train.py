@@ -32,6 +32,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from elmo_runtime.errors import ElmoError
+from elmo_runtime.files import atomic_path
 from elmo_runtime.options import ElmoOptions
 
 from .checkpoint import (
@@ -216,9 +217,8 @@ def _trim_metrics(path: Path, step: int) -> None:
         return
     lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
     keep = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text("".join(keep), encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(keep), encoding="utf-8")
 
 
 @contextmanager

@@ -7,11 +7,11 @@ of :meth:`ElmoOptions.weight_shapes`, the one place that knows them.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 from elmo_runtime.errors import ElmoError
+from elmo_runtime.files import atomic_path
 from elmo_runtime.options import ElmoOptions, lstm_prefix
 
 Weights = dict[str, np.ndarray]
@@ -71,14 +71,9 @@ def write_weights(path: str | Path, weights: Weights, options: ElmoOptions) -> N
 
     check_weights(weights, options, "weights to write")
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial-{os.getpid()}")
-    try:
-        with h5py.File(tmp, "w") as f:
-            for name in options.weight_shapes():
-                f.create_dataset(name, data=np.asarray(weights[name], dtype=np.float32))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        for name in options.weight_shapes():
+            f.create_dataset(name, data=np.asarray(weights[name], dtype=np.float32))
 
 
 def random_weights(options: ElmoOptions, seed: int = 0, scale: float = 1.0) -> Weights:

@@ -22,13 +22,13 @@ out, leaving out any line whose normalized text equals a held-out example.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from elmo_runtime.errors import ElmoError
+from elmo_runtime.files import atomic_path
 from elmo_runtime.tokenize import tokenize
 
 DEFAULT_WORDNET_DIR = Path("/usr/share/wordnet")
@@ -198,18 +198,13 @@ class CorpusFiles:
 
 def _write_lines(path: Path, sentences: Iterable[Iterable[str]]) -> tuple[int, int]:
     """Write one space-joined sentence a line, atomically; (sentences, tokens) written."""
-    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
     n_sentences = n_tokens = 0
-    try:
-        with open(partial, "w", encoding="utf-8", newline="\n") as f:
-            for tokens in sentences:
-                tokens = list(tokens)
-                f.write(" ".join(tokens) + "\n")
-                n_sentences += 1
-                n_tokens += len(tokens)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+    with atomic_path(path) as partial, open(partial, "w", encoding="utf-8", newline="\n") as f:
+        for tokens in sentences:
+            tokens = list(tokens)
+            f.write(" ".join(tokens) + "\n")
+            n_sentences += 1
+            n_tokens += len(tokens)
     return n_sentences, n_tokens
 
 

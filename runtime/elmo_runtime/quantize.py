@@ -49,7 +49,7 @@ from onnx import TensorProto, helper, numpy_helper
 from . import chars, contract
 from .contract import ModelInfo
 from .errors import ElmoError, InputError, ModelError
-from .files import sha256_file
+from .files import atomic_path, sha256_file
 
 MODES = ("int8", "fp16", "int4")
 DEFAULT_BLOCK_SIZE = 32
@@ -579,15 +579,11 @@ def _set_metadata(
 
 
 def _write_atomically(dst: Path, data: bytes) -> None:
-    tmp = dst.with_name(f".{dst.name}.partial-{os.getpid()}")
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, dst)
+        with atomic_path(dst) as tmp:
+            tmp.write_bytes(data)
     except OSError as e:
         raise ElmoError(f"{dst}: cannot write ({e.strerror})") from None
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _tool_versions() -> str:
