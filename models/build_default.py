@@ -100,13 +100,19 @@ def build_corpus(paths: Paths, wordnet_dir: Path) -> dict[str, Any]:
             "heldout_tokens": files.heldout_tokens, "vocab_size": len(vocab)}
 
 
-def train(paths: Paths, minutes: float, epochs: float, threads: int | None) -> float:
-    """Run `elmo train` until it ends or ``minutes`` pass (then SIGINT: it checkpoints)."""
-    if paths.train_dir.exists():
+def train(paths: Paths, minutes: float, epochs: float, threads: int | None,
+          resume: bool = False) -> float:
+    """Run `elmo train` until it ends or ``minutes`` pass (then SIGINT: it checkpoints).
+
+    With ``resume`` the checkpoint in the work directory goes on training (the
+    optimizer, data position and random state all continue) up to ``epochs`` in all.
+    """
+    if paths.train_dir.exists() and not resume:
         shutil.rmtree(paths.train_dir)
     args = ["train", str(paths.train_txt), "--output-dir", str(paths.train_dir),
             "--options", PRESET, "--vocab", str(paths.vocab), "--epochs", str(epochs),
-            *TRAIN_ARGS, *(["--threads", str(threads)] if threads else [])]
+            *TRAIN_ARGS, *(["--threads", str(threads)] if threads else []),
+            *(["--resume"] if resume else [])]
     log("elmo " + " ".join(args))
     start = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "elmo_runtime.cli", *args])
@@ -223,6 +229,9 @@ def main() -> None:
     step = parser.add_mutually_exclusive_group()
     step.add_argument("--evaluate-only", action="store_true",
                       help="only print the perplexities of the build in --work-dir")
+    step.add_argument("--resume", action="store_true",
+                      help="keep the corpus and train the checkpoint in --work-dir for "
+                      "--minutes more, then export, quantize, evaluate and rewrite the card")
     step.add_argument("--reuse-checkpoint", action="store_true",
                       help="keep the corpus and checkpoint in --work-dir; export, quantize, "
                       "evaluate and rewrite the card")
@@ -238,11 +247,18 @@ def main() -> None:
             return
         start = time.monotonic()
         numbers: dict[str, Any]
-        if args.reuse_checkpoint:
+        if args.reuse_checkpoint or args.resume:
             if not numbers_path.is_file():
-                sys.exit(f"{numbers_path}: no earlier build; run without --reuse-checkpoint")
+                sys.exit(f"{numbers_path}: no earlier build; run without --reuse-checkpoint "
+                         "or --resume")
             numbers = json.loads(numbers_path.read_text(encoding="utf-8"))
-        else:
+        if args.resume:
+            seconds = train(paths, args.minutes, args.epochs, args.threads, resume=True)
+            numbers["train_seconds"] += seconds
+            numbers["corpus_and_train_seconds"] += seconds
+            numbers["machine"] = machine(args.threads)
+            numbers_path.write_text(json.dumps(numbers, indent=2) + "\n", encoding="utf-8")
+        elif not args.reuse_checkpoint:
             numbers = build_corpus(paths, args.wordnet_dir)
             log(f"corpus: {json.dumps(numbers)}")
             numbers["train_seconds"] = train(paths, args.minutes, args.epochs, args.threads)

@@ -5,6 +5,7 @@
 * ``toy_model_path``: a contract-conforming graph with closed-form outputs
   (see :func:`toy_vectors`), for exact plumbing tests without the export side:
   ``layers[b, l, t, k] = (sum of char ids of step t + 1000 l + k + S_b) * mask``
+  (``token_vectors`` rows are the sum of the token's char ids, repeated)
   where ``S_b`` is the sum of ``state_h[0, 0, b]``, and each final state is
   the initial state plus the row's length (boundaries included).
 """
@@ -77,14 +78,21 @@ def toy_model(
 ) -> onnx.ModelProto:
     """The closed-form contract model described in the module docstring."""
     n_layers, d, p = options.n_layers, options.lstm_dim, options.projection_dim
-    ids, state_c, state_h = input_names
+    token_chars, cached, index, state_c, state_h = input_names
     n = helper.make_node
     nodes = [
-        n("Cast", [ids], ["ids_f"], to=FLOAT),
-        n("ReduceSum", ["ids_f", "axis2"], ["v"], keepdims=0),  # (B, T)
-        n("Greater", ["v", "zero"], ["mask_b"]),
+        # token vectors: every column is the sum of the token's char ids
+        n("Cast", [token_chars], ["chars_f"], to=FLOAT),
+        n("ReduceSum", ["chars_f", "axis1"], ["char_sum"], keepdims=1),  # (N, 1)
+        n("Mul", ["char_sum", "ones_p"], [contract.OUTPUT_TOKEN_VECTORS]),  # (N, P)
+        n("Concat", [contract.OUTPUT_TOKEN_VECTORS, cached], ["table"], axis=0),
+        n("Max", [index, "zero_i32"], ["safe"]),
+        n("Gather", ["table", "safe"], ["steps"], axis=0),  # (B, T, P)
+        n("ReduceMean", ["steps"], ["v_any"], axes=[2], keepdims=0),  # (B, T)
+        n("Greater", [index, "minus_one"], ["mask_b"]),
         n("Cast", ["mask_b"], [contract.OUTPUT_MASK], to=TensorProto.INT32),
         n("Cast", ["mask_b"], ["mask_f"], to=FLOAT),
+        n("Mul", ["v_any", "mask_f"], ["v"]),
         n("ReduceSum", ["mask_f", "axis1"], ["length"], keepdims=0),  # (B,)
         n("Reshape", ["length", "state_shape"], ["length_s"]),  # (1, 1, B, 1)
         n("Add", [state_c, "length_s"], [contract.OUTPUT_STATE_C]),
@@ -102,23 +110,27 @@ def toy_model(
     ]
     inits = [
         _const("axis1", np.array([1], np.int64)),
-        _const("axis2", np.array([2], np.int64)),
         _const("axes13", np.array([1, 3], np.int64)),
-        _const("zero", np.float32(0)),
         _const("zero_i", np.int64(0)),
+        _const("zero_i32", np.int32(0)),
+        _const("minus_one", np.int32(-1)),
+        _const("ones_p", np.ones((1, p), np.float32)),
         _const("state_shape", np.array([1, 1, -1, 1], np.int64)),
         _const("row_shape", np.array([-1, 1, 1, 1], np.int64)),
         _const(
             "layer_offset", 1000 * np.arange(n_layers + 1, dtype=np.float32)[None, :, None, None]
         ),
         _const("k_ramp", np.arange(2 * p, dtype=np.float32)[None, None, None, :]),
+        _const(cached, np.zeros((0, p), np.float32)),  # optional input: no cached tokens
     ]
     c = options.max_characters_per_token
     graph = helper.make_graph(
         nodes,
         "toy",
         [
-            helper.make_tensor_value_info(ids, TensorProto.INT32, ["batch", "tokens", c]),
+            helper.make_tensor_value_info(token_chars, TensorProto.INT32, ["distinct", c]),
+            helper.make_tensor_value_info(cached, FLOAT, ["cached", p]),
+            helper.make_tensor_value_info(index, TensorProto.INT32, ["batch", "tokens"]),
             helper.make_tensor_value_info(state_c, FLOAT, [2, n_layers, "state_batch", d]),
             helper.make_tensor_value_info(state_h, FLOAT, [2, n_layers, "state_batch", p]),
         ],
@@ -135,6 +147,7 @@ def toy_model(
             helper.make_tensor_value_info(
                 contract.OUTPUT_STATE_H, FLOAT, [2, n_layers, "batch", p]
             ),
+            helper.make_tensor_value_info(contract.OUTPUT_TOKEN_VECTORS, FLOAT, ["distinct", p]),
         ],
         initializer=inits,
     )

@@ -375,7 +375,8 @@ def test_info_text(toy_model_path: Path) -> None:
     out = result.stdout
     assert f"{contract.FORMAT_NAME} v{contract.FORMAT_VERSION}, ONNX opset 17" in out
     assert "LSTM          2 layers, dim 3, projection 2" in out
-    assert "char_ids tensor(int32) [batch, tokens, 50]" in out
+    assert "token_chars tensor(int32) [distinct, 50]" in out
+    assert "token_index tensor(int32) [batch, tokens]" in out
     assert "quantization  mode=none" in out
     assert "source        kind=toy" in out
 

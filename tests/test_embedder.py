@@ -30,12 +30,12 @@ def tiny(tiny_model_path: Path) -> Embedder:
 
 
 def record_batches(emb: Embedder, monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, ...]]:
-    """Record the char_ids shape of every forward pass."""
+    """Record the (batch, steps) shape of every forward pass."""
     shapes: list[tuple[int, ...]] = []
     run = emb._session.run
 
     def spy(fetch, feed):
-        shapes.append(feed[contract.INPUT_CHAR_IDS].shape)
+        shapes.append(feed[contract.INPUT_TOKEN_INDEX].shape)
         return run(fetch, feed)
 
     monkeypatch.setattr(emb._session, "run", spy)
@@ -68,7 +68,7 @@ def test_embed_batch_strips_boundaries_and_keeps_order(emb: Embedder, toy: Calla
 def test_embed_batch_is_one_forward_pass(emb: Embedder, monkeypatch: pytest.MonkeyPatch) -> None:
     shapes = record_batches(emb, monkeypatch)
     emb.embed_batch([["x"] * 3000] + [["a"]] * 99)
-    assert shapes == [(100, 3002, 50)]
+    assert shapes == [(100, 3002)]
 
 
 def test_empty_batch_never_reaches_the_model(

@@ -59,9 +59,10 @@ def test_time_loop_is_a_scan_not_unrolled(small_onnx):
     assert ops.count("Scan") == 4  # 2 directions × 2 layers
     # one step's body: a handful of ops, not one copy per time step
     assert len(_all_nodes(model.graph)) < 200
-    for inp in model.graph.input[:1]:
-        dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
-        assert dims == ["batch", "tokens", 50]
+    dims = {inp.name: [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
+            for inp in model.graph.input}
+    assert dims[contract.INPUT_TOKEN_CHARS] == ["distinct_tokens", 50]
+    assert dims[contract.INPUT_TOKEN_INDEX] == ["batch", "tokens"]
 
 
 @pytest.mark.parametrize("batch,max_len", [(1, 1), (1, 200), (7, 45), (32, 120), (64, 30)])
@@ -69,7 +70,8 @@ def test_onnx_matches_pytorch(small_model, small_onnx, batch, max_len):
     rng = np.random.default_rng(batch * 1000 + max_len)
     sentences = random_sentences(rng, batch, max_len)
     ids, lengths = batch_to_ids(sentences)
-    layers, mask, state_c, state_h = _session(small_onnx).run(None, {"char_ids": ids})
+    layers, mask, state_c, state_h, _ = _session(small_onnx).run(None,
+                                                                   contract.char_ids_feed(ids))
     with torch.no_grad():
         ref = small_model(torch.from_numpy(ids).long())
     assert layers.shape == (batch, 3, max_len + 2, 16)
@@ -87,13 +89,14 @@ def test_states_broadcast_and_override(small_model, small_onnx):
     rng = np.random.default_rng(0)
     ids, _ = batch_to_ids(random_sentences(rng, 3, 6))
     sess = _session(small_onnx)
-    default = sess.run(None, {"char_ids": ids})[0]
-    zeros = sess.run(None, {"char_ids": ids, "state_c": np.zeros((2, 2, 3, 24), np.float32),
+    default = sess.run(None, contract.char_ids_feed(ids))[0]
+    zeros = sess.run(None, {**contract.char_ids_feed(ids),
+                            "state_c": np.zeros((2, 2, 3, 24), np.float32),
                             "state_h": np.zeros((2, 2, 3, 8), np.float32)})[0]
     np.testing.assert_array_equal(default, zeros)
     c0 = rng.uniform(-1, 1, (2, 2, 3, 24)).astype(np.float32)
     h0 = rng.uniform(-1, 1, (2, 2, 3, 8)).astype(np.float32)
-    fed = sess.run(None, {"char_ids": ids, "state_c": c0, "state_h": h0})
+    fed = sess.run(None, {**contract.char_ids_feed(ids), "state_c": c0, "state_h": h0})
     with torch.no_grad():
         ref = small_model(torch.from_numpy(ids).long(), (torch.from_numpy(c0),
                                                           torch.from_numpy(h0)))

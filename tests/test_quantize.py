@@ -98,9 +98,11 @@ def test_mode_runs_at_every_batch_size_and_length(quantized, tiny_model_path, mo
     for lengths in cases:
         ids, steps = chars.batch_to_ids(_sentences(lengths), options.max_characters_per_token)
         b, t = ids.shape[:2]
-        got = session.run(list(contract.OUTPUTS), {contract.INPUT_CHAR_IDS: ids})
-        want = reference.run([contract.OUTPUT_LAYERS], {contract.INPUT_CHAR_IDS: ids})[0]
-        layers, mask, state_c, state_h = got
+        feed = contract.char_ids_feed(ids)
+        got = session.run(list(contract.OUTPUTS), feed)
+        want = reference.run([contract.OUTPUT_LAYERS], feed)[0]
+        layers, mask, state_c, state_h, token_vectors = got
+        assert token_vectors.shape == (len(feed[contract.INPUT_TOKEN_CHARS]), p)
         assert layers.shape == (b, n_layers + 1, t, 2 * p) and layers.dtype == np.float32
         assert mask.shape == (b, t) and (mask.sum(1) == steps).all()
         assert state_c.shape == (2, n_layers, b, d) and state_c.dtype == np.float32
@@ -178,17 +180,21 @@ def test_fp16_keeps_float32_io_and_halves_every_weight(quantized, tiny_model_pat
     f32, f16, i32 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.INT32
     io = {v.name: v.type.tensor_type.elem_type for v in (*graph.input, *graph.output)}
     assert io == {
-        contract.INPUT_CHAR_IDS: i32,
+        contract.INPUT_TOKEN_CHARS: i32,
+        contract.INPUT_CACHED_VECTORS: f32,
+        contract.INPUT_TOKEN_INDEX: i32,
         contract.INPUT_STATE_C: f32,
         contract.INPUT_STATE_H: f32,
         contract.OUTPUT_LAYERS: f32,
         contract.OUTPUT_MASK: i32,
         contract.OUTPUT_STATE_C: f32,
         contract.OUTPUT_STATE_H: f32,
+        contract.OUTPUT_TOKEN_VECTORS: f32,
     }
-    # float32 initializers: only the zero-state defaults of the two state inputs
+    # float32 initializers: only the defaults of the optional float inputs
     float_inits = {t.name for t in graph.initializer if t.data_type == f32}
-    assert float_inits == {contract.INPUT_STATE_C, contract.INPUT_STATE_H}
+    assert float_inits == {contract.INPUT_CACHED_VECTORS, contract.INPUT_STATE_C,
+                           contract.INPUT_STATE_H}
     for body in _subgraphs(graph):
         assert body.initializer and all(t.data_type == f16 for t in body.initializer)
         assert all(v.type.tensor_type.elem_type == f16 for v in body.output)
@@ -201,7 +207,7 @@ def test_fp16_accepts_float32_states(quantized, tiny_model_path):
     ids, _ = chars.batch_to_ids(_sentences([3, 9]), options.max_characters_per_token)
     rng = np.random.default_rng(0)
     feed = {
-        contract.INPUT_CHAR_IDS: ids,
+        **contract.char_ids_feed(ids),
         contract.INPUT_STATE_C: rng.uniform(-1, 1, (2, 2, 2, options.lstm_dim)).astype(np.float32),
         contract.INPUT_STATE_H: rng.uniform(-1, 1, (2, 2, 2, options.projection_dim)).astype(
             np.float32
@@ -222,7 +228,7 @@ def test_fp16_on_cuda(quantized, tiny_model_path):
     assert session.get_providers()[0] == CUDA
     options = contract.parse_metadata(_meta(tiny_model_path), "tiny").options
     ids, steps = chars.batch_to_ids(_sentences([1, 60, 17]), options.max_characters_per_token)
-    feed = {contract.INPUT_CHAR_IDS: ids}
+    feed = contract.char_ids_feed(ids)
     got = session.run([contract.OUTPUT_LAYERS], feed)[0]
     want = _session(tiny_model_path).run([contract.OUTPUT_LAYERS], feed)[0]
     assert got.dtype == np.float32

@@ -89,7 +89,7 @@ def _torch_run(options, weights, ids, state_c=None, state_h=None):
 
 
 def _assert_matches(got, ref_out, what: str) -> None:
-    layers, mask, c, h = got
+    layers, mask, c, h = got[:4]
     assert layers.shape == ref_out.layers.shape, what
     np.testing.assert_array_equal(np.asarray(mask).astype(np.int64), ref_out.mask, err_msg=what)
     np.testing.assert_allclose(layers, ref_out.layers, rtol=0, atol=ATOL, err_msg=f"{what}: layers")
@@ -247,7 +247,7 @@ def _onnx_session(options, weights):
 def _onnx_run(session, ids, state_c=None, state_h=None):
     from elmo_runtime import contract
 
-    feed = {contract.INPUT_CHAR_IDS: np.asarray(ids, dtype=np.int32)}
+    feed = contract.char_ids_feed(np.asarray(ids, dtype=np.int32))
     if state_c is not None:
         feed[contract.INPUT_STATE_C] = np.asarray(state_c, dtype=np.float32)
         feed[contract.INPUT_STATE_H] = np.asarray(state_h, dtype=np.float32)

@@ -89,7 +89,9 @@ def test_onnx_that_is_not_an_elmo_model(not_elmo_model_path: Path) -> None:
 
 def test_wrong_input_names(tmp_path: Path) -> None:
     path = tmp_path / "renamed.onnx"
-    onnx.save(toy_model(input_names=("chars", "state_c", "state_h")), str(path))
+    onnx.save(toy_model(
+        input_names=("chars", "cached_vectors", "token_index", "state_c", "state_h")
+    ), str(path))
     with pytest.raises(ModelError) as e:
         open_session(path, "cpu")
     assert "do not match the elmo-edge contract" in one_line_error(e)
@@ -173,10 +175,11 @@ def test_describe_model(toy_model_path: Path) -> None:
     assert d["n_parameters"] == TOY_OPTIONS.n_parameters()
     assert [a["name"] for a in d["inputs"]] == list(contract.INPUTS)
     assert [a["name"] for a in d["outputs"]] == list(contract.OUTPUTS)
-    assert d["inputs"][0]["shape"] == ["batch", "tokens", 50]
+    assert d["inputs"][0]["shape"] == ["distinct", 50]
 
 
 def test_describe_marks_default_states_optional(tiny_model_path: Path) -> None:
     d = describe_model(tiny_model_path)
     optional = {a["name"]: a["optional"] for a in d["inputs"]}
-    assert optional == {"char_ids": False, "state_c": True, "state_h": True}
+    assert optional == {"token_chars": False, "cached_vectors": True, "token_index": False,
+                        "state_c": True, "state_h": True}

@@ -205,7 +205,7 @@ def test_export_onnx_matches_pytorch(trained: Path, tmp_path: Path) -> None:
     with torch.no_grad():
         expected = model(torch.from_numpy(ids)).layers.numpy()
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run([contract.OUTPUT_LAYERS], {contract.INPUT_CHAR_IDS: ids})[0]
+    got = session.run([contract.OUTPUT_LAYERS], contract.char_ids_feed(ids))[0]
     np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
     source = json.loads(session.get_modelmeta().custom_metadata_map[contract.KEY_SOURCE])
     assert source["kind"] == "elmo-edge-train" and source["step"] == 80
@@ -231,7 +231,7 @@ def test_export_hdf5_round_trips(trained: Path, tmp_path: Path) -> None:
     ids, _ = batch_to_ids(SENTENCES, options.max_characters_per_token)
     session = ort.InferenceSession(str(tmp_path / "converted.onnx"),
                                    providers=["CPUExecutionProvider"])
-    got = session.run([contract.OUTPUT_LAYERS], {contract.INPUT_CHAR_IDS: ids})[0]
+    got = session.run([contract.OUTPUT_LAYERS], contract.char_ids_feed(ids))[0]
     with torch.no_grad():
         np.testing.assert_allclose(got, model(torch.from_numpy(ids)).layers.numpy(), atol=1e-5)
 

@@ -78,7 +78,7 @@ def check_parity(
     failures, cases, worst = [], [], 0.0
     for case, (batch, max_len) in enumerate(shapes):
         ids, _ = batch_to_ids(random_sentences(rng, batch, max_len), o.max_characters_per_token)
-        feed: dict[str, np.ndarray] = {contract.INPUT_CHAR_IDS: ids}
+        feed = contract.char_ids_feed(ids)
         state = None
         if case % 2 == 1:  # every other case starts from a non-zero state
             c0 = rng.uniform(-1, 1, (2, o.n_layers, batch, o.lstm_dim)).astype(np.float32)

@@ -5,7 +5,8 @@ LSTM step, so the graph's size does not depend on the sentence length and
 both ``batch`` and ``tokens`` stay dynamic. Work that does not depend on the
 previous step is hoisted out of the loop: the input projection of every step
 is one MatMul, and the +1 forget bias is folded into the stored bias.
-The interface is declared in :mod:`elmo_runtime.contract`.
+The char CNN runs once per distinct token (``token_chars``); steps gather
+their token's row. The interface is declared in :mod:`elmo_runtime.contract`.
 """
 
 from __future__ import annotations
@@ -97,17 +98,12 @@ def _lstm_step_body(
     )
 
 
-def _char_cnn(g: _Graph, o: ElmoOptions, w: Weights, char_ids: str, shape_bt: str) -> str:
-    """char_ids (B, T, C) → token vectors (B, T, P)."""
+def _char_cnn(g: _Graph, o: ElmoOptions, w: Weights, token_chars: str) -> str:
+    """token_chars (N, C) → token vectors (N, P)."""
     e = o.char_embed_dim
     table = np.concatenate([np.zeros((1, e), np.float32), w["char_embed"]]).astype(np.float32)
-    emb = g.op("Gather", [g.const(table, "char_embed"), char_ids], "emb")  # (B, T, C, e)
-    flat = g.op(
-        "Reshape",
-        [emb, g.const(np.array([-1, o.max_characters_per_token, e], np.int64), "shape")],
-        "emb_flat",
-    )
-    x = g.op("Transpose", [flat], "emb_nec", perm=[0, 2, 1])  # (N, e, C)
+    emb = g.op("Gather", [g.const(table, "char_embed"), token_chars], "emb")  # (N, C, e)
+    x = g.op("Transpose", [emb], "emb_nec", perm=[0, 2, 1])  # (N, e, C)
     act = "Tanh" if o.activation == "tanh" else "Relu"
     pooled = []
     for i in range(len(o.filters)):
@@ -131,11 +127,7 @@ def _char_cnn(g: _Graph, o: ElmoOptions, w: Weights, char_ids: str, shape_bt: st
         # g·t + (1−g)·x
         carry = g.op("Mul", [g.op("Sub", [g.const(np.float32(1.0), "one"), gate]), h], "carry")
         h = g.op("Add", [g.op("Mul", [gate, trans]), carry], f"highway{k}_out")
-    proj = g.linear(h, w["CNN_proj/W_proj"], w["CNN_proj/b_proj"], "cnn_proj")
-    shape = g.op(
-        "Concat", [shape_bt, g.const(np.array([o.projection_dim], np.int64), "p")], axis=0
-    )
-    return g.op("Reshape", [proj, shape], "tokens")
+    return g.linear(h, w["CNN_proj/W_proj"], w["CNN_proj/b_proj"], "cnn_proj")
 
 
 def build_model(options: ElmoOptions, weights: Weights) -> onnx.ModelProto:
@@ -145,20 +137,22 @@ def build_model(options: ElmoOptions, weights: Weights) -> onnx.ModelProto:
     g = _Graph()
     n_layers, d, p, c = o.n_layers, o.lstm_dim, o.projection_dim, o.max_characters_per_token
 
-    char_ids = contract.INPUT_CHAR_IDS
-    ids_shape = g.op("Shape", [char_ids], "ids_shape")
-    shape_bt = g.op("Slice", [ids_shape, g.const(np.array([0], np.int64), "s"),
-                              g.const(np.array([2], np.int64), "e")], "shape_bt")
-    batch = g.op("Slice", [ids_shape, g.const(np.array([0], np.int64), "s"),
+    index = contract.INPUT_TOKEN_INDEX
+    batch = g.op("Slice", [g.op("Shape", [index], "index_shape"),
+                           g.const(np.array([0], np.int64), "s"),
                            g.const(np.array([1], np.int64), "e")], "batch")
 
-    # mask: a step is real when any of its char ids is non-zero
-    top_id = g.op("ReduceMax", [char_ids], "top_id", axes=[2], keepdims=0)
-    mask = g.op("Greater", [top_id, g.const(np.int32(0), "zero")], "mask_bool")  # (B, T)
+    # mask: a step is real when it points at a token
+    mask = g.op("Greater", [index, g.const(np.int32(-1), "minus_one")], "mask_bool")  # (B, T)
     g.nodes.append(helper.make_node("Cast", [mask], [contract.OUTPUT_MASK], to=TensorProto.INT32))
     mask_f = g.op("Cast", [mask], "mask_f", to=FLOAT)
 
-    tokens = _char_cnn(g, o, weights, char_ids, shape_bt)
+    # each distinct token once, then one row per step from [encoded; cached]
+    encoded = _char_cnn(g, o, weights, contract.INPUT_TOKEN_CHARS)  # (N, P)
+    g.nodes.append(helper.make_node("Identity", [encoded], [contract.OUTPUT_TOKEN_VECTORS]))
+    table = g.op("Concat", [encoded, contract.INPUT_CACHED_VECTORS], "token_table", axis=0)
+    safe = g.op("Max", [index, g.const(np.int32(0), "zero_i")], "safe_index")
+    tokens = g.op("Gather", [table, safe], "tokens", axis=0)  # (B, T, P)
     tokens = g.op("Mul", [tokens, g.op("Unsqueeze", [mask_f, g.const(np.array([2], np.int64),
                                                                       "ax")])], "tokens_masked")
     x_tm = g.op("Transpose", [tokens], "tokens_tm", perm=[1, 0, 2])  # (T, B, P)
@@ -223,6 +217,8 @@ def build_model(options: ElmoOptions, weights: Weights) -> onnx.ModelProto:
         shape = g.const(np.array([2, n_layers, -1, width], np.int64), "state_shape")
         g.nodes.append(helper.make_node("Reshape", [joined, shape], [out_name]))
 
+    no_cache = numpy_helper.from_array(np.zeros((0, p), np.float32),
+                                       contract.INPUT_CACHED_VECTORS)
     zeros_c = numpy_helper.from_array(np.zeros((2, n_layers, 1, d), np.float32),
                                       contract.INPUT_STATE_C)
     zeros_h = numpy_helper.from_array(np.zeros((2, n_layers, 1, p), np.float32),
@@ -231,7 +227,11 @@ def build_model(options: ElmoOptions, weights: Weights) -> onnx.ModelProto:
         g.nodes,
         "elmo_bilm",
         inputs=[
-            helper.make_tensor_value_info(char_ids, TensorProto.INT32, ["batch", "tokens", c]),
+            helper.make_tensor_value_info(contract.INPUT_TOKEN_CHARS, TensorProto.INT32,
+                                          ["distinct_tokens", c]),
+            helper.make_tensor_value_info(contract.INPUT_CACHED_VECTORS, FLOAT,
+                                          ["cached_tokens", p]),
+            helper.make_tensor_value_info(index, TensorProto.INT32, ["batch", "tokens"]),
             helper.make_tensor_value_info(contract.INPUT_STATE_C, FLOAT,
                                           [2, n_layers, "state_batch", d]),
             helper.make_tensor_value_info(contract.INPUT_STATE_H, FLOAT,
@@ -246,9 +246,11 @@ def build_model(options: ElmoOptions, weights: Weights) -> onnx.ModelProto:
                                           [2, n_layers, "batch", d]),
             helper.make_tensor_value_info(contract.OUTPUT_STATE_H, FLOAT,
                                           [2, n_layers, "batch", p]),
+            helper.make_tensor_value_info(contract.OUTPUT_TOKEN_VECTORS, FLOAT,
+                                          ["distinct_tokens", p]),
         ],
-        # the zero states are defaults: a caller may feed its own
-        initializer=g.initializers + [zeros_c, zeros_h],
+        # no cached vectors and zero states are defaults: a caller may feed its own
+        initializer=g.initializers + [no_cache, zeros_c, zeros_h],
     )
     model = helper.make_model(
         graph,

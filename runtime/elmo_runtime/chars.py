@@ -86,3 +86,20 @@ def batch_to_ids(
     ids[:, 0] = _boundary_row(BOS_CHAR, max_chars)
     ids[np.arange(batch), lengths - 1] = _boundary_row(EOS_CHAR, max_chars)
     return ids, lengths
+
+
+def index_char_ids(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Deduplicate the token rows of a padded batch ``(B, T, C)``.
+
+    Returns ``(token_chars, token_index)``: the distinct non-zero rows
+    (int32 ``(N, C)``) and, per step, the row it uses or -1 for padding
+    (int32 ``(B, T)``).
+    """
+    ids = np.asarray(ids, dtype=np.int32)
+    batch, steps, width = ids.shape
+    flat = ids.reshape(-1, width)
+    real = flat.any(axis=1)
+    token_chars, inverse = np.unique(flat[real], axis=0, return_inverse=True)
+    index = np.full(batch * steps, -1, dtype=np.int32)
+    index[real] = inverse.reshape(-1)
+    return token_chars.astype(np.int32), index.reshape(batch, steps)

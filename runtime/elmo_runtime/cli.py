@@ -30,6 +30,7 @@ from .corpus import read_sentences
 from .errors import ElmoError
 from .session import PROVIDERS
 from .shards import DEFAULT_SHARD_SIZE
+from .token_cache import DEFAULT_CACHE_MB
 from .writers import DTYPES, FORMATS
 
 EXIT_INTERNAL = 2
@@ -272,6 +273,16 @@ RAY_ONLY = ("address", "actors", "gpus_per_actor", "ray_temp_dir")
     "--stateful", is_flag=True, help="Carry LSTM states across batches by row (bilm-tf style)."
 )
 @click.option(
+    "--token-cache",
+    "token_cache_mb",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_CACHE_MB,
+    show_default=True,
+    metavar="MIB",
+    help="Memory for the vectors of tokens seen before, so the char CNN runs once per "
+    "distinct token; 0 turns it off. Results do not depend on it.",
+)
+@click.option(
     "--errors",
     type=click.Choice(["strict", "replace"]),
     default="strict",
@@ -328,6 +339,7 @@ def embed(
     fmt: str | None,
     dtype: str,
     stateful: bool,
+    token_cache_mb: float,
     errors: str,
     shard_size: int | None,
     overwrite: bool,
@@ -389,7 +401,8 @@ def embed(
     length = count_lines(input_path) if input_path != "-" and sys.stderr.isatty() else None
     if sharded:
         with open_input(input_path) as stream:
-            emb = Embedder(model, stateful=stateful, provider=provider, threads=threads, mix=mix)
+            emb = Embedder(model, stateful=stateful, provider=provider, threads=threads, mix=mix,
+                           token_cache_mb=token_cache_mb)
             _embed_sharded(
                 emb,
                 stream,
@@ -406,7 +419,8 @@ def embed(
             )
         return
     with open_input(input_path) as stream, open_writer(output, fmt, dtype) as writer:
-        emb = Embedder(model, stateful=stateful, provider=provider, threads=threads, mix=mix)
+        emb = Embedder(model, stateful=stateful, provider=provider, threads=threads, mix=mix,
+                       token_cache_mb=token_cache_mb)
         sentences, to_embed = itertools.tee(read_sentences(stream, input_path, errors))
         pairs = zip(sentences, emb.embed_sentences(to_embed, batch_size), strict=True)
         with _progress(pairs, length) as bar:

@@ -19,12 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import chars, contract
+from . import contract
 from .batching import DEFAULT_BATCH_SIZE, DEFAULT_MAX_TOKENS, bucketed, chunks, in_order
 from .errors import ElmoError, InputError, ModelError
 from .mix import Mix, ScalarMix, check_mix, load_mix, make_mix
 from .session import open_session
 from .states import RowStates
+from .token_cache import DEFAULT_CACHE_MB, TokenCache, capacity_for
 
 DEFAULT_MODEL = "models/default.onnx"
 
@@ -68,6 +69,9 @@ class Embedder:
     a :class:`ScalarMix` or the path of a mix JSON file (``(n, 2P)``).
     ``max_tokens_per_batch``: cap on padded steps (rows x (longest + 2)) per batch in
     :meth:`embed_sentences`.
+    ``token_cache_mb``: memory for the vectors of tokens seen before (LRU), so the
+    char CNN runs once per distinct token string; 0 turns the cache off (tokens
+    are still encoded once per batch). Results do not depend on it.
     """
 
     def __init__(
@@ -78,6 +82,7 @@ class Embedder:
         threads: int | None = None,
         mix: str | os.PathLike | ScalarMix | None = None,
         max_tokens_per_batch: int = DEFAULT_MAX_TOKENS,
+        token_cache_mb: float = DEFAULT_CACHE_MB,
     ):
         self.model_path = Path(model) if model is not None else default_model_path()
         self._session, self.info = open_session(self.model_path, provider, threads)
@@ -88,6 +93,11 @@ class Embedder:
         self._zero_c = np.zeros((2, opts.n_layers, 1, opts.lstm_dim), dtype=np.float32)
         self._zero_h = np.zeros((2, opts.n_layers, 1, opts.projection_dim), dtype=np.float32)
         self._states = RowStates(opts.n_layers, opts.lstm_dim, opts.projection_dim)
+        self.token_cache = TokenCache(
+            opts.max_characters_per_token,
+            opts.projection_dim,
+            capacity_for(token_cache_mb, opts.projection_dim),
+        )
 
     def _resolve_mix(self, mix: str | os.PathLike | ScalarMix | None) -> Mix | None:
         n_layers = self.info.options.n_output_layers
@@ -151,24 +161,32 @@ class Embedder:
         """One model run over checked sentences; per-sentence arrays, boundaries removed."""
         if not sentences:
             return []
-        ids, _ = chars.batch_to_ids(sentences, self.info.max_chars)
+        plan = self.token_cache.plan(sentences)
         state_c, state_h = self._initial_state(len(sentences))
         feed = {
-            contract.INPUT_CHAR_IDS: ids,
+            contract.INPUT_TOKEN_CHARS: plan.token_chars,
+            contract.INPUT_TOKEN_INDEX: plan.token_index,
             contract.INPUT_STATE_C: state_c,
             contract.INPUT_STATE_H: state_h,
         }
+        if len(plan.cached_vectors):
+            feed[contract.INPUT_CACHED_VECTORS] = plan.cached_vectors
         fetch = [contract.OUTPUT_LAYERS]
         if self.stateful:
             fetch += [contract.OUTPUT_STATE_C, contract.OUTPUT_STATE_H]
+        if self.token_cache.capacity:
+            fetch.append(contract.OUTPUT_TOKEN_VECTORS)
         try:
             outputs = self._session.run(fetch, feed)
         except Exception as e:  # onnxruntime raises its own pybind11 exception types
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            batch, steps = plan.token_index.shape
             raise ElmoError(
-                f"{self.model_path}: onnxruntime failed on a batch of {ids.shape[0]} sentences "
-                f"x {ids.shape[1]} steps: {first}"
+                f"{self.model_path}: onnxruntime failed on a batch of {batch} sentences "
+                f"x {steps} steps: {first}"
             ) from e
+        if self.token_cache.capacity:
+            self.token_cache.store(plan, outputs[-1])
         if self.stateful:
             self._keep_state(outputs[1], outputs[2])
         layers = outputs[0]

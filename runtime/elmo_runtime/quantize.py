@@ -7,7 +7,7 @@ Modes (every one keeps the graph's float32 inputs and outputs):
   weights (QInt8, symmetric; per tensor, or per output channel with
   ``per_channel``), activations quantized to uint8 at run time. The char-CNN
   ``Conv``\\ s stay float32: ``ConvInteger`` measured slower than the float
-  ``Conv`` (``bench/quantize_speed.py --conv``).
+  ``Conv`` (bench/RESULTS.md), and the graph runs them once per distinct token.
 * ``fp16`` — weights and compute in float16, for GPU execution providers;
   ``Cast`` nodes at the graph boundary keep the caller's float32 interface.
   It loads and runs on the CPU provider too, where onnxruntime casts the
@@ -542,7 +542,7 @@ def compare_models(
     for start in range(0, len(order), CHECK_BATCH):
         batch = [sentences[i] for i in order[start : start + CHECK_BATCH]]
         ids, _ = chars.batch_to_ids(batch, info.max_chars)
-        feed = {contract.INPUT_CHAR_IDS: ids}
+        feed = contract.char_ids_feed(ids)
         a = ref.run([contract.OUTPUT_LAYERS], feed)[0].astype(np.float64)
         b = cand.run([contract.OUTPUT_LAYERS], feed)[0].astype(np.float64)
         for row, sentence in enumerate(batch):

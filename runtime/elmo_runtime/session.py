@@ -128,7 +128,8 @@ def _check_contract(session: ort.InferenceSession, path: Path) -> ModelInfo:
     required = _names(session.get_inputs())
     offered = required | _names(session.get_overridable_initializers())
     outputs = _names(session.get_outputs())
-    if not required <= set(contract.INPUTS) or not set(contract.INPUTS) <= offered:
+    if (not set(contract.REQUIRED_INPUTS) <= required <= set(contract.INPUTS)
+            or not set(contract.INPUTS) <= offered):
         raise ModelError(
             f"{path}: model inputs {sorted(offered)} do not match the elmo-edge contract "
             f"{list(contract.INPUTS)}"
@@ -146,7 +147,10 @@ def _check_dims(session: ort.InferenceSession, info: ModelInfo, path: Path) -> N
     """The graph's fixed dimensions must be the ones its metadata's options imply."""
     o = info.options
     expected = {
-        contract.INPUT_CHAR_IDS: [None, None, o.max_characters_per_token],
+        contract.INPUT_TOKEN_CHARS: [None, o.max_characters_per_token],
+        contract.INPUT_CACHED_VECTORS: [None, o.projection_dim],
+        contract.INPUT_TOKEN_INDEX: [None, None],
+        contract.OUTPUT_TOKEN_VECTORS: [None, o.projection_dim],
         contract.OUTPUT_LAYERS: [None, o.n_output_layers, None, o.output_dim],
         contract.OUTPUT_STATE_C: [2, o.n_layers, None, o.lstm_dim],
         contract.OUTPUT_STATE_H: [2, o.n_layers, None, o.projection_dim],
@@ -172,6 +176,10 @@ def _describe_args(args: list[ort.NodeArg], optional: bool = False) -> list[dict
     ]
 
 
+def _contract_order(name: str, names: tuple[str, ...]) -> int:
+    return names.index(name) if name in names else len(names)
+
+
 def describe_model(path: str | Path) -> dict[str, Any]:
     """Everything `elmo info` reports about a model, as JSON-ready values."""
     import onnx  # only `elmo info` needs it
@@ -191,8 +199,11 @@ def describe_model(path: str | Path) -> dict[str, Any]:
         "n_parameters": info.options.n_parameters(),
         "opset": opset,
         "ir_version": proto.ir_version,
-        "inputs": _describe_args(session.get_inputs())
-        + _describe_args(session.get_overridable_initializers(), optional=True),
+        "inputs": sorted(
+            _describe_args(session.get_inputs())
+            + _describe_args(session.get_overridable_initializers(), optional=True),
+            key=lambda a: _contract_order(a["name"], contract.INPUTS),
+        ),
         "outputs": _describe_args(session.get_outputs()),
         "quantization": info.quantization,
         "parity": info.parity,

@@ -1,0 +1,416 @@
+"""The elmo-edge speed bench: one table, every ratio against a baseline from the same run.
+
+    python bench/run.py                                  # original + small, 2 threads
+    python bench/run.py --models small --json out.json   # quicker
+    python bench/run.py --skip-torch                     # no PyTorch rows
+
+For each architecture (``original``: the published ELMo size; ``small``; both
+from ``elmo_export`` presets with seeded random weights: speed does not depend
+on the values) the bench exports an fp32 model and quantizes it (int8, and
+int4 weight-only), then measures, each configuration in a fresh child process
+(so peak RSS is that configuration's own and thread pools never meet):
+
+* PyTorch eager (the project's ``BiLM``), ONNX fp32, int8, int4; the ONNX rows
+  without the token cache (``--token-cache 0``: pure model speed) and fp32/int8
+  once more with it (the runtime default);
+* batch 1 (``--b1-sentences`` sentences one at a time: tokens/s, p50/p99
+  latency per sentence) and batch 32 (``--sentences`` sentences,
+  length-bucketed by the runtime's own planner);
+* peak RSS (``VmHWM`` of the child), model file size, and cold start of
+  ``elmo embed`` (process start to the written vectors of one line);
+* the machine's own limits, measured first with NumPy in a child with the
+  same thread count: sgemm peak (float32 matmul, 4096²) and a streaming-read
+  bandwidth (float32 matrix-vector product over 512 MiB).
+
+Derived figures: fp32 batch-32 GFLOP/s over the sgemm peak, where FLOPs are
+counted from the options for what the graph executes (the LSTMs at every step,
+boundaries included; the char CNN once per distinct token of a batch, as the
+graph does it), and the same with the char CNN counted at every step
+("per step", the usual way); fp32 batch-1 speed over the bandwidth bound (the
+time to read the recurrent weights once per step and the others once per
+sentence). Sentences are seeded, English-like in length (mean ~23 tokens)
+with a Zipf-distributed vocabulary of 5,000 made-up words.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+BATCH = 32
+QUANT_MODES = ("int8", "int4")
+# (row name, model file key, token cache MiB)
+ONNX_ROWS = (
+    ("ONNX fp32", "fp32", 0.0),
+    ("ONNX int8", "int8", 0.0),
+    ("ONNX int4 (weight-only)", "int4", 0.0),
+    ("ONNX fp32 + token cache", "fp32", 32.0),
+    ("ONNX int8 + token cache", "int8", 32.0),
+)
+
+
+# ---------------------------------------------------------------------------- inputs
+
+
+def make_sentences(n: int, seed: int = 0) -> list[list[str]]:
+    """Seeded sentences with lengths like English prose (mean ~23 tokens, 3–80)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    vocab = ["".join(rng.choice(letters, size=k)) for k in rng.integers(1, 13, size=5000)]
+    lengths = np.clip(rng.gamma(4.0, 6.0, size=n).astype(int), 3, 80)
+    ranks = np.minimum(rng.zipf(1.2, size=int(lengths.sum())), len(vocab)) - 1
+    words, sentences, at = [vocab[r] for r in ranks], [], 0
+    for k in lengths:
+        sentences.append(words[at : at + k])
+        at += k
+    return sentences
+
+
+# ---------------------------------------------------------------------------- FLOPs and bytes
+
+
+def flops(options: Any) -> dict[str, float]:
+    """Multiply-add FLOPs (2 per MAC) per step of each part, from the options."""
+    o = options
+    e, c = o.char_embed_dim, o.max_characters_per_token
+    width = sum(n for _, n in o.filters)
+    conv = sum(2 * (c - w + 1) * w * e * n for w, n in o.filters)
+    highway = o.n_highway * 2 * width * 2 * width
+    char = conv + highway + 2 * width * o.projection_dim
+    d, p = o.lstm_dim, o.projection_dim
+    lstm = 2 * o.n_layers * (2 * p * 4 * d + 2 * p * 4 * d + 2 * d * p)
+    mix = 2 * o.n_output_layers * o.output_dim
+    return {"char_cnn": float(char), "lstm": float(lstm), "mix": float(mix)}
+
+
+def recurrent_bytes(options: Any, bytes_per_weight: float = 4.0) -> float:
+    """Weight bytes read at every step: the recurrent and cell-projection matrices."""
+    d, p = options.lstm_dim, options.projection_dim
+    return 2 * options.n_layers * (p * 4 * d + d * p) * bytes_per_weight
+
+
+# ---------------------------------------------------------------------------- child processes
+
+
+def child(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run this file as a worker on ``spec``; its JSON result."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(spec["threads"]),
+           "OPENBLAS_NUM_THREADS": str(spec["threads"]), "MKL_NUM_THREADS": str(spec["threads"])}
+    proc = subprocess.run([sys.executable, __file__, "--worker", json.dumps(spec)], env=env,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"bench worker failed on {spec}:\n{proc.stderr.strip()[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set (VmHWM: ru_maxrss would count the forking parent's)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def worker_limits(spec: dict[str, Any]) -> dict[str, Any]:
+    """sgemm GFLOP/s and streaming-read GB/s of NumPy with the spec's threads."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    n = 4096
+    a, b = rng.random((n, n), np.float32), rng.random((n, n), np.float32)
+    sgemm = 2 * n**3 / _best_time(np.matmul, a, b, runs=5) / 1e9
+    del a, b
+    m = rng.random((16384, 8192), np.float32)  # 512 MiB, far beyond the caches
+    v = rng.random(8192, np.float32)
+    return {"sgemm_gflops": sgemm, "read_gbs": m.nbytes / _best_time(np.matmul, m, v, runs=7) / 1e9}
+
+
+def _best_time(fn: Any, *args: Any, runs: int) -> float:
+    fn(*args)  # warm-up
+    best = float("inf")
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn(*args)
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def worker_onnx(spec: dict[str, Any]) -> dict[str, Any]:
+    from elmo_runtime import Embedder
+
+    sentences = make_sentences(spec["sentences"], spec["seed"])
+    emb = Embedder(spec["model"], provider="cpu", threads=spec["threads"],
+                   token_cache_mb=spec["cache_mb"])
+    encoded = [0]
+    plan = emb.token_cache.plan
+
+    def counting_plan(batch: Any) -> Any:
+        result = plan(batch)
+        encoded[0] += len(result.token_chars)
+        return result
+
+    emb.token_cache.plan = counting_plan  # type: ignore[method-assign]
+    list(emb.embed_sentences(sentences[:2], batch_size=spec["batch"]))  # warm-up
+    if spec["cache_mb"]:
+        emb.token_cache.clear()  # the timed pass starts cold
+    encoded[0] = 0
+    if spec["batch"] == 1:
+        times = []
+        for s in sentences:
+            start = time.perf_counter()
+            emb.embed_batch([s])
+            times.append(time.perf_counter() - start)
+        seconds = sum(times)
+    else:
+        start = time.perf_counter()
+        for _ in emb.embed_sentences(sentences, batch_size=spec["batch"]):
+            pass
+        seconds, times = time.perf_counter() - start, []
+    return _result(sentences, seconds, times, encoded=encoded[0])
+
+
+def worker_torch(spec: dict[str, Any]) -> dict[str, Any]:
+    import torch
+    from elmo_export.modules import BiLM
+    from elmo_export.presets import load_preset
+    from elmo_export.weights import random_weights
+    from elmo_runtime.batching import plan_batches
+    from elmo_runtime.chars import batch_to_ids
+
+    torch.set_num_threads(spec["threads"])
+    options = load_preset(spec["preset"])
+    model = BiLM.from_elmo_weights(options, random_weights(options, seed=spec["seed"])).eval()
+    sentences = make_sentences(spec["sentences"], spec["seed"])
+
+    @torch.inference_mode()
+    def run(batch: list[list[str]]) -> None:
+        ids, _ = batch_to_ids(batch, options.max_characters_per_token)
+        layers = model(torch.from_numpy(ids).long()).layers.numpy()
+        _ = [layers[j, :, 1 : 1 + len(s)].copy() for j, s in enumerate(batch)]
+
+    run(sentences[:2])  # warm-up
+    times = []
+    if spec["batch"] == 1:
+        for s in sentences:
+            start = time.perf_counter()
+            run([s])
+            times.append(time.perf_counter() - start)
+        seconds = sum(times)
+    else:
+        start = time.perf_counter()
+        for idx in plan_batches([len(s) + 2 for s in sentences], spec["batch"]):
+            run([sentences[i] for i in idx])
+        seconds, times = time.perf_counter() - start, []
+    return _result(sentences, seconds, times, encoded=None)
+
+
+def _result(sentences: list[list[str]], seconds: float, times: list[float],
+            encoded: int | None) -> dict[str, Any]:
+    tokens = sum(len(s) for s in sentences)
+    out: dict[str, Any] = {"sentences": len(sentences), "tokens": tokens,
+                           "steps": tokens + 2 * len(sentences), "seconds": seconds,
+                           "tokens_per_s": tokens / seconds, "encoded_tokens": encoded,
+                           "peak_rss": peak_rss_bytes()}
+    if times:
+        ms = sorted(t * 1e3 for t in times)
+        out["p50_ms"] = statistics.median(ms)
+        out["p99_ms"] = ms[min(len(ms) - 1, round(0.99 * (len(ms) - 1)))]
+    return out
+
+
+def cold_start(model: Path | None, runs: int = 3) -> float:
+    """Median seconds from starting ``elmo embed`` to its written vectors of one line."""
+    times = []
+    with tempfile.TemporaryDirectory(prefix="elmo-cold-") as tmp:
+        for i in range(runs):
+            out = Path(tmp) / f"o{i}.npz"
+            cmd = [sys.executable, "-m", "elmo_runtime.cli", "embed", "-", str(out)]
+            if model is not None:
+                cmd += ["--model", str(model)]
+            start = time.perf_counter()
+            proc = subprocess.run(cmd, input=b"The cat sat on the mat .\n", capture_output=True)
+            times.append(time.perf_counter() - start)
+            if proc.returncode != 0 or not out.is_file():
+                sys.exit(f"cold start run failed: {proc.stderr.decode(errors='replace')[-500:]}")
+    return statistics.median(times)
+
+
+# ---------------------------------------------------------------------------- models
+
+
+def build_models(preset: str, work: Path, seed: int) -> dict[str, Path]:
+    """fp32 (random seeded weights), int8 and int4 variants of ``preset``."""
+    import onnx
+    from elmo_export.onnx_graph import build_model
+    from elmo_export.presets import load_preset
+    from elmo_export.weights import random_weights
+    from elmo_runtime import contract
+    from elmo_runtime.quantize import quantize_model
+
+    options = load_preset(preset)
+    paths = {"fp32": work / f"{preset}.fp32.onnx"}
+    proto = build_model(options, random_weights(options, seed))
+    meta = contract.make_metadata(options, {"kind": "random", "seed": seed, "preset": preset})
+    onnx.helper.set_model_props(proto, meta)
+    onnx.save(proto, str(paths["fp32"]))
+    del proto
+    for mode in QUANT_MODES:
+        paths[mode] = work / f"{preset}.{mode}.onnx"
+        quantize_model(paths["fp32"], paths[mode], mode=mode, check=False)
+    return paths
+
+
+# ---------------------------------------------------------------------------- the table
+
+
+def bench_preset(preset: str, args: argparse.Namespace, limits: dict[str, float],
+                 work: Path) -> dict[str, Any]:
+    from elmo_export.presets import load_preset
+
+    options = load_preset(preset)
+    log(f"{preset}: building fp32, int8, int4 models …")
+    paths = build_models(preset, work, args.seed)
+    common = {"threads": args.threads, "seed": args.seed}
+    sizes = {k: p.stat().st_size for k, p in paths.items()}
+    colds = {k: cold_start(p) for k, p in paths.items()}
+    rows = []
+    specs: list[tuple[str, dict[str, Any], str | None]] = []
+    if not args.skip_torch:
+        specs.append(("PyTorch eager fp32", {"engine": "torch", "preset": preset}, None))
+    for name, key, cache_mb in ONNX_ROWS:
+        specs.append((name, {"engine": "onnx", "model": str(paths[key]), "cache_mb": cache_mb},
+                      key))
+    for name, spec, key in specs:
+        for batch, n in ((1, args.b1_sentences), (BATCH, args.sentences)):
+            log(f"{preset}: {name}, batch {batch} …")
+            result = child({**spec, **common, "batch": batch, "sentences": n})
+            result.update(name=name, batch=batch, model=key,
+                          file_bytes=sizes.get(key) if key else None,
+                          cold_start_s=colds.get(key) if key else None)
+            rows.append(result)
+    base = {r["batch"]: r for r in rows if r["name"] == "ONNX fp32"}
+    f = flops(options)
+    for r in rows:
+        r["x_fp32"] = r["tokens_per_s"] / base[r["batch"]]["tokens_per_s"]
+        if r["model"]:
+            r["rss_over_file"] = r["peak_rss"] / sizes[r["model"]]
+    fp32_b32, fp32_b1 = base[BATCH], base[1]
+    executed = ((f["lstm"] + f["mix"]) * fp32_b32["steps"]
+                + f["char_cnn"] * fp32_b32["encoded_tokens"])
+    per_step = (f["lstm"] + f["mix"] + f["char_cnn"]) * fp32_b32["steps"]
+    weights = sizes["fp32"]
+    recur = recurrent_bytes(options)
+    bound_s = (recur * fp32_b1["steps"] + (weights - recur) * fp32_b1["sentences"]) / (
+        limits["read_gbs"] * 1e9)
+    derived = {
+        "flops_per_step": f,
+        "b32_gflops_executed": executed / fp32_b32["seconds"] / 1e9,
+        "b32_gflops_per_step": per_step / fp32_b32["seconds"] / 1e9,
+        "b1_bandwidth_bound_s": bound_s,
+        "b1_seconds": fp32_b1["seconds"],
+    }
+    derived["b32_peak_fraction"] = derived["b32_gflops_executed"] / limits["sgemm_gflops"]
+    derived["b1_bound_fraction"] = bound_s / fp32_b1["seconds"]
+    return {"preset": preset, "n_parameters": options.n_parameters(), "rows": rows,
+            "derived": derived, "file_bytes": sizes}
+
+
+def print_preset(result: dict[str, Any], limits: dict[str, float]) -> None:
+    mib = 2**20
+    print(f"\n## {result['preset']} ({result['n_parameters'] / 1e6:.1f}M parameters)\n")
+    print("| configuration | batch | tok/s | × ONNX fp32 | p50 ms | p99 ms | peak RSS MiB "
+          "| RSS / file | file MiB | cold start s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for r in result["rows"]:
+        lat = (f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f}" if "p50_ms" in r else "– | –")
+        file = f"{r['file_bytes'] / mib:.1f}" if r["file_bytes"] else "–"
+        ratio = f"{r['rss_over_file']:.2f}" if "rss_over_file" in r else "–"
+        cold = f"{r['cold_start_s']:.2f}" if r["cold_start_s"] else "–"
+        print(f"| {r['name']} | {r['batch']} | {r['tokens_per_s']:.1f} | {r['x_fp32']:.2f} "
+              f"| {lat} | {r['peak_rss'] / mib:.0f} | {ratio} | {file} | {cold} |")
+    d = result["derived"]
+    print(f"\nfp32 batch {BATCH}: {d['b32_gflops_executed']:.1f} GFLOP/s executed = "
+          f"{d['b32_peak_fraction']:.0%} of the {limits['sgemm_gflops']:.1f} GFLOP/s sgemm peak "
+          f"({d['b32_gflops_per_step']:.1f} GFLOP/s counting the char CNN at every step)")
+    print(f"fp32 batch 1: {d['b1_bound_fraction']:.0%} of the bandwidth bound "
+          f"({d['b1_bandwidth_bound_s']:.2f} s to read the weights at "
+          f"{limits['read_gbs']:.1f} GB/s vs {d['b1_seconds']:.2f} s measured)")
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", default="original,small", help="presets, comma-separated")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--sentences", type=int, default=256, help="sentences at batch 32")
+    ap.add_argument("--b1-sentences", type=int, default=32, help="sentences at batch 1")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--skip-torch", action="store_true", help="no PyTorch eager rows")
+    ap.add_argument("--json", type=Path, help="also write every figure here")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        spec = json.loads(args.worker)
+        run = {"limits": worker_limits, "onnx": worker_onnx, "torch": worker_torch}
+        print(json.dumps(run[spec["engine"]](spec)))
+        return
+
+    import onnxruntime as ort
+
+    started = time.strftime("%Y-%m-%d %H:%M")
+    machine = (f"{cpu_model()}, {os.cpu_count()} cores, onnxruntime {ort.__version__}, "
+               f"{args.threads} threads, load average {os.getloadavg()[0]:.1f} at the start")
+    log("measuring the machine's sgemm peak and read bandwidth …")
+    limits = child({"engine": "limits", "threads": args.threads})
+    log("cold start of `elmo embed` on the bundled model …")
+    bundled_cold = cold_start(None)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="elmo-bench-") as tmp:
+        for preset in args.models.split(","):
+            results.append(bench_preset(preset, args, limits, Path(tmp)))
+    print(f"# elmo-edge bench, {started}\n# {machine}")
+    print(f"# `python bench/run.py {' '.join(sys.argv[1:])}`")
+    print(f"# NumPy sgemm peak {limits['sgemm_gflops']:.1f} GFLOP/s, streaming read "
+          f"{limits['read_gbs']:.1f} GB/s; cold start of `elmo embed` on the bundled model "
+          f"{bundled_cold:.2f} s")
+    for result in results:
+        print_preset(result, limits)
+    print(f"\n# load average at the end {os.getloadavg()[0]:.1f}")
+    if args.json:
+        args.json.write_text(json.dumps({
+            "date": started, "machine": machine, "argv": sys.argv[1:], "limits": limits,
+            "bundled_cold_start_s": bundled_cold, "models": results}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

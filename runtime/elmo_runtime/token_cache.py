@@ -1,0 +1,146 @@
+"""Token vectors computed once per distinct token, and reused across batches.
+
+ELMo's first stage (char CNN, highway, projection) depends on the token's
+characters only, so the graph encodes each *distinct* token of a batch once
+(``token_chars``) and a step points at its row (``token_index``), see
+:mod:`elmo_runtime.contract`. :class:`TokenCache` builds those inputs from
+token strings and keeps the vectors the graph returns (``token_vectors``) in
+a least-recently-used cache of fixed capacity, fed back as
+``cached_vectors``: a token seen before skips the char CNN entirely. The
+vectors are the graph's own outputs, so cached and uncached runs agree to
+float32 rounding (the tests hold them to 1e-6).
+
+Memory is bounded: ``capacity`` vectors of ``P`` float32 in one preallocated
+array (pages are touched only when used) plus one dict entry per token.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import chars
+
+DEFAULT_CACHE_MB = 32.0  # vectors only; 65,536 tokens for P = 128, 16,384 for P = 512
+N_BOUNDARY_ROWS = 2  # token_chars rows 0 and 1 are always <S> and </S>
+
+
+def capacity_for(megabytes: float, dim: int) -> int:
+    """How many ``dim``-wide float32 vectors fit in ``megabytes`` MiB."""
+    if megabytes < 0:
+        raise ValueError(f"token cache size must be >= 0 MiB, found {megabytes}")
+    return int(megabytes * 2**20) // (4 * dim)
+
+
+@dataclass(frozen=True)
+class TokenPlan:
+    """The token inputs of one graph run, and which tokens it encodes."""
+
+    token_chars: np.ndarray  # int32 (N, C): <S>, </S>, then the tokens not cached
+    cached_vectors: np.ndarray  # float32 (M, P): cached tokens of this batch
+    token_index: np.ndarray  # int32 (B, T): row of concat(encoded, cached); -1 = padding
+    new_tokens: list[str]  # the strings of token_chars[2:], in order
+
+
+class TokenCache:
+    """Graph token inputs from sentences, with an LRU cache of ``capacity`` token vectors.
+
+    ``capacity`` 0 still deduplicates within each batch but keeps nothing.
+    """
+
+    def __init__(self, max_chars: int, dim: int, capacity: int) -> None:
+        if capacity < 0:
+            raise ValueError(f"capacity must be >= 0, found {capacity}")
+        self.max_chars = max_chars
+        self.dim = dim
+        self.capacity = capacity
+        self._slots: OrderedDict[str, int] = OrderedDict()  # token → row of _vectors, LRU first
+        self._vectors: np.ndarray | None = None  # allocated on first store
+        self._boundaries = chars.batch_to_ids([[]], max_chars)[0][0]  # (2, C): <S>, </S>
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def __contains__(self, token: object) -> bool:
+        return token in self._slots
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes reserved for cached vectors (at most ``capacity × dim × 4``)."""
+        return 0 if self._vectors is None else self._vectors.nbytes
+
+    def clear(self) -> None:
+        self._slots.clear()
+        self._vectors = None
+
+    def plan(self, sentences: Sequence[Sequence[str]]) -> TokenPlan:
+        """Inputs for a batch of tokenized sentences (boundaries are added here)."""
+        lookup: dict[str, int] = {}  # token → code: >= 0 a row to encode, <= -2 a cached row
+        new_tokens: list[str] = []
+        cached_slots: list[int] = []
+        codes: list[int] = []
+        for sentence in sentences:
+            for token in sentence:
+                code = lookup.get(token)
+                if code is None:
+                    slot = self._slots.get(token)
+                    if slot is None:
+                        code = N_BOUNDARY_ROWS + len(new_tokens)
+                        new_tokens.append(token)
+                    else:
+                        code = -2 - len(cached_slots)
+                        cached_slots.append(slot)
+                        self._slots.move_to_end(token)
+                    lookup[token] = code
+                codes.append(code)
+        self.hits += sum(1 for c in codes if c < 0)
+        self.misses += sum(1 for c in codes if c >= 0)
+        n_encoded = N_BOUNDARY_ROWS + len(new_tokens)
+        flat = np.asarray(codes, dtype=np.int32)
+        flat = np.where(flat < 0, n_encoded + (-2 - flat), flat).astype(np.int32)
+
+        lengths = np.array([len(s) for s in sentences], dtype=np.int64)
+        batch = len(sentences)
+        steps = int(lengths.max(initial=0)) + 2
+        index = np.full((batch, steps), -1, dtype=np.int32)
+        rows = np.repeat(np.arange(batch), lengths)
+        starts = np.cumsum(lengths) - lengths
+        cols = np.arange(len(flat)) - np.repeat(starts, lengths) + 1
+        index[rows, cols] = flat
+        index[:, 0] = 0
+        index[np.arange(batch), lengths + 1] = 1
+
+        token_chars = np.concatenate(
+            [self._boundaries, chars.tokens_to_ids(new_tokens, self.max_chars)]
+        )
+        if cached_slots:
+            assert self._vectors is not None
+            cached = self._vectors[np.asarray(cached_slots)]
+        else:
+            cached = np.zeros((0, self.dim), dtype=np.float32)
+        return TokenPlan(token_chars, cached, index, new_tokens)
+
+    def store(self, plan: TokenPlan, token_vectors: np.ndarray) -> None:
+        """Keep the vectors the graph returned for ``plan``'s new tokens (LRU eviction)."""
+        if self.capacity == 0 or not plan.new_tokens:
+            return
+        expected = (N_BOUNDARY_ROWS + len(plan.new_tokens), self.dim)
+        if token_vectors.shape != expected:
+            raise ValueError(f"token_vectors has shape {token_vectors.shape}, expected {expected}")
+        if self._vectors is None:
+            self._vectors = np.empty((self.capacity, self.dim), dtype=np.float32)
+        # The most recent tokens win when a batch brings more than fit.
+        start = max(0, len(plan.new_tokens) - self.capacity)
+        for token, vector in zip(plan.new_tokens[start:], token_vectors[N_BOUNDARY_ROWS + start:],
+                                 strict=True):
+            if len(self._slots) < self.capacity:
+                slot = len(self._slots)
+            else:
+                _, slot = self._slots.popitem(last=False)
+            self._slots[token] = slot
+            self._vectors[slot] = vector

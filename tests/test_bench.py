@@ -1,0 +1,58 @@
+"""bench/run.py: the FLOP and byte counts it divides by, and a smoke run of the whole table."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "run.py"
+
+
+def _bench_module():
+    spec = importlib.util.spec_from_file_location("bench_run", BENCH)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_flops_of_the_original_architecture() -> None:
+    """~204 MFLOP per token for published ELMo: 151 in the LSTMs, 53 in the char CNN (incl. highway)."""
+    presets = pytest.importorskip("elmo_export.presets")
+    bench = _bench_module()
+    f = bench.flops(presets.load_preset("original"))
+    assert f["lstm"] == 4 * (2 * 512 * 16384 * 2 + 2 * 4096 * 512)
+    assert round(f["char_cnn"] / 1e6, 1) == 53.3
+    assert 203e6 < f["lstm"] + f["char_cnn"] + f["mix"] < 205e6
+    # 2 directions x 2 layers x (512 x 16384 + 4096 x 512) float32 weights per step
+    assert bench.recurrent_bytes(presets.load_preset("original")) == 4 * 10_485_760 * 4
+
+
+def test_sentences_are_seeded() -> None:
+    bench = _bench_module()
+    assert bench.make_sentences(5, seed=1) == bench.make_sentences(5, seed=1)
+    assert bench.make_sentences(5, seed=1) != bench.make_sentences(5, seed=2)
+
+
+@pytest.mark.slow
+def test_bench_runs_end_to_end(tmp_path: Path) -> None:
+    pytest.importorskip("elmo_export")
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--models", "tiny", "--threads", "1", "--sentences", "8",
+         "--b1-sentences", "2", "--json", str(out)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| ONNX int8 | 32 |" in proc.stdout and "| PyTorch eager fp32 | 1 |" in proc.stdout
+    result = json.loads(out.read_text())
+    rows = result["models"][0]["rows"]
+    assert len(rows) == 12 and all(r["tokens_per_s"] > 0 and r["peak_rss"] > 0 for r in rows)
+    assert result["limits"]["sgemm_gflops"] > 0 and result["limits"]["read_gbs"] > 0
+    derived = result["models"][0]["derived"]
+    assert derived["b32_peak_fraction"] > 0 and derived["b1_bound_fraction"] > 0
