@@ -22,7 +22,7 @@ def _bench_module():
 
 
 def test_flops_of_the_original_architecture() -> None:
-    """~204 MFLOP per token for published ELMo: 151 in the LSTMs, 53 in the char CNN (incl. highway)."""
+    """~204 MFLOP per token for published ELMo: 151 in the LSTMs, 53 in the char CNN."""
     presets = pytest.importorskip("elmo_export.presets")
     bench = _bench_module()
     f = bench.flops(presets.load_preset("original"))

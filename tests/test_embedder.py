@@ -324,3 +324,19 @@ def test_a_5000_token_line(tiny: Embedder) -> None:
     out = tiny.embed_sentence(["word"] * 5000)
     assert out.shape == (3, 5000, tiny.info.options.output_dim)
     assert np.isfinite(out).all()
+
+
+def test_default_step_cap_follows_the_lstm_width() -> None:
+    """Wide LSTMs get fewer padded steps per batch (bounded activation memory)."""
+    from elmo_runtime.batching import DEFAULT_MAX_TOKENS, max_tokens_for
+
+    assert max_tokens_for(512) == DEFAULT_MAX_TOKENS  # the bundled model: unchanged
+    assert max_tokens_for(4096) == 2048  # original ELMo: 2,048 x 16,384 floats = 128 MiB
+    assert max_tokens_for(10**6) == 256
+
+
+def test_default_step_cap_of_a_model(toy_model_path: Path) -> None:
+    from elmo_runtime.batching import max_tokens_for
+
+    emb = Embedder(toy_model_path)
+    assert emb.max_tokens_per_batch == max_tokens_for(emb.info.options.lstm_dim)

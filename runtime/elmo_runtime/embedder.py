@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from . import contract
-from .batching import DEFAULT_BATCH_SIZE, DEFAULT_MAX_TOKENS, bucketed, chunks, in_order
+from .batching import DEFAULT_BATCH_SIZE, bucketed, chunks, in_order, max_tokens_for
 from .errors import ElmoError, InputError, ModelError
 from .mix import Mix, ScalarMix, check_mix, load_mix, make_mix
 from .session import open_session
@@ -68,7 +68,9 @@ class Embedder:
     ``mix``: None or "all" (every layer, ``(L+1, n, 2P)``), "top", "average",
     a :class:`ScalarMix` or the path of a mix JSON file (``(n, 2P)``).
     ``max_tokens_per_batch``: cap on padded steps (rows x (longest + 2)) per batch in
-    :meth:`embed_sentences`.
+    :meth:`embed_sentences`; by default 6,400, less for wide LSTMs so that one
+    layer's hoisted input projection stays within 128 MiB (2,048 steps for the
+    original ELMo size).
     ``token_cache_mb``: memory for the vectors of tokens seen before (LRU), so the
     char CNN runs once per distinct token string; 0 turns the cache off (tokens
     are still encoded once per batch). Results do not depend on it.
@@ -81,15 +83,15 @@ class Embedder:
         provider: str = "auto",
         threads: int | None = None,
         mix: str | os.PathLike | ScalarMix | None = None,
-        max_tokens_per_batch: int = DEFAULT_MAX_TOKENS,
+        max_tokens_per_batch: int | None = None,
         token_cache_mb: float = DEFAULT_CACHE_MB,
     ):
         self.model_path = Path(model) if model is not None else default_model_path()
         self._session, self.info = open_session(self.model_path, provider, threads)
         self.stateful = stateful
-        self.max_tokens_per_batch = max_tokens_per_batch
-        self._mix = self._resolve_mix(mix)
         opts = self.info.options
+        self.max_tokens_per_batch = max_tokens_per_batch or max_tokens_for(opts.lstm_dim)
+        self._mix = self._resolve_mix(mix)
         self._zero_c = np.zeros((2, opts.n_layers, 1, opts.lstm_dim), dtype=np.float32)
         self._zero_h = np.zeros((2, opts.n_layers, 1, opts.projection_dim), dtype=np.float32)
         self._states = RowStates(opts.n_layers, opts.lstm_dim, opts.projection_dim)
