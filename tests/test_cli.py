@@ -212,6 +212,28 @@ def test_stateful_cli(toy_model_path: Path, text_file: Callable, toy: Callable) 
     np.testing.assert_array_equal(arrays[3], toy(["d"], 3))  # row 1 after "b"
 
 
+@pytest.mark.parametrize("cache", ["0", "0.00001", "32"])  # off, one toy vector, default
+def test_token_cache_option_changes_nothing_in_the_output(
+    toy_model_path: Path, text_file: Callable, toy: Callable, cache: str
+) -> None:
+    """0 = off, a cache too small for the text (it evicts), the default: same vectors."""
+    lines = [["a", "bb", "a"], ["bb", "c"], ["a"], ["ddd", "c", "a"]]
+    src = text_file("".join(" ".join(t) + "\n" for t in lines).encode())
+    out = src.parent / f"o{cache}.npz"
+    result = run("embed", src, out, "-m", toy_model_path, "--token-cache", cache,
+                 "--batch-size", "1")
+    assert result.exit_code == 0, result.output
+    arrays, _ = load_npz(out)
+    for tokens, got in zip(lines, arrays, strict=True):
+        np.testing.assert_array_equal(got, toy(tokens))
+
+
+def test_token_cache_option_rejects_a_negative_size(toy_model_path: Path,
+                                                    text_file: Callable) -> None:
+    result = run("embed", text_file(b"a\n"), "o.npz", "-m", toy_model_path, "--token-cache", "-1")
+    assert result.exit_code == 2 and "--token-cache" in result.output
+
+
 @pytest.mark.parametrize(
     ("make_model", "message"),
     [
