@@ -102,8 +102,20 @@ def test_unsupported_format_version(tmp_path: Path) -> None:
     meta[contract.KEY_VERSION] = "99"
     path = tmp_path / "future.onnx"
     onnx.save(toy_model(metadata=meta), str(path))
-    with pytest.raises(ModelError, match="format version '99' is not supported"):
+    with pytest.raises(ModelError, match="format version '99' is not supported") as e:
         open_session(path, "cpu")
+    assert "upgrade elmo-edge" in str(e.value)
+
+
+def test_a_version_1_model_is_told_to_re_export(tmp_path: Path) -> None:
+    """Version 1 fed char_ids [B, T, C]; version 2 takes distinct tokens + an index."""
+    meta = contract.make_metadata(TOY_OPTIONS, {"kind": "toy"})
+    meta[contract.KEY_VERSION] = "1"
+    path = tmp_path / "old.onnx"
+    onnx.save(toy_model(metadata=meta), str(path))
+    with pytest.raises(ModelError, match="version '1' is not supported") as e:
+        open_session(path, "cpu")
+    assert "re-export it" in str(e.value)
 
 
 def test_unknown_provider(toy_model_path: Path) -> None:
