@@ -182,19 +182,28 @@ def worker_onnx(spec: dict[str, Any]) -> dict[str, Any]:
     if spec["cache_mb"]:
         emb.token_cache.clear()  # the timed pass starts cold
     encoded[0] = 0
-    if spec["batch"] == 1:
+
+    def run_all() -> None:
+        for _ in emb.embed_sentences(sentences, batch_size=spec["batch"]):
+            pass
+
+    seconds, times = _timed(sentences, spec["batch"], emb.embed_batch, run_all)
+    return _result(sentences, seconds, times, encoded=encoded[0])
+
+
+def _timed(sentences: list[list[str]], batch: int, run_one: Any, run_all: Any,
+           ) -> tuple[float, list[float]]:
+    """Seconds in all, and per sentence at batch 1 (each sentence its own run)."""
+    if batch == 1:
         times = []
         for s in sentences:
             start = time.perf_counter()
-            emb.embed_batch([s])
+            run_one([s])
             times.append(time.perf_counter() - start)
-        seconds = sum(times)
-    else:
-        start = time.perf_counter()
-        for _ in emb.embed_sentences(sentences, batch_size=spec["batch"]):
-            pass
-        seconds, times = time.perf_counter() - start, []
-    return _result(sentences, seconds, times, encoded=encoded[0])
+        return sum(times), times
+    start = time.perf_counter()
+    run_all()
+    return time.perf_counter() - start, []
 
 
 def worker_torch(spec: dict[str, Any]) -> dict[str, Any]:
@@ -216,19 +225,12 @@ def worker_torch(spec: dict[str, Any]) -> dict[str, Any]:
         layers = model(torch.from_numpy(ids).long()).layers.numpy()
         _ = [layers[j, :, 1 : 1 + len(s)].copy() for j, s in enumerate(batch)]
 
-    run(sentences[:2])  # warm-up
-    times = []
-    if spec["batch"] == 1:
-        for s in sentences:
-            start = time.perf_counter()
-            run([s])
-            times.append(time.perf_counter() - start)
-        seconds = sum(times)
-    else:
-        start = time.perf_counter()
+    def run_all() -> None:
         for idx in plan_batches([len(s) + 2 for s in sentences], spec["batch"]):
             run([sentences[i] for i in idx])
-        seconds, times = time.perf_counter() - start, []
+
+    run(sentences[:2])  # warm-up
+    seconds, times = _timed(sentences, spec["batch"], run, run_all)
     return _result(sentences, seconds, times, encoded=None)
 
 

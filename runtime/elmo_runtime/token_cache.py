@@ -98,10 +98,11 @@ class TokenCache:
                         self._slots.move_to_end(token)
                     lookup[token] = code
                 codes.append(code)
-        self.hits += sum(1 for c in codes if c < 0)
-        self.misses += sum(1 for c in codes if c >= 0)
         n_encoded = N_BOUNDARY_ROWS + len(new_tokens)
         flat = np.asarray(codes, dtype=np.int32)
+        hits = int((flat < 0).sum())
+        self.hits += hits
+        self.misses += len(codes) - hits
         flat = np.where(flat < 0, n_encoded + (-2 - flat), flat).astype(np.int32)
 
         lengths = np.array([len(s) for s in sentences], dtype=np.int64)
