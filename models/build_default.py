@@ -5,11 +5,12 @@
     python models/build_default.py --evaluate-only   # re-measure the perplexities
 
 Steps: WordNet 3.0 (Debian package wordnet-base) → ``train.txt`` /
-``heldout.txt`` and a vocabulary (every word seen at least twice) →
-``elmo train`` with the ``default`` preset until ``--minutes`` (it
-is interrupted, which saves a checkpoint) or ``--epochs`` → ``elmo export``
-→ ``elmo quantize`` (int8) → held-out perplexity of the biLM and of a
-unigram baseline → the numbers section of ``models/MODEL_CARD.md``.
+``heldout.txt`` / ``examples.txt`` and a vocabulary (every word seen at least
+twice) → ``elmo train`` with the ``default`` preset until ``--minutes`` (it
+is interrupted, which saves a checkpoint) or ``--epochs`` → fine-tuning on
+the training example sentences (``elmo train --init-from``, ``--finetune-epochs``)
+→ ``elmo export`` → ``elmo quantize`` (int8) → held-out perplexity of the
+biLM and of a unigram baseline → the numbers section of ``models/MODEL_CARD.md``.
 
 Writes ``runtime/elmo_runtime/models/default.onnx`` and
 ``default.int8.onnx`` (inside the runtime package, so installs ship them).
@@ -42,8 +43,10 @@ CARD_BEGIN, CARD_END = "<!-- build_default: begin -->", "<!-- build_default: end
 MIN_COUNT = 2  # words seen once in train.txt are <UNK>, so <UNK> is trained too
 QUANTIZE_CHECK_SENTENCES = 200  # the first held-out sentences
 # `elmo train` settings besides the preset, the corpus, the vocabulary and the stop.
-TRAIN_ARGS = ("--lr", "3e-3", "--batch-size", "32", "--unroll", "20", "--samples", "2048",
-              "--seed", "0", "--checkpoint-every", "100", "--log-every", "10")
+COMMON_ARGS = ("--batch-size", "32", "--unroll", "20", "--samples", "2048", "--seed", "0",
+               "--checkpoint-every", "100", "--log-every", "10")
+TRAIN_ARGS = ("--lr", "3e-3", *COMMON_ARGS)
+FINETUNE_ARGS = ("--lr", "1e-3", *COMMON_ARGS)
 
 
 @dataclass(frozen=True)
@@ -69,8 +72,20 @@ class Paths:
         return self.corpus / "vocab.txt"
 
     @property
+    def examples_txt(self) -> Path:
+        return self.corpus / "examples.txt"
+
+    @property
     def train_dir(self) -> Path:
         return self.work / "train"
+
+    @property
+    def finetune_dir(self) -> Path:
+        return self.work / "finetune"
+
+    def final_dir(self) -> Path:
+        """The checkpoint that is exported: the fine-tuned one when there is one."""
+        return self.finetune_dir if self.finetune_dir.is_dir() else self.train_dir
 
 
 def log(message: str) -> None:
@@ -97,22 +112,13 @@ def build_corpus(paths: Paths, wordnet_dir: Path) -> dict[str, Any]:
     vocab.write(paths.vocab)
     return {"train_sentences": files.train_sentences, "train_tokens": files.train_tokens,
             "heldout_sentences": files.heldout_sentences,
-            "heldout_tokens": files.heldout_tokens, "vocab_size": len(vocab)}
+            "heldout_tokens": files.heldout_tokens, "vocab_size": len(vocab),
+            "examples_sentences": files.examples_sentences,
+            "examples_tokens": files.examples_tokens}
 
 
-def train(paths: Paths, minutes: float, epochs: float, threads: int | None,
-          resume: bool = False) -> float:
-    """Run `elmo train` until it ends or ``minutes`` pass (then SIGINT: it checkpoints).
-
-    With ``resume`` the checkpoint in the work directory goes on training (the
-    optimizer, data position and random state all continue) up to ``epochs`` in all.
-    """
-    if paths.train_dir.exists() and not resume:
-        shutil.rmtree(paths.train_dir)
-    args = ["train", str(paths.train_txt), "--output-dir", str(paths.train_dir),
-            "--options", PRESET, "--vocab", str(paths.vocab), "--epochs", str(epochs),
-            *TRAIN_ARGS, *(["--threads", str(threads)] if threads else []),
-            *(["--resume"] if resume else [])]
+def run_elmo_train(args: list[str], minutes: float) -> float:
+    """Run `elmo train` until it ends or ``minutes`` pass (then SIGINT: it checkpoints)."""
     log("elmo " + " ".join(args))
     start = time.monotonic()
     proc = subprocess.Popen([sys.executable, "-m", "elmo_runtime.cli", *args])
@@ -130,14 +136,46 @@ def train(paths: Paths, minutes: float, epochs: float, threads: int | None,
     return time.monotonic() - start
 
 
+def train(paths: Paths, minutes: float, epochs: float, threads: int | None,
+          resume: bool = False) -> float:
+    """Pre-train on train.txt for ``minutes`` or ``epochs``; the seconds it took.
+
+    With ``resume`` the checkpoint in the work directory goes on training (the
+    optimizer, data position and random state all continue) up to ``epochs`` in all.
+    """
+    if paths.train_dir.exists() and not resume:
+        shutil.rmtree(paths.train_dir)
+    args = ["train", str(paths.train_txt), "--output-dir", str(paths.train_dir),
+            "--options", PRESET, "--vocab", str(paths.vocab), "--epochs", str(epochs),
+            *TRAIN_ARGS, *(["--threads", str(threads)] if threads else []),
+            *(["--resume"] if resume else [])]
+    return run_elmo_train(args, minutes)
+
+
+def finetune(paths: Paths, epochs: float, threads: int | None) -> float:
+    """Fine-tune the pre-trained checkpoint on examples.txt for ``epochs``; the seconds.
+
+    Definitions are noun-phrase fragments ("a young person of either sex");
+    what users embed are sentences, and the examples are WordNet's sentences.
+    """
+    if paths.finetune_dir.exists():
+        shutil.rmtree(paths.finetune_dir)
+    if epochs <= 0:
+        return 0.0
+    args = ["train", str(paths.examples_txt), "--output-dir", str(paths.finetune_dir),
+            "--init-from", str(paths.train_dir), "--epochs", str(epochs), *FINETUNE_ARGS,
+            *(["--threads", str(threads)] if threads else [])]
+    return run_elmo_train(args, 0)
+
+
 def export_and_quantize(paths: Paths) -> dict[str, object]:
     """default.onnx (parity-checked) and default.int8.onnx (cosine-checked)."""
     from elmo_export.checkpoint import export_checkpoint
     from elmo_runtime.quantize import quantize_model
 
     MODEL_DIR.mkdir(parents=True, exist_ok=True)
-    log(f"elmo export {paths.train_dir} -o {FP32_MODEL}")
-    parity = export_checkpoint(paths.train_dir, FP32_MODEL)
+    log(f"elmo export {paths.final_dir()} -o {FP32_MODEL}")
+    parity = export_checkpoint(paths.final_dir(), FP32_MODEL)
     log(f"elmo quantize {FP32_MODEL} -o {INT8_MODEL} --mode int8 --check <first "
         f"{QUANTIZE_CHECK_SENTENCES} lines of {paths.heldout_txt}>")
     check = read_sentences(paths.heldout_txt)[:QUANTIZE_CHECK_SENTENCES]
@@ -153,7 +191,8 @@ def evaluate(paths: Paths) -> dict[str, float]:
     from elmo_export.lm import LanguageModel, unigram_perplexity
     from elmo_export.lm import evaluate as lm_perplexity
 
-    ckpt = load_checkpoint(paths.train_dir)
+    ckpt = load_checkpoint(paths.final_dir())
+    pretrained = load_checkpoint(paths.train_dir)
     model = LanguageModel(ckpt["options"], ckpt["vocab"])
     model.load_state_dict(ckpt["model"])
     log(f"measuring the held-out perplexity of {ckpt['path']} (step {ckpt['step']}) …")
@@ -162,8 +201,11 @@ def evaluate(paths: Paths) -> dict[str, float]:
     log(f"biLM perplexity {bilm:.1f} ({time.monotonic() - start:.0f} s)")
     unigram = unigram_perplexity([paths.train_txt], paths.heldout_txt, ckpt["vocab"])
     log(f"unigram perplexity {unigram:.1f}")
-    return {"bilm_perplexity": bilm, "unigram_perplexity": unigram, "step": int(ckpt["step"]),
-            "tokens_trained": int(ckpt["tokens"])}
+    finetuned = ckpt["path"] != pretrained["path"]
+    return {"bilm_perplexity": bilm, "unigram_perplexity": unigram,
+            "step": int(pretrained["step"]), "tokens_trained": int(pretrained["tokens"]),
+            "finetune_step": int(ckpt["step"]) if finetuned else 0,
+            "finetune_tokens": int(ckpt["tokens"]) if finetuned else 0}
 
 
 # ---------------------------------------------------------------------------- the card
@@ -174,6 +216,7 @@ def card_numbers(numbers: dict[str, Any]) -> str:
     n = numbers
     mib = 2**20
     epochs = n["tokens_trained"] / (n["train_tokens"] + 2 * n["train_sentences"])
+    ft_epochs = n["finetune_tokens"] / (n["examples_tokens"] + 2 * n["examples_sentences"])
     cosine = ", ".join(f"{c:.4f}" for c in n["int8_cosine"])
     rows = [
         ("training corpus", f"{n['train_sentences']:,} lines, {n['train_tokens']:,} tokens"),
@@ -183,6 +226,12 @@ def card_numbers(numbers: dict[str, Any]) -> str:
                                  "+ `<S>`, `</S>`, `<UNK>`)"),
         ("training", f"{n['step']:,} steps, {n['tokens_trained']:,} token positions "
                      f"({epochs:.2f} epochs), {n['train_seconds'] / 60:.1f} min wall time"),
+        ("fine-tuning corpus", f"{n['examples_sentences']:,} example sentences of the "
+                               f"training corpus, {n['examples_tokens']:,} tokens"),
+        ("fine-tuning", f"{n['finetune_step']:,} steps, {n['finetune_tokens']:,} token "
+                        f"positions ({ft_epochs:.2f} epochs), "
+                        f"{n['finetune_seconds'] / 60:.1f} min wall time, "
+                        f"{n['finetune_threads']} threads"),
         ("**held-out perplexity, biLM**", f"**{n['bilm_perplexity']:.1f}**"),
         ("held-out perplexity, unigram baseline", f"{n['unigram_perplexity']:.1f} "
          f"(biLM / unigram = {n['bilm_perplexity'] / n['unigram_perplexity']:.2f})"),
@@ -206,11 +255,17 @@ def update_card(numbers: dict[str, Any]) -> None:
     CARD.write_text(pattern.sub(lambda _: block, text), encoding="utf-8")
 
 
+def used_threads(threads: int | None) -> int:
+    import torch
+
+    return threads or torch.get_num_threads()
+
+
 def machine(threads: int | None) -> str:
     import torch
 
-    used = threads or torch.get_num_threads()
-    return f"{os.cpu_count()} CPU cores, torch {torch.__version__}, training threads: {used}"
+    return (f"{os.cpu_count()} CPU cores, torch {torch.__version__}, "
+            f"training threads: {used_threads(threads)}")
 
 
 # ---------------------------------------------------------------------------- main
@@ -233,8 +288,11 @@ def main() -> None:
                       help="keep the corpus and train the checkpoint in --work-dir for "
                       "--minutes more, then export, quantize, evaluate and rewrite the card")
     step.add_argument("--reuse-checkpoint", action="store_true",
-                      help="keep the corpus and checkpoint in --work-dir; export, quantize, "
-                      "evaluate and rewrite the card")
+                      help="keep the corpus and the pre-trained checkpoint in --work-dir; "
+                      "fine-tune, export, quantize, evaluate and rewrite the card")
+    parser.add_argument("--finetune-epochs", type=float, default=2.0,
+                        help="passes over the example sentences after pre-training "
+                        "(0: none) [default: 2]")
     args = parser.parse_args()
     paths = Paths(args.work_dir)
     numbers_path = paths.work / "numbers.json"
@@ -265,10 +323,15 @@ def main() -> None:
             numbers["machine"] = machine(args.threads)
             numbers["corpus_and_train_seconds"] = time.monotonic() - start
             numbers_path.write_text(json.dumps(numbers, indent=2) + "\n", encoding="utf-8")
+        if not paths.examples_txt.is_file():  # a work directory from before fine-tuning
+            numbers.update(build_corpus(paths, args.wordnet_dir))
+        numbers["finetune_seconds"] = finetune(paths, args.finetune_epochs, args.threads)
+        numbers["finetune_threads"] = used_threads(args.threads)
         start = time.monotonic()
         numbers.update(export_and_quantize(paths))
         numbers.update(evaluate(paths))
-        numbers["build_seconds"] = numbers["corpus_and_train_seconds"] + time.monotonic() - start
+        numbers["build_seconds"] = (numbers["corpus_and_train_seconds"]
+                                    + numbers["finetune_seconds"] + time.monotonic() - start)
     except ElmoError as e:
         sys.exit(f"Error: {e}")
     numbers_path.write_text(json.dumps(numbers, indent=2) + "\n", encoding="utf-8")

@@ -286,6 +286,29 @@ def test_resume_from_the_cli_checks_options(data: dict[str, Path], tmp_path: Pat
     assert load_checkpoint(out)["step"] == 3
 
 
+def test_init_from_fine_tunes_the_trained_weights(trained: Path, data: dict[str, Path],
+                                                  tmp_path: Path) -> None:
+    out = tmp_path / "tuned"
+    args = ["train", str(data["heldout"]), "-o", str(out), "--init-from", str(trained),
+            "--steps", "2", "--batch-size", "2", "--unroll", "4", "--threads", "1", "-q",
+            "--eval-file", str(data["heldout"])]
+    result = CliRunner().invoke(main, args)  # no --options: the checkpoint's (tiny), not small
+    assert result.exit_code == 0, result.output
+    start = records(out, "heldout_perplexity")[0]
+    assert start == pytest.approx(records(trained, "heldout_perplexity")[80], rel=1e-6)
+    tuned, base = load_checkpoint(out), load_checkpoint(trained)
+    assert tuned["step"] == 2 and tuned["vocab"].tokens == base["vocab"].tokens
+    assert tuned["config"]["init_from"] == str(trained)
+    assert (out / "vocab.txt").read_text().split() == base["vocab"].tokens
+    usage = CliRunner().invoke(main, [*args[:-2], "--vocab", str(data["vocab"])])
+    assert usage.exit_code == 2 and "without --resume, --vocab and --vocab-size" in usage.output
+    assert "fine-tune with the checkpoint's options" in _cli_error(
+        [*args, "-o", str(tmp_path / "other"), "--options", "small"])
+    assert "no such checkpoint" in _cli_error(
+        ["train", str(data["heldout"]), "-o", str(tmp_path / "x"), "--init-from",
+         str(tmp_path / "none"), "-q"])
+
+
 @pytest.mark.slow
 def test_ctrl_c_saves_a_resumable_checkpoint(data: dict[str, Path], tmp_path: Path) -> None:
     out = tmp_path / "run"

@@ -170,7 +170,12 @@ def test_corpus_is_disjoint_from_heldout(fake_wordnet: Path, tmp_path: Path,
                      "without musical accompaniment"]
     assert (files.train_sentences, files.train_tokens) == (8, 28)
     assert (files.heldout_sentences, files.heldout_tokens) == (2, 4)
-    assert sorted(p.name for p in files.train.parent.iterdir()) == ["heldout.txt", "train.txt"]
+    examples = files.examples.read_text(encoding="utf-8").splitlines()
+    assert examples == ["the dog barked all night", "they won the race", "we ran home",
+                        "a handy spot"]
+    assert (files.examples_sentences, files.examples_tokens) == (4, 15)
+    assert sorted(p.name for p in files.train.parent.iterdir()) == [
+        "examples.txt", "heldout.txt", "train.txt"]
 
 
 def test_heldout_examples_carry_their_synset(fake_wordnet: Path,

@@ -84,6 +84,7 @@ class TrainConfig:
     tokenize: bool = False
     threads: int | None = None  # torch intra-op threads; None: torch's default
     resume: bool = False
+    init_from: str | None = None  # a checkpoint whose weights start this run (fine-tuning)
     progress: bool = True
 
     def __post_init__(self) -> None:
@@ -99,6 +100,9 @@ class TrainConfig:
             raise ElmoError(f"epochs must be positive, found {self.epochs}")
         if not 0.0 <= self.dropout < 1.0:
             raise ElmoError(f"dropout must be in [0, 1), found {self.dropout}")
+        if self.init_from and (self.resume or self.vocab_file or self.vocab_size):
+            raise ElmoError("init_from takes the checkpoint's vocabulary and starts a new run: "
+                            "it goes with neither resume, vocab_file nor vocab_size")
 
     @property
     def learning_rate(self) -> float:
@@ -280,6 +284,16 @@ def check_resume(config: TrainConfig, ckpt: dict[str, Any], corpus: Corpus, worl
         raise CheckpointError(f"{where}: {config.vocab_file} is not the checkpoint's vocabulary")
 
 
+def load_init(config: TrainConfig) -> dict[str, Any]:
+    """The checkpoint ``init_from`` names, checked against this run's options."""
+    init = load_checkpoint(config.init_from)
+    diff = options_diff(init["options"], config.options)
+    if diff:
+        raise CheckpointError(f"{init['path']}: trained with other options ({diff}); "
+                              "fine-tune with the checkpoint's options")
+    return init
+
+
 def total_steps(config: TrainConfig, corpus: Corpus, world: int) -> int:
     """``steps``, or the steps that cover ``epochs`` passes over the corpus."""
     if config.steps is not None:
@@ -392,12 +406,15 @@ def _setup(config: TrainConfig, procs: Processes) -> tuple[_Run, dict[str, Any] 
     elif (out / CHECKPOINT_NAME).exists():
         raise ElmoError(f"{out} already holds a checkpoint; pass --resume to continue it "
                         "or choose another --output-dir")
-    build = ckpt is None and config.vocab_file is None
+    init = load_init(config) if config.init_from else None
+    build = ckpt is None and init is None and config.vocab_file is None
     counts: Counter[str] = Counter()
     corpus = scan_corpus(config.corpus, tokenizer_for(config.tokenize), counts if build else None)
     if ckpt is not None:
         check_resume(config, ckpt, corpus, procs.world)
         vocab = ckpt["vocab"]
+    elif init is not None:
+        vocab = init["vocab"]
     elif config.vocab_file is not None:
         vocab = Vocab.from_file(config.vocab_file)
     else:
@@ -416,6 +433,8 @@ def _setup(config: TrainConfig, procs: Processes) -> tuple[_Run, dict[str, Any] 
     if ckpt is not None:
         run.restore(ckpt)
     else:
+        if init is not None:
+            model.load_state_dict(init["model"])
         _seed_all(config.seed + procs.rank)  # different dropout and samples per process
         if procs.main:
             vocab.write(out / "vocab.txt")

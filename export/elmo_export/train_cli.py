@@ -81,6 +81,9 @@ def _resume_settings(ctx: click.Context, params: dict[str, Any]) -> dict[str, An
               help="Torch threads per process [default: torch's]; 1 is often fastest on a "
               "busy machine (the recurrent loop is many small operations).")
 @click.option("--resume", is_flag=True, help="Continue the checkpoint in the output directory.")
+@click.option("--init-from", metavar="CHECKPOINT",
+              help="Start from this checkpoint's weights (its options and vocabulary) with a "
+              "new optimizer and data order: fine-tune a biLM on CORPUS.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress line.")
 @click.pass_context
 def train_command(ctx: click.Context, corpus: tuple[str, ...], quiet: bool,
@@ -88,8 +91,8 @@ def train_command(ctx: click.Context, corpus: tuple[str, ...], quiet: bool,
     """Train a biLM on CORPUS (text files, one sentence a line) with bilm-tf's objective.
 
     Ctrl-C stops after the current step and saves a checkpoint; --resume
-    continues it exactly. Run under `torchrun --nproc-per-node N` for N
-    data-parallel processes.
+    continues it exactly; --init-from fine-tunes a trained biLM on new text.
+    Run under `torchrun --nproc-per-node N` for N data-parallel processes.
     """
     from .presets import resolve_options
     from .train import train
@@ -98,8 +101,16 @@ def train_command(ctx: click.Context, corpus: tuple[str, ...], quiet: bool,
         raise click.UsageError("give --vocab or --vocab-size, not both")
     if params["steps"] and params["epochs"]:
         raise click.UsageError("give --steps or --epochs, not both")
+    if params["init_from"] and (params["resume"] or params["vocab_file"]
+                                or params["vocab_size"]):
+        raise click.UsageError("--init-from takes the checkpoint's vocabulary and starts a new "
+                               "run: give it without --resume, --vocab and --vocab-size")
     if params["resume"]:
         params = _resume_settings(ctx, params)
+    elif params["init_from"] and not _given(ctx, "options_value"):
+        from .checkpoint import load_checkpoint
+
+        params["options"] = load_checkpoint(params["init_from"])["options"]
     if "options" not in params:
         params["options"] = resolve_options(options_value)
     config = TrainConfig(corpus=corpus, progress=not quiet, **params)

@@ -16,7 +16,8 @@ SHA-1 of its normalized text (tokens joined by one space, case-folded) is,
 as a big-endian integer of its first 8 bytes, ``< HELDOUT_PERCENT`` modulo
 100. Equal sentences (also in other synsets) therefore land on the same side.
 The training corpus is every definition plus every example that is not held
-out, leaving out any line whose normalized text equals a held-out example.
+out, leaving out any line whose normalized text equals a held-out example;
+its example sentences alone are the fine-tuning corpus.
 """
 
 from __future__ import annotations
@@ -170,18 +171,29 @@ def heldout_examples(wordnet_dir: str | Path = DEFAULT_WORDNET_DIR,
     return (e for e in examples(wordnet_dir, pos_files) if e.heldout)
 
 
-def training_sentences(wordnet_dir: str | Path = DEFAULT_WORDNET_DIR) -> Iterator[list[str]]:
-    """The tokens of every training line: definitions and examples not held out.
+def _training_lines(wordnet_dir: str | Path) -> Iterator[tuple[list[str], bool]]:
+    """Each training line's tokens and whether it is an example sentence.
 
-    Lines whose normalized text equals a held-out example are left out.
+    Definitions and examples not held out, in WordNet's order; lines whose
+    normalized text equals a held-out example are left out.
     """
     synsets = list(read_synsets(wordnet_dir))
-    texts = [t for s in synsets for t in (s.definition, *s.examples)]
     heldout = {normalize(t) for s in synsets for t in s.examples if is_heldout(t)}
-    for text in texts:
-        tokens = tokenize(text)
-        if tokens and " ".join(tokens).casefold() not in heldout:
-            yield tokens
+    for synset in synsets:
+        for i, text in enumerate((synset.definition, *synset.examples)):
+            tokens = tokenize(text)
+            if tokens and " ".join(tokens).casefold() not in heldout:
+                yield tokens, i > 0
+
+
+def training_sentences(wordnet_dir: str | Path = DEFAULT_WORDNET_DIR) -> Iterator[list[str]]:
+    """The tokens of every training line: definitions and examples not held out."""
+    return (tokens for tokens, _ in _training_lines(wordnet_dir))
+
+
+def training_examples(wordnet_dir: str | Path = DEFAULT_WORDNET_DIR) -> Iterator[list[str]]:
+    """The example sentences among the training lines (no definitions)."""
+    return (tokens for tokens, example in _training_lines(wordnet_dir) if example)
 
 
 @dataclass(frozen=True)
@@ -190,10 +202,13 @@ class CorpusFiles:
 
     train: Path
     heldout: Path
+    examples: Path
     train_sentences: int
     train_tokens: int
     heldout_sentences: int
     heldout_tokens: int
+    examples_sentences: int
+    examples_tokens: int
 
 
 def _write_lines(path: Path, sentences: Iterable[Iterable[str]]) -> tuple[int, int]:
@@ -210,7 +225,11 @@ def _write_lines(path: Path, sentences: Iterable[Iterable[str]]) -> tuple[int, i
 
 def write_corpus(out_dir: str | Path,
                  wordnet_dir: str | Path = DEFAULT_WORDNET_DIR) -> CorpusFiles:
-    """Write ``train.txt`` and ``heldout.txt`` (one tokenized sentence a line) in ``out_dir``."""
+    """Write ``train.txt``, ``heldout.txt`` and ``examples.txt`` in ``out_dir``.
+
+    One tokenized sentence a line; ``examples.txt`` is the example sentences of
+    ``train.txt`` (the text the bundled model is fine-tuned on).
+    """
     out_dir = Path(out_dir)
     _data_files(wordnet_dir, POS_FILES)  # fail before creating anything
     try:
@@ -218,6 +237,8 @@ def write_corpus(out_dir: str | Path,
     except OSError as e:
         raise ElmoError(f"{out_dir}: cannot create the corpus directory ({e.strerror})") from None
     train, heldout = out_dir / "train.txt", out_dir / "heldout.txt"
+    examples_txt = out_dir / "examples.txt"
     n_train = _write_lines(train, training_sentences(wordnet_dir))
     n_heldout = _write_lines(heldout, (e.tokens for e in heldout_examples(wordnet_dir)))
-    return CorpusFiles(train, heldout, *n_train, *n_heldout)
+    n_examples = _write_lines(examples_txt, training_examples(wordnet_dir))
+    return CorpusFiles(train, heldout, examples_txt, *n_train, *n_heldout, *n_examples)
