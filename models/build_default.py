@@ -192,7 +192,8 @@ def evaluate(paths: Paths) -> dict[str, float]:
     from elmo_export.lm import evaluate as lm_perplexity
 
     ckpt = load_checkpoint(paths.final_dir())
-    pretrained = load_checkpoint(paths.train_dir)
+    finetuned = paths.final_dir() != paths.train_dir
+    pretrained = load_checkpoint(paths.train_dir) if finetuned else ckpt
     model = LanguageModel(ckpt["options"], ckpt["vocab"])
     model.load_state_dict(ckpt["model"])
     log(f"measuring the held-out perplexity of {ckpt['path']} (step {ckpt['step']}) …")
@@ -201,7 +202,6 @@ def evaluate(paths: Paths) -> dict[str, float]:
     log(f"biLM perplexity {bilm:.1f} ({time.monotonic() - start:.0f} s)")
     unigram = unigram_perplexity([paths.train_txt], paths.heldout_txt, ckpt["vocab"])
     log(f"unigram perplexity {unigram:.1f}")
-    finetuned = ckpt["path"] != pretrained["path"]
     return {"bilm_perplexity": bilm, "unigram_perplexity": unigram,
             "step": int(pretrained["step"]), "tokens_trained": int(pretrained["tokens"]),
             "finetune_step": int(ckpt["step"]) if finetuned else 0,
@@ -231,7 +231,8 @@ def card_numbers(numbers: dict[str, Any]) -> str:
         ("fine-tuning", f"{n['finetune_step']:,} steps, {n['finetune_tokens']:,} token "
                         f"positions ({ft_epochs:.2f} epochs), "
                         f"{n['finetune_seconds'] / 60:.1f} min wall time, "
-                        f"{n['finetune_threads']} threads"),
+                        f"{n['finetune_threads']} threads" if n["finetune_step"] else
+                        "none (`--finetune-epochs 0`)"),
         ("**held-out perplexity, biLM**", f"**{n['bilm_perplexity']:.1f}**"),
         ("held-out perplexity, unigram baseline", f"{n['unigram_perplexity']:.1f} "
          f"(biLM / unigram = {n['bilm_perplexity'] / n['unigram_perplexity']:.2f})"),
