@@ -25,8 +25,8 @@ from pathlib import Path
 import numpy as np
 from elmo_runtime.corpus import read_sentences
 from elmo_runtime.embedder import Embedder, default_model_path
-from elmo_runtime.ray_engine import HEADROOM_CPUS, embed_dataset, ray_session, read_lines
-from elmo_runtime.writers import PARQUET_OPTIONS, open_writer
+from elmo_runtime.output.ray_engine import HEADROOM_CPUS, embed_dataset, ray_session, read_lines
+from elmo_runtime.output.writers import PARQUET_OPTIONS, open_writer
 
 
 def make_corpus(path: Path, lines: int, seed: int = 0) -> int:

@@ -12,16 +12,16 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
-from elmo_runtime import chars, contract
-from elmo_runtime.options import ElmoOptions, load_options, parse_options
+from elmo_runtime.spec import chars, contract
+from elmo_runtime.spec.options import ElmoOptions, load_options, parse_options
 from onnx import TensorProto, helper, numpy_helper
+from util import fixture_dir
 
 FLOAT = TensorProto.FLOAT
 TOY_OPTIONS = parse_options(
@@ -39,15 +39,11 @@ TOY_OPTIONS = parse_options(
 )
 
 
-def fixtures_dir() -> Path:
-    """The bilm-tf fixtures: ../shared/fixtures/bilm-tf, or $ELMO_FIXTURES."""
-    here = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "bilm-tf"
-    return here if here.is_dir() else Path(os.environ.get("ELMO_FIXTURES", here))
 
 
 @pytest.fixture(scope="session")
 def bilm_fixtures() -> Path:
-    path = fixtures_dir()
+    path = fixture_dir()
     if not (path / "options.json").is_file():
         pytest.skip(f"bilm-tf fixtures not found at {path} (set ELMO_FIXTURES)")
     return path

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from elmo_runtime.errors import ElmoError
 from elmo_runtime.files import atomic_path
-from elmo_runtime.options import ElmoOptions, parse_options
+from elmo_runtime.spec.options import ElmoOptions, parse_options
 
 from .data import Vocab
 from .modules import BiLM

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from elmo_runtime.contract import PARITY_ATOL
 from elmo_runtime.errors import ElmoError
+from elmo_runtime.spec.contract import PARITY_ATOL
 
 
 @click.command("convert")

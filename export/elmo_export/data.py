@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
 import numpy as np
-from elmo_runtime.chars import batch_to_ids, tokens_to_ids
 from elmo_runtime.errors import ElmoError
+from elmo_runtime.spec.chars import batch_to_ids, tokens_to_ids
 
 BOS, EOS, UNK = "<S>", "</S>", "<UNK>"
 SPECIAL_TOKENS = (BOS, EOS, UNK)

@@ -13,8 +13,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-from elmo_runtime.options import ElmoOptions, lstm_prefix
-from elmo_runtime.states import RowStates
+from elmo_runtime.spec.options import ElmoOptions, lstm_prefix
+from elmo_runtime.spec.states import RowStates
 from torch import Tensor, nn
 
 from .weights import Weights, check_weights

@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import onnx
 import torch
-from elmo_runtime import contract
-from elmo_runtime.chars import batch_to_ids
 from elmo_runtime.errors import ElmoError
 from elmo_runtime.files import atomic_path, sha256_file
+from elmo_runtime.spec import contract
+from elmo_runtime.spec.chars import batch_to_ids
 
 from .modules import BiLM
 from .onnx_graph import build_model
@@ -161,7 +161,7 @@ def export_onnx(
 def convert(options_path: str | Path, weights_path: str | Path, output: str | Path,
             atol: float = DEFAULT_ATOL) -> ParityReport | None:
     """Published ELMo weights (options.json + weights.hdf5) → elmo-edge ONNX."""
-    from elmo_runtime.options import load_options
+    from elmo_runtime.spec.options import load_options
 
     from .weights import read_weights
 

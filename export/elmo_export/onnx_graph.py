@@ -6,15 +6,15 @@ both ``batch`` and ``tokens`` stay dynamic. Work that does not depend on the
 previous step is hoisted out of the loop: the input projection of every step
 is one MatMul, and the +1 forget bias is folded into the stored bias.
 The char CNN runs once per distinct token (``token_chars``); steps gather
-their token's row. The interface is declared in :mod:`elmo_runtime.contract`.
+their token's row. The interface is declared in :mod:`elmo_runtime.spec.contract`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import onnx
-from elmo_runtime import contract
-from elmo_runtime.options import ElmoOptions, lstm_prefix
+from elmo_runtime.spec import contract
+from elmo_runtime.spec.options import ElmoOptions, lstm_prefix
 from onnx import TensorProto, helper, numpy_helper
 
 from .modules import FORGET_BIAS

@@ -33,7 +33,7 @@ import torch
 import torch.distributed as dist
 from elmo_runtime.errors import ElmoError
 from elmo_runtime.files import atomic_path
-from elmo_runtime.options import ElmoOptions
+from elmo_runtime.spec.options import ElmoOptions
 
 from .checkpoint import (
     CHECKPOINT_NAME,

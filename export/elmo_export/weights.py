@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from elmo_runtime.errors import ElmoError
 from elmo_runtime.files import atomic_path
-from elmo_runtime.options import ElmoOptions, lstm_prefix
+from elmo_runtime.spec.options import ElmoOptions, lstm_prefix
 
 Weights = dict[str, np.ndarray]
 

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import contract
 from .batching import DEFAULT_BATCH_SIZE, bucketed, chunks, in_order, max_tokens_for
 from .errors import ElmoError, InputError, ModelError
 from .mix import Mix, ScalarMix, check_mix, load_mix, make_mix
 from .session import open_session
-from .states import RowStates
+from .spec import contract
+from .spec.states import RowStates
 from .token_cache import DEFAULT_CACHE_MB, TokenCache, capacity_for
 
 DEFAULT_MODEL = "models/default.onnx"

@@ -16,9 +16,9 @@ from typing import Any
 
 import onnxruntime as ort
 
-from . import contract
-from .contract import ModelInfo
 from .errors import ElmoError, ModelError, ProviderError
+from .spec import contract
+from .spec.contract import ModelInfo
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"

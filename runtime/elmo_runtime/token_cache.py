@@ -3,7 +3,7 @@
 ELMo's first stage (char CNN, highway, projection) depends on the token's
 characters only, so the graph encodes each *distinct* token of a batch once
 (``token_chars``) and a step points at its row (``token_index``), see
-:mod:`elmo_runtime.contract`. :class:`TokenCache` builds those inputs from
+:mod:`elmo_runtime.spec.contract`. :class:`TokenCache` builds those inputs from
 token strings and keeps the vectors the graph returns (``token_vectors``) in
 a least-recently-used cache of fixed capacity, fed back as
 ``cached_vectors``: a token seen before skips the char CNN entirely. The
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import chars
+from .spec import chars
 
 DEFAULT_CACHE_MB = 32.0  # vectors only; 65,536 tokens for P = 128, 16,384 for P = 512
 N_BOUNDARY_ROWS = 2  # token_chars rows 0 and 1 are always <S> and </S>

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # Makes `import torch` (and h5py's optional torch-free path is untouched) fail loudly.
 BLOCK_TORCH = textwrap.dedent(

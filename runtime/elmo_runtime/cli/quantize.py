@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .quantize import DEFAULT_BLOCK_SIZE, MODES, THRESHOLDS, QuantizeReport
+from ..quantize import DEFAULT_BLOCK_SIZE, MODES, THRESHOLDS, QuantizeReport
 
 
 def _mib(size: int) -> str:
@@ -68,7 +68,7 @@ def quantize_command(
     no_check: bool,
     force: bool,
 ) -> None:
-    from .quantize import load_sentences, quantize_model
+    from ..quantize import load_sentences, quantize_model
 
     if check_file is not None and no_check:
         raise click.UsageError("--check FILE and --no-check exclude each other")

@@ -41,11 +41,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .batching import DEFAULT_BATCH_SIZE
-from .corpus import decode_line
-from .errors import ElmoError
-from .files import sha256_file
-from .mix import ScalarMix, load_mix
+from ..batching import DEFAULT_BATCH_SIZE
+from ..corpus import decode_line
+from ..errors import ElmoError
+from ..files import sha256_file
+from ..mix import ScalarMix, load_mix
 from .shards import (
     DEFAULT_SHARD_SIZE,
     PARTIAL,
@@ -154,7 +154,7 @@ class EmbedBatches:
         threads: int,
         text_column: str,
     ):
-        from .embedder import Embedder
+        from ..embedder import Embedder
 
         mixer = ScalarMix(**mix) if isinstance(mix, dict) else mix
         self._emb = Embedder(model, provider=provider, threads=threads, mix=mixer)
@@ -375,7 +375,7 @@ def embed_files(
     temp_dir: str | os.PathLike | None = None,
 ) -> RayRun:
     """Embed the lines of ``inputs`` into Parquet files in the directory ``output``."""
-    from .embedder import Embedder
+    from ..embedder import Embedder
 
     import_ray()
     import_pyarrow()

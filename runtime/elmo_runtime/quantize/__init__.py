@@ -46,10 +46,10 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from . import chars, contract
-from .contract import ModelInfo
-from .errors import ElmoError, InputError, ModelError
-from .files import atomic_path, sha256_file
+from ..errors import ElmoError, InputError, ModelError
+from ..files import atomic_path, sha256_file
+from ..spec import chars, contract
+from ..spec.contract import ModelInfo
 
 MODES = ("int8", "fp16", "int4")
 DEFAULT_BLOCK_SIZE = 32
@@ -504,7 +504,7 @@ def _check_provider(mode: str) -> str:
 def _session(model: str | Path | bytes, provider: str) -> Any:
     import onnxruntime as ort
 
-    from .session import DISABLED_OPTIMIZERS
+    from ..session import DISABLED_OPTIMIZERS
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
@@ -589,7 +589,7 @@ def _write_atomically(dst: Path, data: bytes) -> None:
 def _tool_versions() -> str:
     import onnxruntime as ort
 
-    from . import __version__
+    from .. import __version__
 
     return f"elmo-edge {__version__}, onnxruntime {ort.__version__}"
 

@@ -42,11 +42,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .batching import DEFAULT_BATCH_SIZE
-from .corpus import read_sentences
-from .errors import ElmoError
-from .files import sha256_file
-from .mix import ScalarMix
+from ..batching import DEFAULT_BATCH_SIZE
+from ..corpus import read_sentences
+from ..errors import ElmoError
+from ..files import sha256_file
+from ..mix import ScalarMix
 from .writers import (
     arrays_from_table,
     check_dtype,
@@ -58,8 +58,8 @@ from .writers import (
 )
 
 if TYPE_CHECKING:
-    from .contract import ModelInfo
-    from .embedder import Embedder
+    from ..embedder import Embedder
+    from ..spec.contract import ModelInfo
 
 MANIFEST = "_manifest.json"
 MANIFEST_FORMAT = "elmo-edge-embeddings"

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from elmo_runtime.chars import batch_to_ids
-from elmo_runtime.options import load_options
+from elmo_runtime.spec.chars import batch_to_ids
+from elmo_runtime.spec.options import load_options
 from util import (  # noqa: F401  (one_torch_thread is an autouse fixture)
     FIXTURE_ATOL,
     fixture_batches,

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner, Result
 from elmo_runtime.cli import main
 from elmo_runtime.errors import ElmoError
-from elmo_runtime.writers import (
+from elmo_runtime.output.writers import (
     PARQUET_COLUMNS,
     PARQUET_ROWS_PER_BATCH,
     PYARROW_HINT,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import OptionsError
+from ..errors import OptionsError
 
 ACTIVATIONS = ("relu", "tanh")
 

@@ -31,11 +31,11 @@ from elmo_export.lm import evaluate, unigram_perplexity  # noqa: E402
 from elmo_export.presets import load_preset, preset_names, resolve_options  # noqa: E402
 from elmo_export.train import TrainConfig, train  # noqa: E402
 from elmo_export.weights import read_weights  # noqa: E402
-from elmo_runtime import contract  # noqa: E402
-from elmo_runtime.chars import batch_to_ids  # noqa: E402
 from elmo_runtime.cli import main  # noqa: E402
 from elmo_runtime.errors import ElmoError, OptionsError  # noqa: E402
-from elmo_runtime.options import load_options  # noqa: E402
+from elmo_runtime.spec import contract  # noqa: E402
+from elmo_runtime.spec.chars import batch_to_ids  # noqa: E402
+from elmo_runtime.spec.options import load_options  # noqa: E402
 
 SENTENCES = [["neural", "networks", "are", "models", "."], ["a", "net"], []]
 

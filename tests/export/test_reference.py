@@ -13,8 +13,8 @@ import importlib.util
 import numpy as np
 import pytest
 import reference
-from elmo_runtime.chars import batch_to_ids
-from elmo_runtime.options import load_options
+from elmo_runtime.spec.chars import batch_to_ids
+from elmo_runtime.spec.options import load_options
 from reference import ReferenceBiLM
 from util import (  # noqa: F401  (one_torch_thread is an autouse fixture)
     EDGE_BATCH,
@@ -245,7 +245,7 @@ def _onnx_session(options, weights):
 
 
 def _onnx_run(session, ids, state_c=None, state_h=None):
-    from elmo_runtime import contract
+    from elmo_runtime.spec import contract
 
     feed = contract.char_ids_feed(np.asarray(ids, dtype=np.int32))
     if state_c is not None:
@@ -357,7 +357,8 @@ def test_embedder_stateful_rows_follow_the_spec(tmp_path):
     if importlib.util.find_spec("elmo_runtime.embedder") is None:
         pytest.skip("elmo_runtime.embedder is not written yet")
     import onnx
-    from elmo_runtime import Embedder, contract
+    from elmo_runtime import Embedder
+    from elmo_runtime.spec import contract
 
     options, weights = _variant({})
     _onnx_session(options, weights)  # skips when the exporter is missing

@@ -42,8 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ModelError
 from . import chars
-from .errors import ModelError
 from .options import ElmoOptions, parse_options
 
 FORMAT_NAME = "elmo-edge-onnx"
@@ -123,7 +123,7 @@ def make_metadata(
     quantization: dict[str, Any] | None = None,
 ) -> dict[str, str]:
     """metadata_props for an exported model (all values are strings)."""
-    from . import __version__
+    from .. import __version__
 
     return {
         KEY_FORMAT: FORMAT_NAME,

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ElmoError
+from ..errors import ElmoError
 
 FORMATS = ("hdf5", "npz", "parquet")
 DTYPES = ("float32", "float16")

@@ -24,14 +24,14 @@ from typing import Any, BinaryIO
 
 import click
 
-from . import __version__
-from .batching import DEFAULT_BATCH_SIZE
-from .corpus import read_sentences
-from .errors import ElmoError
-from .session import PROVIDERS
-from .shards import DEFAULT_SHARD_SIZE
-from .token_cache import DEFAULT_CACHE_MB
-from .writers import DTYPES, FORMATS
+from .. import __version__
+from ..batching import DEFAULT_BATCH_SIZE
+from ..corpus import read_sentences
+from ..errors import ElmoError
+from ..output.shards import DEFAULT_SHARD_SIZE
+from ..output.writers import DTYPES, FORMATS
+from ..session import PROVIDERS
+from ..token_cache import DEFAULT_CACHE_MB
 
 EXIT_INTERNAL = 2
 EXIT_INTERRUPTED = 130
@@ -94,7 +94,7 @@ def _show_warning(message: Any, category: type, *args: Any, **kwargs: Any) -> No
 LAZY_COMMANDS = {
     "convert": ("elmo_export.cli", "convert_command", True),
     "export": ("elmo_export.train_cli", "export_command", True),
-    "quantize": ("elmo_runtime.quantize_cli", "quantize_command", False),
+    "quantize": ("elmo_runtime.cli.quantize", "quantize_command", False),
     "train": ("elmo_export.train_cli", "train_command", True),
 }
 
@@ -366,7 +366,7 @@ def embed(
         raise click.UsageError("--mix cannot be combined with --all, --top or --average")
     if engine == "ray":
         _check_ray_options(inputs, fmt, stateful, shard_size)
-        from .ray_engine import embed_files
+        from ..output.ray_engine import embed_files
 
         run = embed_files(
             list(inputs),
@@ -395,8 +395,8 @@ def embed(
         raise click.UsageError("several INPUTs need --engine ray (or concatenate them into -)")
     input_path = inputs[0]
     sharded = shard_size is not None or output.endswith(("/", os.sep)) or Path(output).is_dir()
-    from .embedder import Embedder
-    from .writers import open_writer
+    from ..embedder import Embedder
+    from ..output.writers import open_writer
 
     length = count_lines(input_path) if input_path != "-" and sys.stderr.isatty() else None
     if sharded:
@@ -457,8 +457,8 @@ def _embed_sharded(
     **options: Any,
 ) -> None:
     """`elmo embed` into a directory of shards (:func:`.shards.embed_sharded`)."""
-    from .mix import load_mix
-    from .shards import embed_sharded
+    from ..mix import load_mix
+    from ..output.shards import embed_sharded
 
     if isinstance(mix, Path):
         mix = load_mix(mix, emb.info.options.n_output_layers)
@@ -533,7 +533,7 @@ def format_info(d: dict[str, Any]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
 def info(model: str, as_json: bool) -> None:
     """Describe an elmo-edge MODEL: options, size, interface, quantization, parity."""
-    from .session import describe_model
+    from ..session import describe_model
 
     summary = describe_model(model)
     click.echo(json.dumps(summary, indent=2) if as_json else format_info(summary))

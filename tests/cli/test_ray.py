@@ -18,8 +18,8 @@ from elmo_runtime.cli import main
 from elmo_runtime.corpus import read_sentences
 from elmo_runtime.embedder import Embedder
 from elmo_runtime.errors import ElmoError
-from elmo_runtime.ray_engine import RAY_HINT, split_lines
-from elmo_runtime.shards import MANIFEST, read_manifest
+from elmo_runtime.output.ray_engine import RAY_HINT, split_lines
+from elmo_runtime.output.shards import MANIFEST, read_manifest
 from test_cli import elmo_command
 
 NO_RAY = importlib.util.find_spec("ray") is None
@@ -57,7 +57,7 @@ def test_missing_ray_gives_the_install_hint(
     assert result.stderr == f"Error: {RAY_HINT}\n"
     assert RAY_HINT == "the ray engine needs Ray: pip install 'elmo-edge[ray]'"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]
-    from elmo_runtime.ray_engine import embed_dataset
+    from elmo_runtime.output.ray_engine import embed_dataset
 
     with pytest.raises(ElmoError, match=r"pip install 'elmo-edge\[ray\]'"):
         embed_dataset(None, toy_model_path)
@@ -105,7 +105,7 @@ def test_ray_cli_equals_one_process(tiny_model_path: Path, tmp_path: Path) -> No
     pytest.importorskip("pyarrow")
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
-    from elmo_runtime.writers import arrays_from_table
+    from elmo_runtime.output.writers import arrays_from_table
 
     inputs = [tmp_path / "a.txt", tmp_path / "b.txt"]
     inputs[0].write_text(corpus(2500, seed=1))
@@ -154,8 +154,8 @@ def test_ray_cli_equals_one_process(tiny_model_path: Path, tmp_path: Path) -> No
 def test_embed_dataset_in_a_ray_pipeline(toy_model_path: Path, tmp_path: Path, toy) -> None:
     """The Python API on ray.data.read_text, and a bad line as one clear error."""
     pytest.importorskip("pyarrow")
-    from elmo_runtime.ray_engine import embed_dataset, embed_files, ray_session
-    from elmo_runtime.writers import arrays_from_table
+    from elmo_runtime.output.ray_engine import embed_dataset, embed_files, ray_session
+    from elmo_runtime.output.writers import arrays_from_table
 
     src = tmp_path / "in.txt"
     src.write_text("The cat sat\nhello world\nx\n")

@@ -16,8 +16,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
-from elmo_runtime import chars, contract
 from elmo_runtime.cli import ElmoGroup
+from elmo_runtime.cli.quantize import quantize_command
 from elmo_runtime.errors import ElmoError, InputError, ModelError
 from elmo_runtime.quantize import (
     MODES,
@@ -28,8 +28,8 @@ from elmo_runtime.quantize import (
     load_sentences,
     quantize_model,
 )
-from elmo_runtime.quantize_cli import quantize_command
 from elmo_runtime.session import DISABLED_OPTIMIZERS
+from elmo_runtime.spec import chars, contract
 from test_no_torch import BLOCK_TORCH
 
 CUDA = "CUDAExecutionProvider"

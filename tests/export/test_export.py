@@ -13,9 +13,9 @@ from elmo_export import onnx_export
 from elmo_export.modules import BiLM
 from elmo_export.onnx_export import ExportError, export_onnx, random_sentences
 from elmo_export.weights import random_weights
-from elmo_runtime import contract
-from elmo_runtime.chars import batch_to_ids
-from elmo_runtime.options import parse_options
+from elmo_runtime.spec import contract
+from elmo_runtime.spec.chars import batch_to_ids
+from elmo_runtime.spec.options import parse_options
 
 SMALL = {
     "lstm": {"dim": 24, "projection_dim": 8, "n_layers": 2, "cell_clip": 3, "proj_clip": 3,

@@ -9,9 +9,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 from conftest import TOY_OPTIONS, toy_model
-from elmo_runtime import contract
 from elmo_runtime.errors import ElmoError, ModelError, ProviderError
 from elmo_runtime.session import CPU, CUDA, describe_model, open_session
+from elmo_runtime.spec import contract
 
 HAS_CUDA = CUDA in ort.get_available_providers()
 

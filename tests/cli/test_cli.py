@@ -16,10 +16,11 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 from click.testing import CliRunner, Result
-from elmo_runtime import __version__, contract
+from elmo_runtime import __version__
 from elmo_runtime.cli import INTERRUPTS, count_lines, main, read_sentences
 from elmo_runtime.embedder import Embedder
 from elmo_runtime.mix import ScalarMix, save_mix
+from elmo_runtime.spec import contract
 
 h5py = pytest.importorskip("h5py")
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from elmo_runtime.errors import ElmoError
-from elmo_runtime.writers import H5PY_HINT, infer_format, open_writer
+from elmo_runtime.output.writers import H5PY_HINT, infer_format, open_writer
 
 h5py = pytest.importorskip("h5py")
 

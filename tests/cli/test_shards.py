@@ -16,10 +16,10 @@ import onnx
 import pytest
 from click.testing import CliRunner, Result
 from conftest import TOY_OPTIONS, toy_model
-from elmo_runtime import contract
 from elmo_runtime.cli import main
 from elmo_runtime.embedder import Embedder
-from elmo_runtime.shards import MANIFEST, iter_vectors, read_manifest
+from elmo_runtime.output.shards import MANIFEST, iter_vectors, read_manifest
+from elmo_runtime.spec import contract
 from test_cli import elmo_command
 
 h5py = pytest.importorskip("h5py")
