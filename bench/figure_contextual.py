@@ -4,7 +4,7 @@
     python bench/figure_contextual.py          # writes bench/results/contextual.png
 
 For each word (default: bank, play, head) every WordNet example sentence
-whose target is that lemma (``elmo_export.supersense``) is embedded; the
+whose target is that lemma (``bench/supersense_items.py``) is embedded; the
 target's vectors are projected to 2-D by PCA (NumPy SVD), one panel per word
 and representation, colored by the example's supersense. Layer 0 is
 context-free: every sentence's "bank" is the same point, so the senses cannot
@@ -20,13 +20,12 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
-from elmo_export.supersense import Item, extract_items
-from elmo_export.wordnet import DEFAULT_WORDNET_DIR
 from elmo_runtime import Embedder
 from elmo_runtime.embedder import default_model_path
 from elmo_runtime.mix import ScalarMix, load_mix
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from supersense_items import DEFAULT_WORDNET_DIR, Item, extract_items
 
 RESULTS = Path(__file__).resolve().parent / "results"
 COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple")

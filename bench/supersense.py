@@ -3,7 +3,7 @@
     python bench/supersense.py                                # the bundled model
     python bench/supersense.py --model M.onnx --json out.json --mix-out mix.json
 
-Items (``elmo_export.supersense``): every noun and verb example sentence of
+Items (``bench/supersense_items.py``): every noun and verb example sentence of
 WordNet 3.0 with its target span, labelled with the synset's lexicographer
 class (41 classes). Train items are the examples the bundled model trained
 on; test items are the held-out ones. A target's vector is the mean of its
@@ -35,13 +35,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from elmo_export.supersense import SUPERSENSES, Item, extract_items, polysemous_lemmas
-from elmo_export.wordnet import DEFAULT_WORDNET_DIR
 from elmo_runtime import Embedder
 from elmo_runtime.embedder import default_model_path
 from elmo_runtime.mix import ScalarMix, save_mix
 from elmo_runtime.mix_fit import DEFAULT_L2, DEFAULT_STEPS, MixClassifier, fit_mix
 from elmo_runtime.quantize import quantize_model
+from supersense_items import (
+    DEFAULT_WORDNET_DIR,
+    SUPERSENSES,
+    Item,
+    extract_items,
+    polysemous_lemmas,
+)
 
 DEV_PERCENT = 10
 OFF = -1e4  # a softmax weight that rounds to exactly 0 next to 0

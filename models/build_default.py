@@ -10,11 +10,13 @@ twice) → ``elmo train`` with the ``default`` preset until ``--minutes`` (it
 is interrupted, which saves a checkpoint) or ``--epochs`` → fine-tuning on
 the training example sentences (``elmo train --init-from``, ``--finetune-epochs``)
 → ``elmo export`` → ``elmo quantize`` (int8) → held-out perplexity of the
-biLM and of a unigram baseline → the numbers section of ``models/MODEL_CARD.md``.
+biLM and of a unigram baseline → the numbers section of the model card
+(``runtime/elmo_runtime/models/MODEL_CARD.md``).
 
 Writes ``runtime/elmo_runtime/models/default.onnx`` and
 ``default.int8.onnx`` (inside the runtime package, so installs ship them).
-Needs the export extra (torch).
+Needs the export extra (torch). The WordNet corpus and its held-out split are
+``wordnet_corpus.py`` beside this script (the bundled model's data, not a library feature).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ PRESET = "default"  # export/elmo_export/presets/default.json
 MODEL_DIR = REPO / "runtime" / "elmo_runtime" / "models"
 FP32_MODEL = MODEL_DIR / "default.onnx"
 INT8_MODEL = MODEL_DIR / "default.int8.onnx"
-CARD = REPO / "models" / "MODEL_CARD.md"
+CARD = MODEL_DIR / "MODEL_CARD.md"  # ships inside the runtime package
 CARD_BEGIN, CARD_END = "<!-- build_default: begin -->", "<!-- build_default: end -->"
 MIN_COUNT = 2  # words seen once in train.txt are <UNK>, so <UNK> is trained too
 QUANTIZE_CHECK_SENTENCES = 200  # the first held-out sentences
@@ -103,7 +105,7 @@ def read_sentences(path: Path) -> list[list[str]]:
 def build_corpus(paths: Paths, wordnet_dir: Path) -> dict[str, Any]:
     """train.txt, heldout.txt and vocab.txt; their sizes."""
     from elmo_export.data import build_vocab
-    from elmo_export.wordnet import write_corpus
+    from wordnet_corpus import write_corpus  # models/wordnet_corpus.py, beside this script
 
     files = write_corpus(paths.corpus, wordnet_dir)
     counts = Counter(t for s in read_sentences(files.train) for t in s)

@@ -67,13 +67,20 @@ def _const(name: str, value: np.ndarray) -> onnx.TensorProto:
     return numpy_helper.from_array(np.asarray(value), name)
 
 
+def _declared(spec: contract.TensorSpec, options: ElmoOptions,
+              name: str | None = None) -> onnx.ValueInfoProto:
+    """A graph input/output declared as the contract table says (under ``name``)."""
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(spec.dtype))
+    return helper.make_tensor_value_info(name or spec.name, elem, spec.resolve(options))
+
+
 def toy_model(
     options: ElmoOptions = TOY_OPTIONS,
     input_names: Sequence[str] = contract.INPUTS,
     metadata: dict[str, str] | None = None,
 ) -> onnx.ModelProto:
     """The closed-form contract model described in the module docstring."""
-    n_layers, d, p = options.n_layers, options.lstm_dim, options.projection_dim
+    n_layers, p = options.n_layers, options.projection_dim
     token_chars, cached, index, state_c, state_h = input_names
     n = helper.make_node
     nodes = [
@@ -119,32 +126,12 @@ def toy_model(
         _const("k_ramp", np.arange(2 * p, dtype=np.float32)[None, None, None, :]),
         _const(cached, np.zeros((0, p), np.float32)),  # optional input: no cached tokens
     ]
-    c = options.max_characters_per_token
+    renamed = dict(zip(contract.INPUTS, input_names, strict=True))
     graph = helper.make_graph(
         nodes,
         "toy",
-        [
-            helper.make_tensor_value_info(token_chars, TensorProto.INT32, ["distinct", c]),
-            helper.make_tensor_value_info(cached, FLOAT, ["cached", p]),
-            helper.make_tensor_value_info(index, TensorProto.INT32, ["batch", "tokens"]),
-            helper.make_tensor_value_info(state_c, FLOAT, [2, n_layers, "state_batch", d]),
-            helper.make_tensor_value_info(state_h, FLOAT, [2, n_layers, "state_batch", p]),
-        ],
-        [
-            helper.make_tensor_value_info(
-                contract.OUTPUT_LAYERS, FLOAT, ["batch", n_layers + 1, "tokens", 2 * p]
-            ),
-            helper.make_tensor_value_info(
-                contract.OUTPUT_MASK, TensorProto.INT32, ["batch", "tokens"]
-            ),
-            helper.make_tensor_value_info(
-                contract.OUTPUT_STATE_C, FLOAT, [2, n_layers, "batch", d]
-            ),
-            helper.make_tensor_value_info(
-                contract.OUTPUT_STATE_H, FLOAT, [2, n_layers, "batch", p]
-            ),
-            helper.make_tensor_value_info(contract.OUTPUT_TOKEN_VECTORS, FLOAT, ["distinct", p]),
-        ],
+        [_declared(spec, options, renamed[spec.name]) for spec in contract.INPUT_SPECS],
+        [_declared(spec, options) for spec in contract.OUTPUT_SPECS],
         initializer=inits,
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])

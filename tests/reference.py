@@ -105,11 +105,10 @@ class ReferenceBiLM:
         self, direction: int, layer: int, x: np.ndarray, c: np.ndarray, h: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
         prefix = _cell_name(direction, layer)
-        big_w, bias, w_proj = (
-            self.w[f"{prefix}/W_0"],
-            self.w[f"{prefix}/B"],
-            self.w[f"{prefix}/W_P_0"],
-        )
+        big_w, bias = self.w[f"{prefix}/W_0"], self.w[f"{prefix}/B"]
+        # No W_P_0 (a cell without projection, dim == projection_dim): TF's LSTMCell
+        # without num_proj outputs o * tanh(c) itself and never applies proj_clip.
+        w_proj = self.w.get(f"{prefix}/W_P_0")
         z = np.concatenate([x, h]) @ big_w + bias
         d = self.o.lstm_dim
         i, j, f, o = z[:d], z[d : 2 * d], z[2 * d : 3 * d], z[3 * d :]
@@ -120,7 +119,10 @@ class ReferenceBiLM:
             clip = self.o.cell_clip
             self.stats.cell_clipped += int(np.sum(np.abs(c_new) > clip))
             c_new = np.clip(c_new, -clip, clip)
-        h_new = (_sigmoid(o) * np.tanh(c_new)) @ w_proj
+        h_new = _sigmoid(o) * np.tanh(c_new)
+        if w_proj is None:
+            return c_new, h_new
+        h_new = h_new @ w_proj
         self.stats.proj_values += h_new.size
         self.stats.proj_max = max(self.stats.proj_max, float(np.abs(h_new).max()))
         if self.o.proj_clip is not None:

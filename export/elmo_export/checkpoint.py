@@ -10,13 +10,16 @@ A checkpoint holds everything needed to resume exactly and to export:
   of Python, NumPy and torch, the data position and the carried LSTM states.
 
 Writes are atomic (temporary file, then rename), so an interrupted save
-leaves the previous checkpoint intact. Reads use
-``torch.load(weights_only=True)``, which refuses anything but tensors and
-plain containers.
+leaves the previous checkpoint intact. Reads take the file's bytes once,
+hash them (``sha256``: what an export records, even if training replaces
+the file meanwhile) and decode them with ``torch.load(weights_only=True)``,
+which refuses anything but tensors and plain containers.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import random
 from dataclasses import replace
@@ -25,8 +28,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from elmo_runtime.errors import ElmoError
+from elmo_runtime.errors import ElmoError, first_line
 from elmo_runtime.files import atomic_path
+from elmo_runtime.spec.chars import EMBED_ROWS
 from elmo_runtime.spec.options import ElmoOptions, parse_options
 
 from .data import Vocab
@@ -60,15 +64,26 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Read and check a checkpoint (file or output directory)."""
+    """Read and check a checkpoint (file or output directory).
+
+    Returns its dict with ``options`` parsed, ``vocab`` a :class:`Vocab`,
+    ``path`` and ``sha256`` (hex digest of exactly the bytes decoded).
+    Raises CheckpointError for a missing, unreadable or foreign file.
+    """
     path = checkpoint_path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        data = path.read_bytes()  # one read: the hash and the weights come from the same bytes
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read the checkpoint ({e.strerror})") from None
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # pickle, zip and torch errors alike
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise CheckpointError(f"{path}: not a readable elmo-edge checkpoint ({first})") from None
+        raise CheckpointError(
+            f"{path}: not a readable elmo-edge checkpoint ({first_line(e)})"
+        ) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an elmo-edge training checkpoint")
     if ckpt.get("version") != VERSION:
@@ -82,6 +97,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     except ElmoError as e:
         raise CheckpointError(f"{path}: {e}") from None
     ckpt["path"] = str(path)
+    ckpt["sha256"] = digest
     return ckpt
 
 
@@ -105,9 +121,8 @@ def load_bilm(path: str | Path) -> tuple[BiLM, dict[str, Any]]:
     try:
         model.load_state_dict(bilm_state(ckpt["model"]))
     except (RuntimeError, KeyError) as e:
-        first = str(e).strip().splitlines()[0]
         raise CheckpointError(
-            f"{ckpt['path']}: weights do not match its options ({first})"
+            f"{ckpt['path']}: weights do not match its options ({first_line(e)})"
         ) from None
     return model.eval(), ckpt
 
@@ -117,18 +132,18 @@ def export_checkpoint(path: str | Path, output: str | Path, fmt: str = "onnx",
     """Export a checkpoint's biLM; returns the ONNX parity difference (None for hdf5).
 
     ``onnx``: an elmo-edge ONNX file at ``output``, checked against PyTorch.
-    ``hdf5``: the directory ``output`` gets options.json (n_characters 262),
-    weights.hdf5 in the ELMo layout, and the vocabulary as vocab.txt.
+    ``hdf5``: the directory ``output`` gets options.json (n_characters 262,
+    ``EMBED_ROWS``), weights.hdf5 in the ELMo layout, and the vocabulary as
+    vocab.txt. The ONNX model records ``checkpoint_sha256``: the hash of the
+    bytes its weights were read from.
     """
     model, ckpt = load_bilm(path)
     if fmt == "onnx":
-        from elmo_runtime.files import sha256_file
-
         from .onnx_export import DEFAULT_ATOL, export_onnx
 
         source = {
             "kind": "elmo-edge-train",
-            "checkpoint_sha256": sha256_file(ckpt["path"]),
+            "checkpoint_sha256": ckpt["sha256"],
             "step": int(ckpt["step"]),
             "tokens": int(ckpt["tokens"]),
             "vocab_size": len(ckpt["vocab"]),
@@ -143,7 +158,7 @@ def export_checkpoint(path: str | Path, output: str | Path, fmt: str = "onnx",
         raise ElmoError(f"{out}: exists and is not a directory (hdf5 export writes a directory)")
     try:
         out.mkdir(parents=True, exist_ok=True)
-        options = replace(model.options, n_characters=262)
+        options = replace(model.options, n_characters=EMBED_ROWS)
         write_weights(out / "weights.hdf5", model.elmo_weights(), options)
         _write_text(out / "options.json", json.dumps(options.to_dict(), indent=2) + "\n")
         _write_text(out / "vocab.txt", "".join(t + "\n" for t in ckpt["vocab"].tokens))

@@ -1,6 +1,7 @@
 """Corpus → vocabulary → training batches, streamed from disk.
 
-A corpus is one or more UTF-8 text files, one sentence a line. One pass
+A corpus is one or more UTF-8 text files, one sentence a line (a BOM at
+the start of a file is skipped, as in every text input). One pass
 indexes the byte offset of every non-blank line (8 bytes a line in memory;
 the text stays on disk), counts tokens and, when no vocabulary is given,
 word frequencies. Lines are then read back by offset in a seeded order that
@@ -11,7 +12,13 @@ Batches follow bilm-tf: each of the ``rows`` rows of a batch is an endless
 stream of sentences ``<S> w1 … wn </S>``, cut into windows of ``unroll``
 steps; the backward stream holds the same sentences, each reversed
 (``</S> wn … w1 <S>``), so both LSTM stacks run forward in their own time and
-carry their states from one window to the next.
+carry their states from one window to the next. The char ids of a window's
+distinct tokens come from the one packer, :func:`elmo_runtime.spec.chars.pack`.
+
+A vocabulary file (bilm-tf's format) holds one token a line; a line
+``token count`` (a frequency column, as many tools write) is read as the
+token with its count ignored. Any other line with whitespace inside is
+refused with its file and line: a token never contains whitespace.
 """
 
 from __future__ import annotations
@@ -24,10 +31,12 @@ from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
 import numpy as np
+from elmo_runtime.corpus import BOM
 from elmo_runtime.errors import ElmoError
-from elmo_runtime.spec.chars import batch_to_ids, tokens_to_ids
+from elmo_runtime.spec.chars import pack
 
 BOS, EOS, UNK = "<S>", "</S>", "<UNK>"
+UTF8_BOM = BOM.encode("utf-8")
 SPECIAL_TOKENS = (BOS, EOS, UNK)
 
 Tokenizer = Callable[[str], list[str]]
@@ -41,12 +50,19 @@ class DataError(ElmoError):
 
 
 class Vocab:
-    """Token ↔ id; ``<S>``, ``</S>`` and ``<UNK>`` are always present."""
+    """Token ↔ id; ``<S>``, ``</S>`` and ``<UNK>`` are always present.
+
+    Raises DataError for a token that is empty or holds whitespace, a token
+    listed twice, or missing special tokens.
+    """
 
     def __init__(self, tokens: Sequence[str], where: str = "vocabulary") -> None:
         self.tokens = list(tokens)
         self.index: dict[str, int] = {}
         for i, token in enumerate(self.tokens):
+            if not token or any(ch.isspace() for ch in token):
+                raise DataError(f"{where}: token {i + 1} {token!r} is empty or holds whitespace; "
+                                "a token is one word without spaces")
             if token in self.index:
                 raise DataError(f"{where}: token {token!r} appears twice (lines "
                                 f"{self.index[token] + 1} and {i + 1})")
@@ -67,19 +83,36 @@ class Vocab:
 
     @classmethod
     def from_file(cls, path: str | Path) -> Vocab:
-        """A bilm-tf vocabulary file: one token a line (blank lines ignored)."""
+        """A bilm-tf vocabulary file: one token a line, or ``token count`` lines.
+
+        A BOM is skipped; blank lines are ignored. Raises DataError naming
+        ``file:line`` for a line that is neither ``token`` nor ``token count``
+        (an integer count), and as :class:`Vocab` does.
+        """
         path = Path(path)
         try:
-            text = path.read_text(encoding="utf-8")
+            text = path.read_text(encoding="utf-8-sig")
         except FileNotFoundError:
             raise DataError(f"{path}: no such vocabulary file") from None
         except (OSError, UnicodeDecodeError) as e:
             raise DataError(f"{path}: cannot read the vocabulary ({e})") from None
-        tokens = [line.strip() for line in text.splitlines()]
-        return cls([t for t in tokens if t], str(path))
+        tokens = []
+        for lineno, line in enumerate(text.split("\n"), 1):
+            fields = line.split()
+            if len(fields) == 2 and _is_count(fields[1]):
+                fields = fields[:1]
+            if len(fields) > 1:
+                raise DataError(f"{path}:{lineno}: {line.strip()!r} is not a token: expected one "
+                                "token a line, or 'token count' (tokens have no whitespace)")
+            tokens.extend(fields)
+        return cls(tokens, str(path))
 
     def write(self, path: str | Path) -> None:
         Path(path).write_text("".join(t + "\n" for t in self.tokens), encoding="utf-8")
+
+
+def _is_count(field: str) -> bool:
+    return field.isascii() and field.isdigit()
 
 
 def build_vocab(counts: Counter[str], max_size: int | None = None) -> Vocab:
@@ -161,13 +194,14 @@ def scan_corpus(
         starts.append(base)
         with open(path, "rb") as f:
             for lineno, raw in enumerate(f, 1):
+                skip = len(UTF8_BOM) if lineno == 1 and raw.startswith(UTF8_BOM) else 0
                 try:
-                    tokens = tokenizer(raw.decode("utf-8"))
+                    tokens = tokenizer(raw[skip:].decode("utf-8"))
                 except UnicodeDecodeError as e:
                     raise DataError(f"{path}:{lineno}: invalid UTF-8 (byte 0x{raw[e.start]:02x} "
                                     f"at column {e.start + 1})") from None
                 if tokens:
-                    offsets.append(base)
+                    offsets.append(base + skip)
                     n_tokens += len(tokens)
                     if counts is not None:
                         counts.update(tokens)
@@ -244,7 +278,7 @@ class Batch(NamedTuple):
     The char CNN runs once per distinct token: ``inputs`` index ``char_ids``.
     """
 
-    char_ids: np.ndarray  # int32 (N, C): shifted char ids; row 0 is "no token"
+    char_ids: np.ndarray  # int32 (N, C): shifted char ids; row 0 "no token", 1 <S>, 2 </S>
     inputs: np.ndarray  # int64 (2, B, U): row of char_ids; [0] forward, [1] backward stream
     targets: np.ndarray  # int64 (2, B, U): vocab id of the next token, -1 = nothing to predict
     mask: np.ndarray  # bool (B, U): steps holding a token (the same in both streams)
@@ -267,8 +301,6 @@ class Streams:
         self.lines = [-1] * rows  # line of each row's current sentence (-1: none yet)
         self.pos = [0] * rows  # next step within it
         self.seqs: list[list[str] | None] = [[] for _ in range(rows)]  # None: row ran dry
-        boundaries, _ = batch_to_ids([[]], max_chars)  # the rows of <S> and </S>
-        self._special = {BOS: boundaries[0, 0], EOS: boundaries[0, 1]}
 
     def _advance(self, r: int) -> None:
         line = self.order.next()
@@ -306,7 +338,7 @@ class Streams:
         inputs = np.zeros((2, rows, unroll), dtype=np.int64)
         targets = np.full((2, rows, unroll), -1, dtype=np.int64)
         mask = np.zeros((rows, unroll), dtype=bool)
-        distinct: dict[str, int] = {}
+        distinct: dict[str, int] = {BOS: 1, EOS: 2}  # the packer's rows 0 and 1, shifted
         for r in range(rows):
             window = self._row(r)
             for t, (fwd, bwd, _) in enumerate(window[:unroll]):
@@ -322,13 +354,16 @@ class Streams:
         return Batch(self._char_ids(list(distinct)), inputs, targets, mask)
 
     def _char_ids(self, tokens: list[str]) -> np.ndarray:
-        ids = np.zeros((len(tokens) + 1, self.max_chars), dtype=np.int32)
-        words = [i for i, t in enumerate(tokens) if t not in self._special]
-        ids[np.array(words, dtype=np.int64) + 1] = tokens_to_ids([tokens[i] for i in words],
-                                                                 self.max_chars)
-        for i, t in enumerate(tokens):
-            if t in self._special:
-                ids[i + 1] = self._special[t]
+        """Row 0 zero ("no token"), then the packer's rows: ``<S>``, ``</S>``, then ``tokens``.
+
+        ``tokens`` (distinct, in order of first use) must start with ``<S>``
+        and ``</S>``, which the packer always puts first.
+        """
+        packed = pack([tokens[2:]], self.max_chars)
+        if packed.new_tokens != tokens[2:]:
+            raise AssertionError("the packer reordered the window's distinct tokens")
+        ids = np.zeros((len(packed.token_chars) + 1, self.max_chars), dtype=np.int32)
+        ids[1:] = packed.token_chars
         return ids
 
     def state(self) -> list[int]:

@@ -103,7 +103,7 @@ class LanguageModel(nn.Module):
                     state_h: Tensor) -> tuple[list[Tensor], Tensor, Tensor]:
         """Top-layer outputs (B, U, P) of each stream (dropout applied) and final states."""
         bilm = self.bilm
-        tokens = bilm.token_encoder(char_ids.unsqueeze(0)).squeeze(0)  # once per distinct token
+        tokens = bilm.token_encoder(char_ids)  # (N, P): once per distinct token of the window
         tops, cs, hs = [], [], []
         for d in range(2):
             outputs, c, h = bilm.run_stack(d, tokens[inputs[d]], mask, state_c[d], state_h[d])

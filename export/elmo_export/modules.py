@@ -1,9 +1,11 @@
-"""The ELMo biLM in PyTorch, exactly as ELMO_SPEC.md describes it.
+"""The ELMo biLM in PyTorch, exactly as ELMO_SPEC.md describes it (training and ``elmo export``).
 
-``BiLM`` is stateless and functional: ``forward(char_ids, state)`` takes the
-initial LSTM state explicitly and returns the final one, the same interface
-as the exported ONNX graph. :class:`StatefulBiLM` adds bilm-tf's per-row
-state carried across batches.
+``BiLM`` takes the exported graph's own inputs (:mod:`elmo_runtime.spec.contract`):
+``forward(token_chars, token_index, state, cached_vectors)``, each distinct
+token's char ids once and, per step, the row it uses (-1 = padding), as built
+by :func:`elmo_runtime.spec.chars.pack`. The initial LSTM state is explicit
+and the final one returned. :class:`StatefulBiLM` adds bilm-tf's per-row state
+carried across batches.
 """
 
 from __future__ import annotations
@@ -13,13 +15,15 @@ from typing import NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-from elmo_runtime.spec.options import ElmoOptions, lstm_prefix
+from elmo_runtime.spec import contract
+from elmo_runtime.spec.chars import EMBED_ROWS
+from elmo_runtime.spec.options import FORGET_BIAS, ElmoOptions
 from elmo_runtime.spec.states import RowStates
 from torch import Tensor, nn
 
-from .weights import Weights, check_weights
+from .weights import PROJECTION, Weights, check_weights, has_projection, lstm_prefix
 
-FORGET_BIAS = 1.0  # added to the forget gate at run time, never stored in B
+__all__ = ["FORGET_BIAS", "BiLM", "BiLMOutput", "CharCNN", "StatefulBiLM"]
 
 
 class BiLMOutput(NamedTuple):
@@ -27,6 +31,7 @@ class BiLMOutput(NamedTuple):
     mask: Tensor  # (B, T) bool
     state_c: Tensor  # (2, L, B, D)
     state_h: Tensor  # (2, L, B, P)
+    token_vectors: Tensor  # (N, P): the encoded token_chars rows
 
 
 class Highway(nn.Module):
@@ -43,26 +48,26 @@ class Highway(nn.Module):
 
 
 class CharCNN(nn.Module):
-    """Char ids (B, T, C) → context-free token vectors (B, T, P)."""
+    """Char ids (..., C) → context-free token vectors (..., P)."""
 
     def __init__(self, options: ElmoOptions) -> None:
         super().__init__()
         e = options.char_embed_dim
-        # 262 rows: row 0 is "no token" (shifted id 0) and stays zero.
-        self.embedding = nn.Embedding(262, e, padding_idx=0)
+        # EMBED_ROWS (262) rows: row 0 is "no token" (shifted id 0) and stays zero.
+        self.embedding = nn.Embedding(EMBED_ROWS, e, padding_idx=0)
         self.convs = nn.ModuleList(nn.Conv1d(e, n, w) for w, n in options.filters)
         self.highways = nn.ModuleList(Highway(options.n_filters) for _ in range(options.n_highway))
         self.projection = nn.Linear(options.n_filters, options.projection_dim)
         self.activation = torch.tanh if options.activation == "tanh" else F.relu
 
     def forward(self, char_ids: Tensor) -> Tensor:
-        b, t, c = char_ids.shape
-        x = self.embedding(char_ids.reshape(b * t, c)).transpose(1, 2)  # (N, e, C)
+        lead, c = char_ids.shape[:-1], char_ids.shape[-1]
+        x = self.embedding(char_ids.reshape(-1, c)).transpose(1, 2)  # (N, e, C)
         # Conv1d is a VALID cross-correlation; max over every position, then activation.
         x = torch.cat([self.activation(conv(x).max(dim=2).values) for conv in self.convs], dim=1)
         for highway in self.highways:
             x = highway(x)
-        return self.projection(x).reshape(b, t, -1)
+        return self.projection(x).reshape(*lead, -1)
 
 
 class LstmWithProjection(nn.Module):
@@ -77,10 +82,23 @@ class LstmWithProjection(nn.Module):
         self.projection = nn.Parameter(torch.empty(d, p))  # W_P_0
         self.cell_clip = options.cell_clip
         self.proj_clip = options.proj_clip
+        self.projected = True  # False: no W_P_0 in the weight file (identity, no proj_clip)
         bound = 1.0 / np.sqrt(input_dim + p)
         for w in (self.input_weight, self.state_weight):
             nn.init.uniform_(w, -bound, bound)
         nn.init.uniform_(self.projection, -1.0 / np.sqrt(d), 1.0 / np.sqrt(d))
+
+    @torch.no_grad()
+    def set_projection(self, w_proj: Tensor | None) -> None:
+        """Load W_P_0 (D, P), or None for a cell without projection (D == P): the
+        identity, frozen, and no proj_clip (TF clips only a projected output)."""
+        self.projected = w_proj is not None
+        if w_proj is None:
+            self.projection.copy_(torch.eye(self.projection.shape[0]))
+            self.projection.requires_grad_(False)
+            self.proj_clip = None
+        else:
+            self.projection.copy_(w_proj)
 
     def forward(
         self, x: Tensor, mask: Tensor, c: Tensor, h: Tensor
@@ -154,29 +172,71 @@ class BiLM(nn.Module):
         return outputs, torch.stack(cs), torch.stack(hs)
 
     def encode(
-        self, char_ids: Tensor, state: tuple[Tensor, Tensor] | None = None
-    ) -> tuple[Tensor, Tensor, list[Tensor], list[Tensor], Tensor, Tensor]:
-        """Token vectors, mask, forward and backward per-layer outputs, final state."""
-        mask = (char_ids > 0).any(dim=-1)
+        self,
+        token_chars: Tensor,
+        token_index: Tensor,
+        state: tuple[Tensor, Tensor] | None = None,
+        cached_vectors: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor, list[Tensor], list[Tensor], Tensor, Tensor, Tensor]:
+        """Step tokens, mask, forward and backward per-layer outputs, final state, encoded rows."""
+        encoded = self.token_encoder(token_chars)  # (N, P): each distinct token once
+        table = encoded if cached_vectors is None else torch.cat([encoded, cached_vectors])
+        mask = token_index >= 0
         lengths = mask.sum(dim=1)
-        tokens = self.token_encoder(char_ids) * mask.unsqueeze(-1)
-        c0, h0 = state if state is not None else self.zero_state(char_ids.shape[0])
+        tokens = table[token_index.clamp(min=0)] * mask.unsqueeze(-1)  # (B, T, P)
+        batch = token_index.shape[0]
+        c0, h0 = state if state is not None else self.zero_state(1)
+        o = self.options
+        c0 = c0.expand(2, o.n_layers, batch, o.lstm_dim)
+        h0 = h0.expand(2, o.n_layers, batch, o.projection_dim)
         fwd, c_f, h_f = self.run_stack(0, tokens, mask, c0[0], h0[0])
         rev_tokens = reverse_within_length(tokens, lengths)
         bwd_rev, c_b, h_b = self.run_stack(1, rev_tokens, mask, c0[1], h0[1])
         bwd = [reverse_within_length(out, lengths) for out in bwd_rev]
         state_c = torch.stack([c_f, c_b])
         state_h = torch.stack([h_f, h_b])
-        return tokens, mask, fwd, bwd, state_c, state_h
+        return tokens, mask, fwd, bwd, state_c, state_h, encoded
 
     def forward(
-        self, char_ids: Tensor, state: tuple[Tensor, Tensor] | None = None
+        self,
+        token_chars: Tensor,
+        token_index: Tensor,
+        state: tuple[Tensor, Tensor] | None = None,
+        cached_vectors: Tensor | None = None,
     ) -> BiLMOutput:
-        """``char_ids`` (B, T, C) shifted ids with boundaries; ``state`` (c, h) or zeros."""
-        tokens, mask, fwd, bwd, state_c, state_h = self.encode(char_ids, state)
+        """The graph's computation on the graph's inputs.
+
+        ``token_chars`` int64 (N, C) shifted char ids; ``token_index`` int64
+        (B, T), the row of ``concat(encoded, cached_vectors)`` per step, -1 =
+        padding; ``state`` (c (2, L, B or 1, D), h (2, L, B or 1, P)) or zeros;
+        ``cached_vectors`` (M, P) or None.
+        """
+        tokens, mask, fwd, bwd, state_c, state_h, encoded = self.encode(
+            token_chars, token_index, state, cached_vectors)
         layers = [torch.cat([tokens, tokens], dim=-1)]
         layers += [torch.cat([f, b], dim=-1) for f, b in zip(fwd, bwd, strict=True)]
-        return BiLMOutput(torch.stack(layers, dim=1), mask, state_c, state_h)
+        return BiLMOutput(torch.stack(layers, dim=1), mask, state_c, state_h, encoded)
+
+    def run_feed(self, feed: dict[str, np.ndarray]) -> dict[str, Tensor]:
+        """The graph's outputs, by contract name, for a feed of contract inputs (NumPy)."""
+
+        def get(name: str) -> Tensor | None:
+            return torch.from_numpy(np.asarray(feed[name])) if name in feed else None
+
+        state = None
+        if contract.INPUT_STATE_C in feed or contract.INPUT_STATE_H in feed:
+            zc, zh = self.zero_state(1)
+            c, h = get(contract.INPUT_STATE_C), get(contract.INPUT_STATE_H)
+            state = (zc if c is None else c, zh if h is None else h)
+        out = self(get(contract.INPUT_TOKEN_CHARS).long(), get(contract.INPUT_TOKEN_INDEX).long(),
+                   state, get(contract.INPUT_CACHED_VECTORS))
+        return {
+            contract.OUTPUT_LAYERS: out.layers,
+            contract.OUTPUT_MASK: out.mask.to(torch.int32),
+            contract.OUTPUT_STATE_C: out.state_c,
+            contract.OUTPUT_STATE_H: out.state_h,
+            contract.OUTPUT_TOKEN_VECTORS: out.token_vectors,
+        }
 
     # --- the ELMo hdf5 weight layout -------------------------------------
     @classmethod
@@ -207,6 +267,7 @@ class BiLM(nn.Module):
                 lin.bias.copy_(t(f"CNN_high_{k}/b_{name}"))
         enc.projection.weight.copy_(t("CNN_proj/W_proj").T)
         enc.projection.bias.copy_(t("CNN_proj/b_proj"))
+        projected = has_projection(weights, o)
         for direction, stack in enumerate((self.forward_layers, self.backward_layers)):
             for layer, lstm in enumerate(stack):
                 prefix = lstm_prefix(direction, layer)
@@ -215,7 +276,7 @@ class BiLM(nn.Module):
                 lstm.input_weight.copy_(w0[:n_in])
                 lstm.state_weight.copy_(w0[n_in:])
                 lstm.bias.copy_(t(f"{prefix}/B"))
-                lstm.projection.copy_(t(f"{prefix}/W_P_0"))
+                lstm.set_projection(t(f"{prefix}/{PROJECTION}") if projected else None)
 
     @torch.no_grad()
     def elmo_weights(self) -> Weights:
@@ -240,7 +301,8 @@ class BiLM(nn.Module):
                 prefix = lstm_prefix(direction, layer)
                 w[f"{prefix}/W_0"] = n(torch.cat([lstm.input_weight, lstm.state_weight]))
                 w[f"{prefix}/B"] = n(lstm.bias)
-                w[f"{prefix}/W_P_0"] = n(lstm.projection)
+                if lstm.projected:
+                    w[f"{prefix}/{PROJECTION}"] = n(lstm.projection)
         return w
 
 
@@ -256,8 +318,8 @@ class StatefulBiLM:
         self.states.reset()
 
     @torch.no_grad()
-    def __call__(self, char_ids: Tensor) -> BiLMOutput:
-        c0, h0 = self.states.initial(char_ids.shape[0])
-        out = self.model(char_ids, (torch.from_numpy(c0), torch.from_numpy(h0)))
+    def __call__(self, token_chars: Tensor, token_index: Tensor) -> BiLMOutput:
+        c0, h0 = self.states.initial(token_index.shape[0])
+        out = self.model(token_chars, token_index, (torch.from_numpy(c0), torch.from_numpy(h0)))
         self.states.update(out.state_c.numpy(), out.state_h.numpy())
         return out

@@ -1,4 +1,4 @@
-"""Build the elmo-edge ONNX graph directly from ELMo weights (NumPy + onnx only).
+"""Build the elmo-edge ONNX graph from ELMo weights: NumPy and onnx only, no PyTorch.
 
 The recurrence is an ONNX ``Scan`` per direction and layer whose body is one
 LSTM step, so the graph's size does not depend on the sentence length and
@@ -6,7 +6,11 @@ both ``batch`` and ``tokens`` stay dynamic. Work that does not depend on the
 previous step is hoisted out of the loop: the input projection of every step
 is one MatMul, and the +1 forget bias is folded into the stored bias.
 The char CNN runs once per distinct token (``token_chars``); steps gather
-their token's row. The interface is declared in :mod:`elmo_runtime.spec.contract`.
+their token's row. The graph's inputs and outputs (names, dtypes, dims, axis
+names, defaults of optional inputs) are declared from the contract table,
+:data:`elmo_runtime.spec.contract.TENSORS`. Weights without cell projections
+(no ``W_P_0``) get no projection MatMul and no ``proj_clip``
+(:mod:`.weights`).
 """
 
 from __future__ import annotations
@@ -14,11 +18,10 @@ from __future__ import annotations
 import numpy as np
 import onnx
 from elmo_runtime.spec import contract
-from elmo_runtime.spec.options import ElmoOptions, lstm_prefix
+from elmo_runtime.spec.options import FORGET_BIAS, ElmoOptions
 from onnx import TensorProto, helper, numpy_helper
 
-from .modules import FORGET_BIAS
-from .weights import Weights, check_weights
+from .weights import PROJECTION, Weights, check_weights, has_projection, lstm_prefix
 
 OPSET = 17
 IR_VERSION = 8  # readable by onnxruntime >= 1.10
@@ -57,12 +60,20 @@ class _Graph:
         return self.op("Add", [y, self.const(b.astype(np.float32), f"{hint}_b")], hint)
 
 
+def declare(spec: contract.TensorSpec, options: ElmoOptions) -> onnx.ValueInfoProto:
+    """A graph input or output as the contract table declares it for ``options``."""
+    elem = helper.np_dtype_to_tensor_dtype(np.dtype(spec.dtype))
+    return helper.make_tensor_value_info(spec.name, elem, spec.resolve(options))
+
+
 def _lstm_step_body(
-    w_state: np.ndarray, w_proj: np.ndarray, cell_clip: float | None, proj_clip: float | None
+    w_state: np.ndarray, w_proj: np.ndarray | None, cell_clip: float | None,
+    proj_clip: float | None
 ) -> onnx.GraphProto:
-    """One LSTM step: (c, h, x_proj_t, mask_t) → (c', h', y_t)."""
+    """One LSTM step: (c, h, x_proj_t, mask_t) → (c', h', y_t); no W_P_0: h' = σ(o)·tanh(c')."""
     g = _Graph("step_")
-    d, p = w_proj.shape
+    d = w_state.shape[1] // 4
+    p = d if w_proj is None else w_proj.shape[1]
     z = g.op("Add", ["x_t", g.linear("h_prev", w_state, None, "rec")], "z")
     i, j, f, o = g.op("Split", [z], "gate", n_out=4, axis=1)
     keep = g.op("Mul", [g.op("Sigmoid", [f]), "c_prev"], "keep")
@@ -71,9 +82,10 @@ def _lstm_step_body(
     if cell_clip is not None:
         lo, hi = g.const(np.float32(-cell_clip), "lo"), g.const(np.float32(cell_clip), "hi")
         c_new = g.op("Clip", [c_new, lo, hi], "c_clip")
-    h_full = g.op("Mul", [g.op("Sigmoid", [o]), g.op("Tanh", [c_new])], "h_full")
-    h_new = g.linear(h_full, w_proj, None, "proj")
-    if proj_clip is not None:
+    h_new = g.op("Mul", [g.op("Sigmoid", [o]), g.op("Tanh", [c_new])], "h_full")
+    if w_proj is not None:
+        h_new = g.linear(h_new, w_proj, None, "proj")
+    if w_proj is not None and proj_clip is not None:
         lo, hi = g.const(np.float32(-proj_clip), "lo"), g.const(np.float32(proj_clip), "hi")
         h_new = g.op("Clip", [h_new, lo, hi], "h_clip")
     zero = g.const(np.float32(0.0), "zero")
@@ -135,7 +147,8 @@ def build_model(options: ElmoOptions, weights: Weights) -> onnx.ModelProto:
     check_weights(weights, options, "weights")
     o = options
     g = _Graph()
-    n_layers, d, p, c = o.n_layers, o.lstm_dim, o.projection_dim, o.max_characters_per_token
+    n_layers, d, p = o.n_layers, o.lstm_dim, o.projection_dim
+    projected = has_projection(weights, o)
 
     index = contract.INPUT_TOKEN_INDEX
     batch = g.op("Slice", [g.op("Shape", [index], "index_shape"),
@@ -181,7 +194,8 @@ def build_model(options: ElmoOptions, weights: Weights) -> onnx.ModelProto:
             w0 = weights[f"{prefix}/W_0"]
             bias = weights[f"{prefix}/B"] + forget
             x_proj = g.linear(inp, w0[:p], bias, f"xproj{direction}{layer}")
-            body = _lstm_step_body(w0[p:], weights[f"{prefix}/W_P_0"], o.cell_clip, o.proj_clip)
+            w_proj = weights[f"{prefix}/{PROJECTION}"] if projected else None
+            body = _lstm_step_body(w0[p:], w_proj, o.cell_clip, o.proj_clip)
             c_fin, h_fin, out = g.op(
                 "Scan",
                 [initial(contract.INPUT_STATE_C, direction, layer),
@@ -217,40 +231,18 @@ def build_model(options: ElmoOptions, weights: Weights) -> onnx.ModelProto:
         shape = g.const(np.array([2, n_layers, -1, width], np.int64), "state_shape")
         g.nodes.append(helper.make_node("Reshape", [joined, shape], [out_name]))
 
-    no_cache = numpy_helper.from_array(np.zeros((0, p), np.float32),
-                                       contract.INPUT_CACHED_VECTORS)
-    zeros_c = numpy_helper.from_array(np.zeros((2, n_layers, 1, d), np.float32),
-                                      contract.INPUT_STATE_C)
-    zeros_h = numpy_helper.from_array(np.zeros((2, n_layers, 1, p), np.float32),
-                                      contract.INPUT_STATE_H)
+    # optional inputs: their defaults are overridable initializers. Tensors that only
+    # some models have (in_every_model False, e.g. another char-id scheme's) are not ours.
+    inputs = [spec for spec in contract.INPUT_SPECS if spec.in_every_model]
+    outputs = [spec for spec in contract.OUTPUT_SPECS if spec.in_every_model]
+    defaults = [numpy_helper.from_array(spec.default_value(o), spec.name)
+                for spec in inputs if spec.optional]
     graph = helper.make_graph(
         g.nodes,
         "elmo_bilm",
-        inputs=[
-            helper.make_tensor_value_info(contract.INPUT_TOKEN_CHARS, TensorProto.INT32,
-                                          ["distinct_tokens", c]),
-            helper.make_tensor_value_info(contract.INPUT_CACHED_VECTORS, FLOAT,
-                                          ["cached_tokens", p]),
-            helper.make_tensor_value_info(index, TensorProto.INT32, ["batch", "tokens"]),
-            helper.make_tensor_value_info(contract.INPUT_STATE_C, FLOAT,
-                                          [2, n_layers, "state_batch", d]),
-            helper.make_tensor_value_info(contract.INPUT_STATE_H, FLOAT,
-                                          [2, n_layers, "state_batch", p]),
-        ],
-        outputs=[
-            helper.make_tensor_value_info(contract.OUTPUT_LAYERS, FLOAT,
-                                          ["batch", n_layers + 1, "tokens", 2 * p]),
-            helper.make_tensor_value_info(contract.OUTPUT_MASK, TensorProto.INT32,
-                                          ["batch", "tokens"]),
-            helper.make_tensor_value_info(contract.OUTPUT_STATE_C, FLOAT,
-                                          [2, n_layers, "batch", d]),
-            helper.make_tensor_value_info(contract.OUTPUT_STATE_H, FLOAT,
-                                          [2, n_layers, "batch", p]),
-            helper.make_tensor_value_info(contract.OUTPUT_TOKEN_VECTORS, FLOAT,
-                                          ["distinct_tokens", p]),
-        ],
-        # no cached vectors and zero states are defaults: a caller may feed its own
-        initializer=g.initializers + [no_cache, zeros_c, zeros_h],
+        inputs=[declare(spec, o) for spec in inputs],
+        outputs=[declare(spec, o) for spec in outputs],
+        initializer=g.initializers + defaults,
     )
     model = helper.make_model(
         graph,

@@ -12,7 +12,8 @@ import click
 from click.core import ParameterSource
 
 from .presets import preset_names
-from .train import OPTIMIZERS, TrainConfig, TrainingInterrupted
+from .train_config import OPTIMIZERS, TrainConfig
+from .train_processes import launched_rank
 
 EXIT_INTERRUPTED = 130
 # Settings a resumed run takes from its checkpoint unless given on the command line.
@@ -67,7 +68,7 @@ def _resume_settings(ctx: click.Context, params: dict[str, Any]) -> dict[str, An
 @click.option("--dropout", default=0.1, show_default=True,
               type=click.FloatRange(0, 1, max_open=True))
 @click.option("--clip-norm", default=10.0, show_default=True, type=click.FloatRange(min=0),
-              help="Clip the global gradient norm to this.")
+              help="Clip the global gradient norm to this; 0 turns clipping off.")
 @click.option("--samples", "n_samples", default=8192, show_default=True,
               type=click.IntRange(min=1), help="Sampled-softmax negatives (full softmax when "
               "the vocabulary is not larger).")
@@ -92,10 +93,14 @@ def train_command(ctx: click.Context, corpus: tuple[str, ...], quiet: bool,
 
     Ctrl-C stops after the current step and saves a checkpoint; --resume
     continues it exactly; --init-from fine-tunes a trained biLM on new text.
-    Run under `torchrun --nproc-per-node N` for N data-parallel processes.
+    A loss that blows up stops the run at that step without saving.
+    For N data-parallel processes:
+
+    \b
+    torchrun --standalone --nproc-per-node N $(which elmo) train CORPUS... -o DIR
     """
     from .presets import resolve_options
-    from .train import train
+    from .train import TrainingInterrupted, train
 
     if params["vocab_file"] and params["vocab_size"]:
         raise click.UsageError("give --vocab or --vocab-size, not both")
@@ -114,12 +119,15 @@ def train_command(ctx: click.Context, corpus: tuple[str, ...], quiet: bool,
     if "options" not in params:
         params["options"] = resolve_options(options_value)
     config = TrainConfig(corpus=corpus, progress=not quiet, **params)
+    main_process = launched_rank() == 0  # under torchrun, one closing message
     try:
         train(config)
     except TrainingInterrupted as e:
-        click.echo(str(e), err=True)
+        if main_process:
+            click.echo(str(e), err=True)
         ctx.exit(EXIT_INTERRUPTED)
-    click.echo(f"done; checkpoint and metrics in {config.output_dir}", err=True)
+    if main_process:
+        click.echo(f"done; checkpoint and metrics in {config.output_dir}", err=True)
 
 
 @click.command("export")

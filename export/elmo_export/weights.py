@@ -1,8 +1,15 @@
-"""Read and write the ELMo hdf5 weight layout (bilm-tf / AllenNLP ``weights.hdf5``).
+"""The ELMo hdf5 weight layout (bilm-tf / AllenNLP ``weights.hdf5``): names, shapes, I/O.
 
 Weights travel between modules as a plain ``dict[str, np.ndarray]`` keyed by
 the hdf5 dataset names (``char_embed``, ``CNN/W_cnn_0``, …); shapes are those
-of :meth:`ElmoOptions.weight_shapes`, the one place that knows them.
+of :func:`weight_shapes`, the one place that knows the TF variable names.
+Torch-free (NumPy; h5py for reading and writing files).
+
+Cells without a projection: bilm-tf builds ``LSTMCell(dim)`` without
+``num_proj`` when ``projection_dim == dim``, so such files have no ``W_P_0``
+(allenai/allennlp#2062). The cell output is then ``σ(o)·tanh(c)`` itself and
+``proj_clip`` does not apply (TF clips only a projected output). A weight dict
+without any ``W_P_0`` describes such a model (:func:`has_projection`).
 """
 
 from __future__ import annotations
@@ -12,9 +19,51 @@ from pathlib import Path
 import numpy as np
 from elmo_runtime.errors import ElmoError
 from elmo_runtime.files import atomic_path
-from elmo_runtime.spec.options import ElmoOptions, lstm_prefix
+from elmo_runtime.spec.chars import CHAR_VOCAB
+from elmo_runtime.spec.options import ElmoOptions
 
 Weights = dict[str, np.ndarray]
+PROJECTION = "W_P_0"  # the cell projection's dataset in each LSTM cell group
+
+
+def lstm_prefix(direction: int, layer: int) -> str:
+    """hdf5 group of one LSTM cell: direction 0 = forward, 1 = backward."""
+    return f"RNN_{direction}/RNN/MultiRNNCell/Cell{layer}/LSTMCell"
+
+
+def weight_shapes(options: ElmoOptions, projection: bool = True) -> dict[str, tuple[int, ...]]:
+    """Every dataset of the ELMo hdf5 layout with its expected shape.
+
+    ``projection=False``: the layout without cell projections (no ``W_P_0``),
+    possible only when ``projection_dim == dim``.
+    """
+    e, f, p, d = options.char_embed_dim, options.n_filters, options.projection_dim, options.lstm_dim
+    shapes: dict[str, tuple[int, ...]] = {"char_embed": (CHAR_VOCAB, e)}
+    for i, (width, num) in enumerate(options.filters):
+        shapes[f"CNN/W_cnn_{i}"] = (1, width, e, num)
+        shapes[f"CNN/b_cnn_{i}"] = (num,)
+    for k in range(options.n_highway):
+        for name in ("carry", "transform"):
+            shapes[f"CNN_high_{k}/W_{name}"] = (f, f)
+            shapes[f"CNN_high_{k}/b_{name}"] = (f,)
+    shapes["CNN_proj/W_proj"] = (f, p)
+    shapes["CNN_proj/b_proj"] = (p,)
+    for direction in range(2):
+        for layer in range(options.n_layers):
+            prefix = lstm_prefix(direction, layer)
+            shapes[f"{prefix}/W_0"] = (2 * p, 4 * d)
+            shapes[f"{prefix}/B"] = (4 * d,)
+            if projection:
+                shapes[f"{prefix}/{PROJECTION}"] = (d, p)
+    return shapes
+
+
+def has_projection(weights: Weights, options: ElmoOptions) -> bool:
+    """Whether ``weights`` use cell projections (always, unless dim == projection_dim
+    and no cell has a ``W_P_0``)."""
+    if options.lstm_dim != options.projection_dim:
+        return True
+    return any(name.endswith("/" + PROJECTION) for name in weights)
 
 
 class WeightsError(ElmoError):
@@ -23,7 +72,7 @@ class WeightsError(ElmoError):
 
 def check_weights(weights: Weights, options: ElmoOptions, where: str) -> None:
     """Every dataset present, float, finite, with the shape the options imply."""
-    expected = options.weight_shapes()
+    expected = weight_shapes(options, has_projection(weights, options))
     for name, shape in expected.items():
         if name not in weights:
             raise WeightsError(f"{where}: dataset {name!r} is missing (expected shape {shape})")
@@ -52,7 +101,7 @@ def read_weights(path: str | Path, options: ElmoOptions) -> Weights:
         raise WeightsError(f"{path}: not a readable HDF5 file ({e})") from None
     weights: Weights = {}
     with f:
-        for name in options.weight_shapes():
+        for name in weight_shapes(options):
             if name not in f:
                 continue
             ds = f[name]
@@ -72,15 +121,20 @@ def write_weights(path: str | Path, weights: Weights, options: ElmoOptions) -> N
     check_weights(weights, options, "weights to write")
     path = Path(path)
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        for name in options.weight_shapes():
+        for name in weight_shapes(options, has_projection(weights, options)):
             f.create_dataset(name, data=np.asarray(weights[name], dtype=np.float32))
 
 
-def random_weights(options: ElmoOptions, seed: int = 0, scale: float = 1.0) -> Weights:
-    """Seeded weights with 1/sqrt(fan_in) scale (times ``scale``): for tests and benches."""
+def random_weights(
+    options: ElmoOptions, seed: int = 0, scale: float = 1.0, projection: bool = True
+) -> Weights:
+    """Seeded weights with 1/sqrt(fan_in) scale (times ``scale``): for tests and benches.
+
+    ``projection=False``: no ``W_P_0`` (needs ``projection_dim == dim``).
+    """
     rng = np.random.default_rng(seed)
     weights: Weights = {}
-    for name, shape in options.weight_shapes().items():
+    for name, shape in weight_shapes(options, projection).items():
         if name == "char_embed":
             w = rng.standard_normal(shape)
         elif len(shape) == 1:
@@ -93,11 +147,14 @@ def random_weights(options: ElmoOptions, seed: int = 0, scale: float = 1.0) -> W
 
 
 __all__ = [
+    "PROJECTION",
     "Weights",
     "WeightsError",
     "check_weights",
+    "has_projection",
     "lstm_prefix",
     "random_weights",
     "read_weights",
+    "weight_shapes",
     "write_weights",
 ]

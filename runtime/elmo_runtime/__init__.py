@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+DISTRIBUTION = "elmo-edge"
+
+try:  # the one place the version is read: the installed package's metadata (pyproject.toml)
+    __version__ = metadata.version(DISTRIBUTION)
+except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"
 
 __all__ = ["Embedder", "__version__"]
 

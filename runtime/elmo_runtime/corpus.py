@@ -1,12 +1,49 @@
-"""Input text: one whitespace-tokenized sentence a line, read the same way by every engine."""
+"""Input text: one sentence a line, read the same way by every engine.
+
+* Lines end at ``"\\n"``, ``"\\r\\n"`` or a lone ``"\\r"`` (old Mac files), as
+  Python's universal newlines (and so AllenNLP's ``elmo`` command) read them;
+  ``"\\x0b"``, ``"\\x1c"``, ``"\\x85"``, ``"\\u2028"`` … do not end a line.
+* Each line is UTF-8 (a BOM on line 1 is dropped); invalid bytes stop with the
+  line and column, or become U+FFFD with ``errors="replace"`` (that includes
+  UTF-8-encoded surrogates such as ``b"\\xed\\xb2\\x80"``: three U+FFFD).
+* A line's key (AllenNLP's ``sentence_to_index``) is the line stripped of
+  surrounding whitespace; its tokens are ``str.split()`` of it, or
+  :func:`.tokenize.tokenize` of it with ``tokenize=True`` (raw text).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import re
+from collections.abc import Callable, Iterable, Iterator
+from typing import NamedTuple
 
 from .errors import InputError
 
 BOM = "\ufeff"
+_LONE_CR = re.compile(rb"(?<=\r)(?!\n)")
+
+Tokenizer = Callable[[str], list[str]]
+
+
+class Line(NamedTuple):
+    """One input line: its stripped text (the sentence_to_index key) and its tokens."""
+
+    key: str
+    tokens: list[str]
+
+
+def split_cr(line: bytes) -> list[bytes]:
+    """``line`` cut after every ``"\\r"`` that no ``"\\n"`` follows (a lone CR ends a line)."""
+    if b"\r" not in line:
+        return [line]
+    pieces = _LONE_CR.split(line)
+    return pieces[:-1] if pieces[-1] == b"" else pieces
+
+
+def iter_lines(stream: Iterable[bytes]) -> Iterator[bytes]:
+    """The lines of a binary stream, ending at ``"\\n"``, ``"\\r\\n"`` or a lone ``"\\r"``."""
+    for raw in stream:
+        yield from split_cr(raw)
 
 
 def decode_line(line: bytes, name: str, lineno: int, errors: str = "strict") -> str:
@@ -25,15 +62,34 @@ def decode_line(line: bytes, name: str, lineno: int, errors: str = "strict") -> 
     return text.removeprefix(BOM) if lineno == 1 else text
 
 
-def read_sentences(
-    lines: Iterable[bytes], name: str, errors: str = "strict"
-) -> Iterator[list[str]]:
-    """Whitespace-tokenized lines of UTF-8 bytes (``str.split()``), one list a line.
+def tokenizer(tokenize: bool) -> Tokenizer:
+    """``str.split`` (pre-tokenized input), or the bundled model's tokenizer for raw text."""
+    if not tokenize:
+        return str.split
+    from .tokenize import tokenize as raw_text
 
-    ``lines`` is a binary stream or any iterable of lines; one line is read
-    per sentence yielded. ``str.split()`` drops the line end ("\\n" or
-    "\\r\\n"); a blank line gives an empty sentence. Control characters that
-    are not whitespace stay inside their tokens.
+    return raw_text
+
+
+def read_lines(
+    lines: Iterable[bytes], name: str, errors: str = "strict", tokenize: bool = False
+) -> Iterator[Line]:
+    """:class:`Line` (key, tokens) of each line of UTF-8 bytes, read one line per line yielded.
+
+    ``lines`` is a binary stream or any iterable of byte lines (already
+    split or not: a lone CR still ends a line). A blank line gives an empty
+    key and no tokens. Control characters that are not whitespace stay
+    inside their tokens.
     """
-    for lineno, line in enumerate(lines, 1):
-        yield decode_line(line, name, lineno, errors).split()
+    split = tokenizer(tokenize)
+    for lineno, line in enumerate(iter_lines(lines), 1):
+        key = decode_line(line, name, lineno, errors).strip()
+        yield Line(key, split(key))
+
+
+def read_sentences(
+    lines: Iterable[bytes], name: str, errors: str = "strict", tokenize: bool = False
+) -> Iterator[list[str]]:
+    """The tokens of each line (see :func:`read_lines`), one list a line."""
+    for line in read_lines(lines, name, errors, tokenize):
+        yield line.tokens

@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from .batching import DEFAULT_BATCH_SIZE, bucketed, chunks, in_order, max_tokens_for
-from .errors import ElmoError, InputError, ModelError
+from .errors import ElmoError, InputError, first_line
 from .mix import Mix, ScalarMix, check_mix, load_mix, make_mix
+from .models import resolve_model
 from .session import open_session
 from .spec import contract
 from .spec.states import RowStates
@@ -34,10 +34,7 @@ Sentence = Sequence[str]
 
 def default_model_path() -> Path:
     """The model bundled with this installation (``elmo_runtime/models/default.onnx``)."""
-    path = Path(str(resources.files("elmo_runtime").joinpath(DEFAULT_MODEL)))
-    if not path.is_file():
-        raise ModelError("no bundled default model in this installation; pass --model PATH")
-    return path
+    return resolve_model(None)
 
 
 def check_sentence(sentence: object, index: int) -> None:
@@ -74,6 +71,12 @@ class Embedder:
     ``token_cache_mb``: memory for the vectors of tokens seen before (LRU), so the
     char CNN runs once per distinct token string; 0 turns the cache off (tokens
     are still encoded once per batch). Results do not depend on it.
+
+    Attributes: ``model_path`` (Path of the .onnx file), ``info``
+    (:class:`~elmo_runtime.spec.contract.ModelInfo` from its metadata), ``mix``
+    (the resolved mix, or None for all layers), ``stateful``, ``token_cache``.
+    Literal ``"<S>"`` / ``"</S>"`` tokens are the sentence-boundary rows, as in
+    bilm-tf and AllenNLP (:mod:`elmo_runtime.spec.chars`).
     """
 
     def __init__(
@@ -86,7 +89,7 @@ class Embedder:
         max_tokens_per_batch: int | None = None,
         token_cache_mb: float = DEFAULT_CACHE_MB,
     ):
-        self.model_path = Path(model) if model is not None else default_model_path()
+        self.model_path = resolve_model(model)  # None: the default; a bundled name
         self._session, self.info = open_session(self.model_path, provider, threads)
         self.stateful = stateful
         opts = self.info.options
@@ -114,6 +117,14 @@ class Embedder:
         raise TypeError(
             f"mix must be None, 'all', 'top', 'average', a ScalarMix or a path, not {mix!r}"
         )
+
+    @property
+    def mix(self) -> Mix | None:
+        """The resolved layer mix (None: every layer is returned, ``(L+1, n, 2P)``).
+
+        Engines and writers read this instead of re-parsing the ``mix`` argument.
+        """
+        return self._mix
 
     @property
     def providers(self) -> list[str]:
@@ -181,7 +192,7 @@ class Embedder:
         try:
             outputs = self._session.run(fetch, feed)
         except Exception as e:  # onnxruntime raises its own pybind11 exception types
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            first = first_line(e)
             batch, steps = plan.token_index.shape
             raise ElmoError(
                 f"{self.model_path}: onnxruntime failed on a batch of {batch} sentences "

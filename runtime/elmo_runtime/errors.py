@@ -1,4 +1,13 @@
-"""Errors a user can cause. The CLI prints them as one line, without a traceback."""
+"""Errors a user can cause, their one-line form, and the install hints.
+
+The CLI prints every :class:`ElmoError` as ``Error: <message>`` (one line,
+no traceback). :func:`first_line` is the one formatter that turns any other
+exception (onnxruntime's, Ray's, a parser's) into one line for such a
+message. :func:`pip_hint` and the ``*_HINT`` constants are the only place
+that spells out which extra installs what.
+"""
+
+from __future__ import annotations
 
 
 class ElmoError(Exception):
@@ -23,3 +32,28 @@ class ProviderError(ElmoError):
 
 class MixError(ElmoError):
     """A scalar-mix file or value that does not fit the model."""
+
+
+class UsageError(ElmoError):
+    """Options that cannot go together (the CLI reports it as a usage error, exit 2)."""
+
+
+def first_line(error: BaseException) -> str:
+    """The first non-blank line of ``str(error)``, or the exception's type name if it has none."""
+    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    return lines[0].strip() if lines else type(error).__name__
+
+
+def pip_hint(extra: str) -> str:
+    """The command that installs an optional part: ``pip install 'elmo-edge[extra]'``."""
+    return f"pip install 'elmo-edge[{extra}]'"
+
+
+EXPORT_HINT = pip_hint("export")
+CONVERT_HINT = pip_hint("convert")
+SERVE_HINT = pip_hint("serve")
+GPU_HINT = pip_hint("gpu")
+QUANTIZE_HINT = pip_hint("quantize")
+H5PY_HINT = f"hdf5 output needs h5py: {pip_hint('hdf5')} (or use --format npz)"
+PYARROW_HINT = f"Parquet output needs pyarrow: {pip_hint('parquet')}"
+RAY_HINT = f"the ray engine needs Ray: {pip_hint('ray')}"

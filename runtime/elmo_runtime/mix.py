@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -105,15 +106,54 @@ def all_layers(layers: np.ndarray) -> np.ndarray:
     return layers
 
 
-def make_mix(mode: str, n_layers: int) -> Mix:
-    """A named mix for a model with ``n_layers`` (L+1) layers: "all", "top" or "average"."""
+def make_mix(mode: str | os.PathLike, n_layers: int) -> Mix:
+    """A mix for a model with ``n_layers`` (L+1) layers.
+
+    ``mode``: "all", "top", "average", or the path (str or Path) of a mix
+    JSON file (:func:`load_mix`).
+    """
     if mode == "all":
         return all_layers
     if mode == "top":
         return top_layer
     if mode == "average":
         return ScalarMix([0.0] * n_layers, gamma=1.0)
-    raise MixError(f"unknown mix {mode!r}; choose one of {', '.join(MODES)} or a mix file")
+    if isinstance(mode, os.PathLike) or (isinstance(mode, str) and Path(mode).exists()):
+        return load_mix(mode, n_layers)
+    raise MixError(
+        f"unknown mix {mode!r}: not one of {', '.join(MODES)} and no such mix file"
+    )
+
+
+def mix_spec(mix: Mix | str | None) -> str | dict[str, Any]:
+    """A resolved mix as JSON: "all", "top", "average" or a scalar mix's fields.
+
+    ``mix`` is what :func:`make_mix` returned (or ``Embedder.mix``; None and
+    "all" mean every layer). A scalar mix equal to the average of its layers
+    is "average", whichever way it was given: the vectors are the same.
+    """
+    if mix is None or mix is all_layers:
+        return "all"
+    if mix is top_layer:
+        return "top"
+    if isinstance(mix, str):
+        if mix in MODES:
+            return mix
+        raise MixError(f"unknown mix {mix!r}; choose one of {', '.join(MODES)}")
+    if isinstance(mix, ScalarMix):
+        if mix == ScalarMix([0.0] * mix.n_layers, gamma=1.0):
+            return "average"
+        return mix.to_dict()
+    raise MixError(f"not a mix: {mix!r}")
+
+
+def mix_from_spec(spec: str | dict[str, Any], n_layers: int) -> Mix:
+    """The mix :func:`mix_spec` describes, for a model with ``n_layers`` layers."""
+    if isinstance(spec, dict):
+        return check_mix(ScalarMix(**spec), n_layers)
+    if spec not in MODES:
+        raise MixError(f"unknown mix {spec!r}; choose one of {', '.join(MODES)}")
+    return make_mix(spec, n_layers)
 
 
 def check_mix(mix: ScalarMix, n_layers: int, where: str = "mix") -> ScalarMix:
@@ -126,7 +166,7 @@ def check_mix(mix: ScalarMix, n_layers: int, where: str = "mix") -> ScalarMix:
     return mix
 
 
-def load_mix(path: str | Path, n_layers: int) -> ScalarMix:
+def load_mix(path: str | os.PathLike, n_layers: int) -> ScalarMix:
     """Read a mix JSON file for a model with ``n_layers`` (L+1) layers."""
     path = Path(path)
     try:

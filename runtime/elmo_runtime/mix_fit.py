@@ -1,4 +1,18 @@
-"""Fit a scalar mix and a linear softmax classifier on ELMo layers, with NumPy only.
+"""Learn your task's layer mix: a scalar mix and a softmax classifier fitted with NumPy only.
+
+A user feature, not a benchmark helper: ELMo's point is that each task weighs
+the biLM's layers its own way. Give :func:`fit_mix` one vector per labelled
+item and layer (from ``Embedder(...).embed_sentence``, e.g. a word's or a
+span's vectors) and the labels; it returns the mix (``.mix``, a
+:class:`~elmo_runtime.mix.ScalarMix`) and a classifier. Save the mix with
+:func:`elmo_runtime.mix.save_mix` and embed with it: ``Embedder(model,
+mix="task.mix.json")`` or ``elmo embed --mix task.mix.json``. No torch needed::
+
+    layers = np.stack([emb.embed_sentence(s)[:, i] for s, i in items])  # (N, L+1, 2P)
+    fitted = fit_mix(layers, labels, n_classes)
+    save_mix(fitted.mix, "task.mix.json")
+
+``bench/supersense.py`` does this for WordNet supersenses.
 
 The task-specific layer weighting of ELMo (ELMO_SPEC.md, "Scalar mix"):
 ``x = gamma * sum_j softmax(w)_j * h_j`` and ``p(y | x) = softmax(x W + b)``,
@@ -25,6 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import MixError
 from .mix import ScalarMix
 
 DEFAULT_L2 = 1e-3
@@ -32,6 +47,10 @@ DEFAULT_STEPS = 300
 DEFAULT_LR = 0.05
 
 Params = list[np.ndarray]  # [w (K,), gamma (1,), W (D, C), b (C,)]
+
+
+class FitError(MixError, ValueError):
+    """Arrays that :func:`fit_mix` cannot fit (shapes, labels, NaN, a mismatched fixed mix)."""
 
 
 def mix_items(mix: ScalarMix, layers: np.ndarray) -> np.ndarray:
@@ -72,20 +91,24 @@ def fit_mix(
 ) -> MixClassifier:
     """Fit ``w``, ``gamma`` and the classifier (or only the classifier, given ``mix``).
 
-    ``layers``: ``(N, L+1, D)``; ``labels``: ints in ``[0, n_classes)``.
+    ``layers``: ``(N, L+1, D)`` float; ``labels``: ``(N,)`` ints in ``[0, n_classes)``;
+    ``l2``: the L2 strength; ``steps`` and ``lr``: full-batch Adam's. Raises
+    FitError (an ElmoError and a ValueError) for arrays of the wrong shape,
+    labels out of range, NaN or infinite values, or a fixed ``mix`` that does
+    not weigh ``L+1`` layers without layer norm.
     """
     layers = np.asarray(layers)
     labels = np.asarray(labels)
     if layers.ndim != 3 or labels.shape != (layers.shape[0],) or layers.shape[0] == 0:
-        raise ValueError(f"expected layers (N, L+1, D) and labels (N,), found {layers.shape} "
+        raise FitError(f"expected layers (N, L+1, D) and labels (N,), found {layers.shape} "
                          f"and {labels.shape}")
     if labels.min() < 0 or labels.max() >= n_classes:
-        raise ValueError(f"labels must lie in [0, {n_classes}), "
+        raise FitError(f"labels must lie in [0, {n_classes}), "
                          f"found {labels.min()}..{labels.max()}")
     if not np.isfinite(layers).all():
-        raise ValueError("layers contain NaN or infinite values")
+        raise FitError("layers contain NaN or infinite values")
     if mix is not None and (mix.do_layer_norm or mix.n_layers != layers.shape[1]):
-        raise ValueError(f"a fixed mix must weigh {layers.shape[1]} layers without layer norm, "
+        raise FitError(f"a fixed mix must weigh {layers.shape[1]} layers without layer norm, "
                          f"found {mix!r}")
     x = (layers if mix is None else mix_items(mix, layers)[:, None, :]).astype(np.float64)
     mean = x.mean(axis=0)  # (K, D)

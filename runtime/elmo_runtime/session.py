@@ -1,59 +1,98 @@
 """The one onnxruntime session factory: providers checked and confirmed, threads set.
 
-:func:`open_session` is the only place that creates an
-``onnxruntime.InferenceSession``. It turns every way a model file or an
-execution provider can fail into a one-line :class:`ModelError` or
-:class:`ProviderError`, reads the model's metadata and checks that the graph
-has the inputs and outputs of the elmo-edge contract.
+:func:`create_session` is the only place in elmo-edge that constructs an
+``onnxruntime.InferenceSession`` (the embedder, the quantize check and the
+export parity check all go through it). It turns every way a model file or
+an execution provider can fail into a one-line :class:`ModelError` or
+:class:`ProviderError`. :func:`open_session` adds what an elmo-edge model
+must offer: its metadata is read and its graph checked against the contract
+table (:data:`elmo_runtime.spec.contract.TENSORS`), every mismatch collected
+into one ModelError.
 """
 
 from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import onnxruntime as ort
 
-from .errors import ElmoError, ModelError, ProviderError
+from . import prepared
+from .errors import GPU_HINT, ElmoError, ModelError, ProviderError, first_line
 from .spec import contract
 from .spec.contract import ModelInfo
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 PROVIDERS = ("auto", "cpu", "cuda")
-GPU_HINT = "pip install 'elmo-edge[gpu]'"
+IN_MEMORY = "<in-memory model>"  # how errors name a model given as bytes
 # onnxruntime 1.32 segfaults creating a CPU session for a float16 model at
 # ORT_ENABLE_ALL unless this layout transformer is off; it only re-blocks the
 # char CNN's float32 Convs (no gain measured on the small preset, 2 cores).
 DISABLED_OPTIMIZERS = ["NchwcTransformer"]
 
 
+def create_session(
+    model: str | Path | bytes,
+    provider: str = "cpu",
+    threads: int | None = None,
+    config: Mapping[str, str] | None = None,
+    optimized_model_path: str | Path | None = None,
+) -> ort.InferenceSession:
+    """An onnxruntime session for ``model`` (a path or the serialized bytes).
+
+    ``optimized_model_path``: onnxruntime also writes the optimized graph
+    there (:mod:`elmo_runtime.prepared` makes its copies this way).
+
+    ``provider``: "cpu", "cuda" (ProviderError when CUDA is missing or does
+    not attach) or "auto" (CUDA when offered, else the CPU; a warning when CUDA
+    is offered but does not attach). ``threads``: intra-op threads (None:
+    onnxruntime's default). ``config``: extra session config entries
+    (``SessionOptions.add_session_config_entry``), e.g. to load a prepared
+    model. Raises ModelError (unreadable, not ONNX), ProviderError, or
+    ElmoError for a bad ``threads``. The model is not checked against the
+    elmo-edge contract: :func:`open_session` does that.
+    """
+    if provider not in PROVIDERS:
+        raise ProviderError(f"unknown provider {provider!r}; choose one of {', '.join(PROVIDERS)}")
+    if isinstance(model, bytes):
+        source: str | bytes = model
+        where = IN_MEMORY
+    else:
+        path = Path(model)
+        if not path.is_file():
+            raise ModelError(f"{path}: no such model file")
+        if not os.access(path, os.R_OK):
+            raise ModelError(f"{path}: cannot read the model file (permission denied)")
+        source = where = str(path)
+    options = _session_options(threads, config)
+    if optimized_model_path is not None:  # not a config entry: onnxruntime ignores that form
+        options.optimized_model_filepath = str(optimized_model_path)
+    if provider == "cpu" or (provider == "auto" and CUDA not in ort.get_available_providers()):
+        return _load(source, where, options, [CPU])
+    return _load_cuda(source, where, options, required=provider == "cuda")
+
+
 def open_session(
     path: str | Path, provider: str = "auto", threads: int | None = None
 ) -> tuple[ort.InferenceSession, ModelInfo]:
-    """Load an elmo-edge model on ``provider`` ("auto", "cpu" or "cuda").
+    """Load an elmo-edge model on ``provider`` ("auto", "cpu" or "cuda") and check it.
 
-    "auto" uses CUDA when this onnxruntime build offers it and falls back to
-    the CPU, with a warning, if CUDA is offered but does not attach.
+    Returns the session and the model's :class:`ModelInfo`. Raises what
+    :func:`create_session` raises, and ModelError when the metadata or the
+    graph's interface (names, dtypes, fixed dims, axis names) does not
+    follow the contract. A big model on the CPU loads from its prepared copy
+    (:func:`elmo_runtime.prepared.load_path`: pre-packed weights memory-mapped).
     """
     path = Path(path)
-    if provider not in PROVIDERS:
-        raise ProviderError(f"unknown provider {provider!r}; choose one of {', '.join(PROVIDERS)}")
-    if not path.is_file():
-        raise ModelError(f"{path}: no such model file")
-    if not os.access(path, os.R_OK):
-        raise ModelError(f"{path}: cannot read the model file (permission denied)")
-    options = _session_options(threads)
-    if provider == "cpu" or (provider == "auto" and CUDA not in ort.get_available_providers()):
-        session = _load(path, options, [CPU])
-    else:
-        session = _load_cuda(path, options, required=provider == "cuda")
-    return session, _check_contract(session, path)
+    session = create_session(prepared.load_path(path, provider), provider, threads)
+    return session, check_contract(session, str(path))
 
 
-def _session_options(threads: int | None) -> ort.SessionOptions:
+def _session_options(threads: int | None, config: Mapping[str, str] | None) -> ort.SessionOptions:
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)):
         raise ElmoError(f"threads must be a positive integer, found {threads!r}")
     if threads is not None and threads <= 0:
@@ -65,36 +104,36 @@ def _session_options(threads: int | None) -> ort.SessionOptions:
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
+    for key, value in (config or {}).items():
+        options.add_session_config_entry(key, value)
     return options
 
 
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
-
-
-def _create(path: Path, options: ort.SessionOptions, providers: list[str]) -> ort.InferenceSession:
+def _create(source: str | bytes, options: ort.SessionOptions,
+            providers: list[str]) -> ort.InferenceSession:
     with warnings.catch_warnings():
-        # onnxruntime warns about providers it lacks; open_session reports those itself.
+        # onnxruntime warns about providers it lacks; create_session reports those itself.
         warnings.simplefilter("ignore")
         return ort.InferenceSession(
-            str(path),
+            source,
             sess_options=options,
             providers=providers,
             disabled_optimizers=DISABLED_OPTIMIZERS,
         )
 
 
-def _load(path: Path, options: ort.SessionOptions, providers: list[str]) -> ort.InferenceSession:
+def _load(source: str | bytes, where: str, options: ort.SessionOptions,
+          providers: list[str]) -> ort.InferenceSession:
     try:
-        return _create(path, options, providers)
+        return _create(source, options, providers)
     except Exception as e:  # onnxruntime raises its own pybind11 exception types
         raise ModelError(
-            f"{path}: not a readable ONNX model (truncated or not ONNX): {_first_line(e)}"
+            f"{where}: not a readable ONNX model (truncated or not ONNX): {first_line(e)}"
         ) from e
 
 
-def _load_cuda(path: Path, options: ort.SessionOptions, required: bool) -> ort.InferenceSession:
+def _load_cuda(source: str | bytes, where: str, options: ort.SessionOptions,
+               required: bool) -> ort.InferenceSession:
     """A session on CUDA; when CUDA fails, ProviderError if ``required``, else CPU + warning."""
     available = ort.get_available_providers()
     if CUDA not in available:
@@ -103,71 +142,44 @@ def _load_cuda(path: Path, options: ort.SessionOptions, required: bool) -> ort.I
             f"(available: {', '.join(available)}); install the GPU build: {GPU_HINT}"
         )
     try:
-        session = _create(path, options, [CUDA, CPU])
+        session = _create(source, options, [CUDA, CPU])
     except Exception as e:  # CUDA failed, or the file is bad: the CPU load below tells which
-        session, reason = None, _first_line(e)
+        session, reason = None, first_line(e)
     else:
         if CUDA in session.get_providers():
             return session
         reason = "the CUDA provider did not attach"
     if session is None:
-        session = _load(path, options, [CPU])
+        session = _load(source, where, options, [CPU])
     message = f"CUDA is offered but unusable ({reason}); check the CUDA/cuDNN install or {GPU_HINT}"
     if required:
         raise ProviderError(message)
-    warnings.warn(f"{message}; running on the CPU", UserWarning, stacklevel=3)
+    warnings.warn(f"{message}; running on the CPU", UserWarning, stacklevel=4)
     return session
 
 
-def _names(args: list[ort.NodeArg]) -> set[str]:
-    return {a.name for a in args}
+def _args(args: list[ort.NodeArg]) -> dict[str, tuple[str, list[int | str | None]]]:
+    return {a.name: (a.type, list(a.shape)) for a in args}
 
 
-def _check_contract(session: ort.InferenceSession, path: Path) -> ModelInfo:
-    info = contract.parse_metadata(session.get_modelmeta().custom_metadata_map, str(path))
-    required = _names(session.get_inputs())
-    offered = required | _names(session.get_overridable_initializers())
-    outputs = _names(session.get_outputs())
-    if (not set(contract.REQUIRED_INPUTS) <= required <= set(contract.INPUTS)
-            or not set(contract.INPUTS) <= offered):
+def check_contract(session: ort.InferenceSession, where: str) -> ModelInfo:
+    """The model's metadata, after checking its graph against the contract table.
+
+    Raises one ModelError that lists every mismatch (``where`` names the model).
+    """
+    info = contract.parse_metadata(session.get_modelmeta().custom_metadata_map, where)
+    problems = contract.check_graph(
+        _args(session.get_inputs()),
+        _args(session.get_overridable_initializers()),
+        _args(session.get_outputs()),
+        info.options,
+    )
+    if problems:
         raise ModelError(
-            f"{path}: model inputs {sorted(offered)} do not match the elmo-edge contract "
-            f"{list(contract.INPUTS)}"
+            f"{where}: the graph's inputs/outputs do not match the elmo-edge contract "
+            f"(format {contract.FORMAT_VERSION}): " + "; ".join(problems)
         )
-    if not set(contract.OUTPUTS) <= outputs:
-        raise ModelError(
-            f"{path}: model outputs {sorted(outputs)} lack the elmo-edge contract's "
-            f"{sorted(set(contract.OUTPUTS) - outputs)}"
-        )
-    _check_dims(session, info, path)
     return info
-
-
-def _check_dims(session: ort.InferenceSession, info: ModelInfo, path: Path) -> None:
-    """The graph's fixed dimensions must be the ones its metadata's options imply."""
-    o = info.options
-    expected = {
-        contract.INPUT_TOKEN_CHARS: [None, o.max_characters_per_token],
-        contract.INPUT_CACHED_VECTORS: [None, o.projection_dim],
-        contract.INPUT_TOKEN_INDEX: [None, None],
-        contract.OUTPUT_TOKEN_VECTORS: [None, o.projection_dim],
-        contract.OUTPUT_LAYERS: [None, o.n_output_layers, None, o.output_dim],
-        contract.OUTPUT_STATE_C: [2, o.n_layers, None, o.lstm_dim],
-        contract.OUTPUT_STATE_H: [2, o.n_layers, None, o.projection_dim],
-    }
-    for arg in [*session.get_inputs(), *session.get_outputs()]:
-        want = expected.get(arg.name)
-        if want is None:
-            continue
-        have = [d if isinstance(d, int) else None for d in arg.shape]
-        ok = len(have) == len(want) and all(
-            w is None or h is None or h == w for h, w in zip(have, want, strict=True)
-        )
-        if not ok:
-            raise ModelError(
-                f"{path}: {arg.name} has shape {list(arg.shape)}, but the model's options "
-                f"imply {['?' if w is None else w for w in want]}"
-            )
 
 
 def _describe_args(args: list[ort.NodeArg], optional: bool = False) -> list[dict[str, Any]]:
@@ -205,6 +217,7 @@ def describe_model(path: str | Path) -> dict[str, Any]:
             key=lambda a: _contract_order(a["name"], contract.INPUTS),
         ),
         "outputs": _describe_args(session.get_outputs()),
+        "contract": contract.tensor_table(),
         "quantization": info.quantization,
         "parity": info.parity,
     }

@@ -4,8 +4,9 @@ ELMo's first stage (char CNN, highway, projection) depends on the token's
 characters only, so the graph encodes each *distinct* token of a batch once
 (``token_chars``) and a step points at its row (``token_index``), see
 :mod:`elmo_runtime.spec.contract`. :class:`TokenCache` builds those inputs from
-token strings and keeps the vectors the graph returns (``token_vectors``) in
-a least-recently-used cache of fixed capacity, fed back as
+token strings with the one packer, :func:`elmo_runtime.spec.chars.pack`, and
+keeps the vectors the graph returns (``token_vectors``) in a
+least-recently-used cache of fixed capacity, fed back as
 ``cached_vectors``: a token seen before skips the char CNN entirely. The
 vectors are the graph's own outputs, so cached and uncached runs agree to
 float32 rounding (the tests hold them to 1e-6).
@@ -25,7 +26,7 @@ import numpy as np
 from .spec import chars
 
 DEFAULT_CACHE_MB = 32.0  # vectors only; 65,536 tokens for P = 128, 16,384 for P = 512
-N_BOUNDARY_ROWS = 2  # token_chars rows 0 and 1 are always <S> and </S>
+N_BOUNDARY_ROWS = chars.N_BOUNDARY_ROWS  # token_chars rows 0 and 1 are always <S> and </S>
 
 
 def capacity_for(megabytes: float, dim: int) -> int:
@@ -59,7 +60,6 @@ class TokenCache:
         self.capacity = capacity
         self._slots: OrderedDict[str, int] = OrderedDict()  # token → row of _vectors, LRU first
         self._vectors: np.ndarray | None = None  # allocated on first store
-        self._boundaries = chars.batch_to_ids([[]], max_chars)[0][0]  # (2, C): <S>, </S>
         self.hits = 0
         self.misses = 0
 
@@ -79,52 +79,30 @@ class TokenCache:
         self._vectors = None
 
     def plan(self, sentences: Sequence[Sequence[str]]) -> TokenPlan:
-        """Inputs for a batch of tokenized sentences (boundaries are added here)."""
-        lookup: dict[str, int] = {}  # token → code: >= 0 a row to encode, <= -2 a cached row
-        new_tokens: list[str] = []
-        cached_slots: list[int] = []
-        codes: list[int] = []
-        for sentence in sentences:
-            for token in sentence:
-                code = lookup.get(token)
-                if code is None:
-                    slot = self._slots.get(token)
-                    if slot is None:
-                        code = N_BOUNDARY_ROWS + len(new_tokens)
-                        new_tokens.append(token)
-                    else:
-                        code = -2 - len(cached_slots)
-                        cached_slots.append(slot)
-                        self._slots.move_to_end(token)
-                    lookup[token] = code
-                codes.append(code)
-        n_encoded = N_BOUNDARY_ROWS + len(new_tokens)
-        flat = np.asarray(codes, dtype=np.int32)
-        hits = int((flat < 0).sum())
+        """Inputs for a batch of tokenized sentences (boundaries are added here).
+
+        Raises InputError for a token that is not encodable as UTF-8.
+        """
+        slots = self._slots
+
+        def lookup(token: str) -> int | None:
+            slot = slots.get(token)
+            if slot is not None:
+                slots.move_to_end(token)
+            return slot
+
+        packed = chars.pack(sentences, self.max_chars, lookup if slots else None)
+        real = packed.token_index[packed.token_index >= 0]
+        n_steps = len(real) - N_BOUNDARY_ROWS * len(sentences)
+        hits = int((real >= len(packed.token_chars)).sum())
         self.hits += hits
-        self.misses += len(codes) - hits
-        flat = np.where(flat < 0, n_encoded + (-2 - flat), flat).astype(np.int32)
-
-        lengths = np.array([len(s) for s in sentences], dtype=np.int64)
-        batch = len(sentences)
-        steps = int(lengths.max(initial=0)) + 2
-        index = np.full((batch, steps), -1, dtype=np.int32)
-        rows = np.repeat(np.arange(batch), lengths)
-        starts = np.cumsum(lengths) - lengths
-        cols = np.arange(len(flat)) - np.repeat(starts, lengths) + 1
-        index[rows, cols] = flat
-        index[:, 0] = 0
-        index[np.arange(batch), lengths + 1] = 1
-
-        token_chars = np.concatenate(
-            [self._boundaries, chars.tokens_to_ids(new_tokens, self.max_chars)]
-        )
-        if cached_slots:
+        self.misses += n_steps - hits
+        if packed.cached:
             assert self._vectors is not None
-            cached = self._vectors[np.asarray(cached_slots)]
+            cached = self._vectors[np.asarray(packed.cached)]
         else:
             cached = np.zeros((0, self.dim), dtype=np.float32)
-        return TokenPlan(token_chars, cached, index, new_tokens)
+        return TokenPlan(packed.token_chars, cached, packed.token_index, packed.new_tokens)
 
     def store(self, plan: TokenPlan, token_vectors: np.ndarray) -> None:
         """Keep the vectors the graph returned for ``plan``'s new tokens (LRU eviction)."""

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -187,3 +188,163 @@ def test_embed_dataset_in_a_ray_pipeline(toy_model_path: Path, tmp_path: Path, t
         assert ray.is_initialized()  # a session it did not start is left running
     assert not ray.is_initialized()
     assert not (tmp_path / "bad-out" / "part-00000.parquet").exists()
+
+
+# ---------------------------------------------------------------- scale (issue 17)
+
+
+class FakeRay:
+    def __init__(self, cpus: float, gpus: float = 0) -> None:
+        self.resources = {"CPU": cpus, "GPU": gpus}
+
+    def cluster_resources(self) -> dict[str, float]:
+        return self.resources
+
+
+def test_an_oversubscribed_pool_is_refused_with_the_numbers() -> None:
+    from elmo_runtime.output.ray_session import check_pool, default_actors
+
+    with pytest.raises(ElmoError) as e:
+        check_pool(FakeRay(4), actors=4, threads=1, gpus_per_actor=0)
+    assert str(e.value) == (
+        "the Ray cluster has 4 CPUs: 4 actors x 1 CPUs need 4 plus 1 for reading and writing; "
+        "pass --actors 3 or fewer, or add CPUs to the cluster"
+    )
+    with pytest.raises(ElmoError, match="3 actors x 2 CPUs need 6 plus 1"):
+        check_pool(FakeRay(6), actors=3, threads=2, gpus_per_actor=0)
+    with pytest.raises(ElmoError, match="has 1 GPUs: 3 actors x 0.5 GPUs need 1.5"):
+        check_pool(FakeRay(8, gpus=1), actors=3, threads=1, gpus_per_actor=0.5)
+    check_pool(FakeRay(4), actors=3, threads=1, gpus_per_actor=0)  # fits: no error
+    assert default_actors(FakeRay(4), threads=1, gpus_per_actor=0) == 3
+    assert default_actors(FakeRay(1), threads=1, gpus_per_actor=0) == 0
+    with pytest.raises(ElmoError, match="has 1 CPUs: 1 actors x 1 CPUs need 1 plus 1"):
+        check_pool(FakeRay(1), actors=0, threads=1, gpus_per_actor=0)
+
+
+def test_a_ray_run_is_identified_by_content_not_mtime(tmp_path: Path) -> None:
+    """`touch` keeps a complete run complete; the same size with other bytes is another run."""
+    from elmo_runtime.files import sha256_file
+    from elmo_runtime.output.rundir import input_info, output_directory
+
+    src = tmp_path / "in.txt"
+    src.write_text("a b\n")
+    out = tmp_path / "out"
+    settings = {"format": "parquet"}
+
+    def identity() -> list[dict]:
+        return input_info([str(src)], content=True)
+
+    with output_directory(out, "ray", settings, identity()) as m:
+        part = out / "part-00000.parquet"
+        part.write_bytes(b"rows")
+        m.shards = [{"file": part.name, "rows": 1, "sha256": sha256_file(part), "bytes": 4}]
+        m.complete, m.lines = True, 1
+        m.save()
+    os.utime(src, (1, 1))  # touch: another mtime, the same bytes
+    with output_directory(out, "ray", settings, identity()) as m:
+        assert m.complete and m.lines == 1
+    assert "mtime_ns" not in read_manifest(out)["inputs"][0]
+    src.write_text("a c\n")  # the same size, other content
+    another = "holds the output of another run \\(a different input\\)"
+    with pytest.raises(ElmoError, match=another), output_directory(out, "ray", settings,
+                                                                    identity()):
+        pass
+
+
+def test_the_token_cache_reaches_the_actors(
+    toy_model_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--token-cache travels to every actor's Embedder (and the mix the driver resolved)."""
+    from elmo_runtime.output import ray_engine
+
+    seen: dict[str, object] = {}
+
+    def fake_embed_files(inputs, output, model=None, **kwargs):
+        seen.update(kwargs)
+        return ray_engine.RayRun(1, 1)
+
+    monkeypatch.setattr(ray_engine, "embed_files", fake_embed_files)
+    src = tmp_path / "in.txt"
+    src.write_text("a\n")
+    result = run("embed", src, tmp_path / "out", "--engine", "ray", "-m", toy_model_path,
+                 "--token-cache", "3.5", "--top")
+    assert result.exit_code == 0, result.output
+    assert seen["token_cache_mb"] == 3.5 and seen["emb"].mix is not None
+    actor = ray_engine.EmbedBatches(str(toy_model_path), "top", "float32", 8, "cpu", 1, "text",
+                                    token_cache_mb=0)
+    assert actor._emb.token_cache.capacity == 0
+    actor = ray_engine.EmbedBatches(str(toy_model_path), "top", "float32", 8, "cpu", 1, "text",
+                                    token_cache_mb=1)
+    assert actor._emb.token_cache.capacity > 0
+
+
+def _listening(pid: int) -> set[tuple[str, str, int]]:
+    """(process name, address, port) of every listening inet socket of ``pid``'s process tree."""
+    import psutil
+
+    found = set()
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return found
+    for proc in procs:
+        try:
+            for c in proc.net_connections(kind="inet"):
+                if c.status == psutil.CONN_LISTEN:
+                    found.add((proc.name(), c.laddr.ip, c.laddr.port))
+        except psutil.Error:
+            continue
+    return found
+
+
+LOOPBACK = ("127.0.0.1", "::1", "::ffff:127.0.0.1")
+
+
+@needs_ray
+@pytest.mark.slow
+def test_the_local_ray_listens_on_loopback_only(tiny_model_path: Path, tmp_path: Path) -> None:
+    """Every socket of the run's process tree, sampled while it runs, is on 127.0.0.1;
+    then a touched input is still a complete run (content identifies it)."""
+    pytest.importorskip("pyarrow")
+    import ray  # noqa: F401  (Ray ships psutil)
+
+    pytest.importorskip("psutil")
+    src = tmp_path / "in.txt"
+    src.write_text(corpus(1500, seed=3))
+    tmp = Path(tempfile.mkdtemp(prefix="t", dir="/tmp"))
+    env = {**os.environ, "HOME": str(tmp_path), "TMPDIR": str(tmp)}
+    args = [*elmo_command(), "embed", str(src), str(tmp_path / "out"), "--model",
+            str(tiny_model_path), "--engine", "ray", "--actors", "1", "--provider", "cpu",
+            "--token-cache", "1"]
+    seen: set[tuple[str, str, int]] = set()
+    try:
+        proc = subprocess.Popen(args, stderr=subprocess.PIPE, env=env)
+        while proc.poll() is None:
+            seen |= _listening(proc.pid)
+            time.sleep(0.2)
+        stderr = proc.stderr.read().decode()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    assert proc.returncode == 0, stderr
+    assert {name for name, _, _ in seen} >= {"gcs_server", "raylet"}  # the check saw Ray
+    assert sorted(s for s in seen if s[1] not in LOOPBACK) == []
+    os.utime(src)  # touch
+    again = subprocess.run(args, capture_output=True, env=env, timeout=300)
+    assert again.returncode == 0, again.stderr.decode()
+    assert "already complete: 1500 sentences in" in again.stderr.decode()
+
+
+@needs_ray
+@pytest.mark.slow
+def test_more_actors_than_the_cluster_fails_in_seconds(toy_model_path: Path, tmp_path: Path):
+    """--address to a cluster too small: an error with the numbers, not a wait forever."""
+    pytest.importorskip("pyarrow")
+    from elmo_runtime.output.ray_engine import embed_files, ray_session
+
+    src = tmp_path / "in.txt"
+    src.write_text("a b\n")
+    message = "the Ray cluster has 2 CPUs: 4 actors x 1 CPUs need 4 plus 1"
+    with ray_session(cpus=2), pytest.raises(ElmoError, match=message):
+        embed_files([str(src)], tmp_path / "out", toy_model_path, actors=4, address="auto")
+    assert not (tmp_path / "out" / "part-00000.parquet").exists()

@@ -45,14 +45,19 @@ def test_bench_runs_end_to_end(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     proc = subprocess.run(
         [sys.executable, str(BENCH), "--models", "tiny", "--threads", "1", "--sentences", "8",
-         "--b1-sentences", "2", "--json", str(out)],
+         "--b1-sentences", "2", "--rounds", "1", "--json", str(out)],
         capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "| ONNX int8 | 32 |" in proc.stdout and "| PyTorch eager fp32 | 1 |" in proc.stdout
+    assert "| ONNX fp32, prepared | 32 |" in proc.stdout
     result = json.loads(out.read_text())
     rows = result["models"][0]["rows"]
-    assert len(rows) == 12 and all(r["tokens_per_s"] > 0 and r["peak_rss"] > 0 for r in rows)
+    assert len(rows) == 18 and all(r["tokens_per_s"] > 0 and r["peak_rss"] > 0 for r in rows)
+    assert all(r["cold_start_s"] > 0 for r in rows if r["model"])
+    assert {r["prepared"] for r in rows if r["model"]} == {True, False}
     assert result["limits"]["sgemm_gflops"] > 0 and result["limits"]["read_gbs"] > 0
-    derived = result["models"][0]["derived"]
-    assert derived["b32_peak_fraction"] > 0 and derived["b1_bound_fraction"] > 0
+    for derived in (result["models"][0]["derived"]["before"],
+                    result["models"][0]["derived"]["after"]):
+        assert derived["b32_peak_fraction"] > 0 and derived["b1_bound_fraction"] > 0
+    assert set(result["models"][0]["derived"]["prepare_s"]) == {"fp32", "int8", "int4"}

@@ -165,3 +165,28 @@ def test_streams_resume_from_their_state(corpus_file: Path) -> None:
         x, y = a.next_batch(), b.next_batch()
         assert all(np.array_equal(u, v) for u, v in zip(x, y, strict=True))
     assert a.order.epoch > 0  # went round the corpus
+
+
+def test_vocab_file_with_a_bom_and_a_count_column(tmp_path: Path) -> None:
+    """Issue 17: a BOM before <S> is no token; 'token count' lines are token and count."""
+    bom = write(tmp_path / "bom.txt", b"\xef\xbb\xbf<S>\n</S>\n<UNK>\nthe\n")
+    assert Vocab.from_file(bom).tokens == [*SPECIAL_TOKENS, "the"]
+    counted = write(tmp_path / "counts.txt", "\ufeff<S> 0\n</S> 0\n<UNK> 3\nthe 120\nof 7\n")
+    vocab = Vocab.from_file(counted)
+    assert vocab.tokens == [*SPECIAL_TOKENS, "the", "of"] and vocab.id("of") == 4
+    spaced = write(tmp_path / "spaced.txt", "<S>\n</S>\n<UNK>\nNew York\nof 120 x\n")
+    with pytest.raises(DataError, match=r"spaced.txt:4: 'New York' is not a token"):
+        Vocab.from_file(spaced)
+    with pytest.raises(DataError, match=r"token 4 'of 120' is empty or holds whitespace"):
+        Vocab([*SPECIAL_TOKENS, "of 120"])
+
+
+def test_scan_skips_a_bom(tmp_path: Path) -> None:
+    path = write(tmp_path / "bom.txt", b"\xef\xbb\xbfa b\nc\n")
+    counts: Counter[str] = Counter()
+    corpus = scan_corpus([path], counts=counts)
+    try:
+        assert [corpus.sentence(i) for i in range(2)] == [["a", "b"], ["c"]]
+        assert counts == Counter({"a": 1, "b": 1, "c": 1})
+    finally:
+        corpus.close()

@@ -8,14 +8,16 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
-import torch
-from elmo_export import onnx_export
-from elmo_export.modules import BiLM
-from elmo_export.onnx_export import ExportError, export_onnx, random_sentences
-from elmo_export.weights import random_weights
-from elmo_runtime.spec import contract
-from elmo_runtime.spec.chars import batch_to_ids
-from elmo_runtime.spec.options import parse_options
+
+torch = pytest.importorskip("torch", reason="elmo export checks against PyTorch (export extra)")
+
+from elmo_export import onnx_export  # noqa: E402
+from elmo_export.modules import BiLM  # noqa: E402
+from elmo_export.onnx_export import ExportError, export_onnx, random_sentences  # noqa: E402
+from elmo_export.weights import random_weights  # noqa: E402
+from elmo_runtime.spec import contract  # noqa: E402
+from elmo_runtime.spec.chars import batch_to_ids  # noqa: E402
+from elmo_runtime.spec.options import parse_options  # noqa: E402
 
 SMALL = {
     "lstm": {"dim": 24, "projection_dim": 8, "n_layers": 2, "cell_clip": 3, "proj_clip": 3,
@@ -42,6 +44,13 @@ def _session(path: str) -> ort.InferenceSession:
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+
+
+def _torch(model: BiLM, ids: np.ndarray, state=None):
+    """The PyTorch model on a padded (B, T, C) batch, through the graph's inputs."""
+    feed = contract.char_ids_feed(ids)
+    return model(torch.from_numpy(feed[contract.INPUT_TOKEN_CHARS]).long(),
+                 torch.from_numpy(feed[contract.INPUT_TOKEN_INDEX]).long(), state)
 
 
 def _all_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
@@ -73,7 +82,7 @@ def test_onnx_matches_pytorch(small_model, small_onnx, batch, max_len):
     layers, mask, state_c, state_h, _ = _session(small_onnx).run(None,
                                                                    contract.char_ids_feed(ids))
     with torch.no_grad():
-        ref = small_model(torch.from_numpy(ids).long())
+        ref = _torch(small_model, ids)
     assert layers.shape == (batch, 3, max_len + 2, 16)
     assert np.abs(layers - ref.layers.numpy()).max() <= 1e-5
     assert np.abs(state_c - ref.state_c.numpy()).max() <= 1e-5
@@ -98,8 +107,7 @@ def test_states_broadcast_and_override(small_model, small_onnx):
     h0 = rng.uniform(-1, 1, (2, 2, 3, 8)).astype(np.float32)
     fed = sess.run(None, {**contract.char_ids_feed(ids), "state_c": c0, "state_h": h0})
     with torch.no_grad():
-        ref = small_model(torch.from_numpy(ids).long(), (torch.from_numpy(c0),
-                                                          torch.from_numpy(h0)))
+        ref = _torch(small_model, ids, (torch.from_numpy(c0), torch.from_numpy(h0)))
     assert np.abs(fed[0] - ref.layers.numpy()).max() <= 1e-5
     assert np.abs(fed[0] - default).max() > 1e-3  # the state really changed the output
 

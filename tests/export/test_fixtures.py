@@ -2,15 +2,17 @@
 
 10 batches of 3 sentences (``zip(*sentences)``), LSTM state carried by row;
 the expected top layer is (forward, backward) halves, boundaries removed.
-Checked for the PyTorch model (StatefulBiLM) and for the exported ONNX model
-run through the runtime's Embedder.
+Checked for the PyTorch model (StatefulBiLM) and for the ONNX model run
+through the runtime's Embedder, both as `elmo convert` writes it (no PyTorch,
+checked against the NumPy reference) and as `elmo export` of the PyTorch
+model writes it.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from elmo_runtime.spec.chars import batch_to_ids
+from elmo_runtime.spec.chars import pack
 from elmo_runtime.spec.options import load_options
 from util import (  # noqa: F401  (one_torch_thread is an autouse fixture)
     FIXTURE_ATOL,
@@ -32,14 +34,19 @@ def fixture_model():
     return d, options, weights
 
 
-@pytest.fixture(scope="module")
-def fixture_onnx(fixture_model, tmp_path_factory):
-    pytest.importorskip("torch")
+@pytest.fixture(scope="module", params=["convert", "export"])
+def fixture_onnx(request, fixture_model, tmp_path_factory):
+    d, options, weights = fixture_model
+    path = tmp_path_factory.mktemp("onnx") / f"bilm-tf-fixture-{request.param}.onnx"
+    if request.param == "convert":  # torch-free
+        from elmo_export.convert import convert
+
+        convert(d / "options.json", d / "lm_weights.hdf5", path)
+        return path
+    pytest.importorskip("torch", reason="elmo export of a PyTorch model needs torch")
     from elmo_export.modules import BiLM
     from elmo_export.onnx_export import export_onnx
 
-    d, options, weights = fixture_model
-    path = tmp_path_factory.mktemp("onnx") / "bilm-tf-fixture.onnx"
     model = BiLM.from_elmo_weights(options, weights)
     model.eval()
     export_onnx(model, path, source={"weights": str(d / "lm_weights.hdf5")})
@@ -71,8 +78,9 @@ def _torch_stateful_run(stateful, batches, options):
     got = []
     with torch.no_grad():
         for batch in batches:
-            ids, _ = batch_to_ids(batch, options.max_characters_per_token)
-            out = stateful(torch.from_numpy(ids.astype(np.int64)))
+            packed = pack(batch, options.max_characters_per_token)
+            out = stateful(torch.from_numpy(packed.token_chars).long(),
+                           torch.from_numpy(packed.token_index).long())
             layers = out.layers.detach().numpy()
             got.append(
                 [
@@ -84,7 +92,7 @@ def _torch_stateful_run(stateful, batches, options):
 
 
 def test_torch_reproduces_bilm_tf_statefully(fixture_model):
-    pytest.importorskip("torch")
+    pytest.importorskip("torch", reason="the PyTorch model needs the export extra")
     from elmo_export.modules import BiLM, StatefulBiLM
 
     d, options, weights = fixture_model

@@ -3,7 +3,10 @@
 The bilm-tf fixtures validate the reference (they have no skip connections
 and never reach proj_clip); the reference then checks what the fixtures
 cannot: skip connections, both clips engaged, tanh, other highway counts, no
-clipping, nonzero initial states, and the edge cases of the char ids.
+clipping, nonzero initial states, cells without projection, and the edge
+cases of the char ids. The package's own float64 NumPy forward
+(``elmo_export.reference``, the oracle of the torch-free `elmo convert`) is
+held to this independent one too.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import importlib.util
 import numpy as np
 import pytest
 import reference
+from elmo_runtime.spec import contract
 from elmo_runtime.spec.chars import batch_to_ids
 from elmo_runtime.spec.options import load_options
 from reference import ReferenceBiLM
@@ -75,7 +79,7 @@ def _initial_states(options, batch: int, seed: int = 7):
 
 
 def _torch_run(options, weights, ids, state_c=None, state_h=None):
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason="the PyTorch model needs the export extra")
     from elmo_export.modules import BiLM
 
     model = BiLM.from_elmo_weights(options, weights)
@@ -83,8 +87,10 @@ def _torch_run(options, weights, ids, state_c=None, state_h=None):
     state = None
     if state_c is not None:
         state = (torch.from_numpy(np.asarray(state_c)), torch.from_numpy(np.asarray(state_h)))
+    feed = contract.char_ids_feed(np.asarray(ids, dtype=np.int32))
     with torch.no_grad():
-        out = model(torch.from_numpy(np.asarray(ids, dtype=np.int64)), state=state)
+        out = model(torch.from_numpy(feed[contract.INPUT_TOKEN_CHARS]).long(),
+                    torch.from_numpy(feed[contract.INPUT_TOKEN_INDEX]).long(), state=state)
     return tuple(np.asarray(t.detach().numpy()) for t in out)
 
 
@@ -235,18 +241,14 @@ def test_torch_all_padding_row_keeps_its_state():
 
 # ---------------------------------------------------------- (c) ONNX vs reference
 def _onnx_session(options, weights):
-    if importlib.util.find_spec("elmo_export.onnx_export") is None:
-        pytest.skip("elmo_export.onnx_export is not written yet")
-    ort = pytest.importorskip("onnxruntime")
-    from elmo_export.onnx_export import build_model
+    from elmo_export.onnx_graph import build_model  # torch-free
+    from elmo_runtime.session import create_session
 
     model = build_model(options, weights)
-    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return create_session(model.SerializeToString(), "cpu")
 
 
 def _onnx_run(session, ids, state_c=None, state_h=None):
-    from elmo_runtime.spec import contract
-
     feed = contract.char_ids_feed(np.asarray(ids, dtype=np.int32))
     if state_c is not None:
         feed[contract.INPUT_STATE_C] = np.asarray(state_c, dtype=np.float32)
@@ -336,7 +338,7 @@ def _compare_stateful(got, expected) -> None:
 
 
 def test_torch_stateful_rows_follow_the_spec():
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason="the PyTorch model needs the export extra")
     from elmo_export.modules import BiLM, StatefulBiLM
 
     options, weights = _variant({})
@@ -348,7 +350,10 @@ def test_torch_stateful_rows_follow_the_spec():
     with torch.no_grad():
         for batch in STATEFUL_BATCHES:
             ids, _ = batch_to_ids(batch, options.max_characters_per_token)
-            layers = stateful(torch.from_numpy(ids.astype(np.int64))).layers.numpy()
+            feed = contract.char_ids_feed(ids)
+            layers = stateful(torch.from_numpy(feed[contract.INPUT_TOKEN_CHARS]).long(),
+                              torch.from_numpy(feed[contract.INPUT_TOKEN_INDEX]).long()
+                              ).layers.numpy()
             got.append([layers[b, :, 1 : 1 + len(s)] for b, s in enumerate(batch)])
     _compare_stateful(got, expected)
 
@@ -357,12 +362,10 @@ def test_embedder_stateful_rows_follow_the_spec(tmp_path):
     if importlib.util.find_spec("elmo_runtime.embedder") is None:
         pytest.skip("elmo_runtime.embedder is not written yet")
     import onnx
+    from elmo_export.onnx_graph import build_model
     from elmo_runtime import Embedder
-    from elmo_runtime.spec import contract
 
     options, weights = _variant({})
-    _onnx_session(options, weights)  # skips when the exporter is missing
-    from elmo_export.onnx_export import build_model
 
     proto = build_model(options, weights)
     onnx.helper.set_model_props(proto, contract.make_metadata(options, source={"kind": "test"}))

@@ -29,12 +29,18 @@ from elmo_export.checkpoint import (  # noqa: E402
 from elmo_export.data import Vocab  # noqa: E402
 from elmo_export.lm import evaluate, unigram_perplexity  # noqa: E402
 from elmo_export.presets import load_preset, preset_names, resolve_options  # noqa: E402
-from elmo_export.train import TrainConfig, train  # noqa: E402
+from elmo_export.train import (  # noqa: E402
+    EXPLODE_FACTOR,
+    TrainConfig,
+    TrainingDiverged,
+    divergence,
+    train,
+)
 from elmo_export.weights import read_weights  # noqa: E402
 from elmo_runtime.cli import main  # noqa: E402
 from elmo_runtime.errors import ElmoError, OptionsError  # noqa: E402
 from elmo_runtime.spec import contract  # noqa: E402
-from elmo_runtime.spec.chars import batch_to_ids  # noqa: E402
+from elmo_runtime.spec.chars import pack  # noqa: E402
 from elmo_runtime.spec.options import load_options  # noqa: E402
 
 SENTENCES = [["neural", "networks", "are", "models", "."], ["a", "net"], []]
@@ -201,11 +207,11 @@ def test_export_onnx_matches_pytorch(trained: Path, tmp_path: Path) -> None:
     diff = export_checkpoint(trained, path, "onnx")
     assert diff is not None and diff <= 1e-5
     model, _ = load_bilm(trained)
-    ids, _ = batch_to_ids(SENTENCES, model.options.max_characters_per_token)
+    feed = pack(SENTENCES, model.options.max_characters_per_token).feed()
     with torch.no_grad():
-        expected = model(torch.from_numpy(ids)).layers.numpy()
+        expected = model.run_feed(feed)[contract.OUTPUT_LAYERS].numpy()
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run([contract.OUTPUT_LAYERS], contract.char_ids_feed(ids))[0]
+    got = session.run([contract.OUTPUT_LAYERS], feed)[0]
     np.testing.assert_allclose(got, expected, atol=1e-5, rtol=0)
     source = json.loads(session.get_modelmeta().custom_metadata_map[contract.KEY_SOURCE])
     assert source["kind"] == "elmo-edge-train" and source["step"] == 80
@@ -228,12 +234,13 @@ def test_export_hdf5_round_trips(trained: Path, tmp_path: Path) -> None:
     convert(out / "options.json", out / "weights.hdf5", tmp_path / "converted.onnx")
     import onnxruntime as ort
 
-    ids, _ = batch_to_ids(SENTENCES, options.max_characters_per_token)
+    feed = pack(SENTENCES, options.max_characters_per_token).feed()
     session = ort.InferenceSession(str(tmp_path / "converted.onnx"),
                                    providers=["CPUExecutionProvider"])
-    got = session.run([contract.OUTPUT_LAYERS], contract.char_ids_feed(ids))[0]
+    got = session.run([contract.OUTPUT_LAYERS], feed)[0]
     with torch.no_grad():
-        np.testing.assert_allclose(got, model(torch.from_numpy(ids)).layers.numpy(), atol=1e-5)
+        np.testing.assert_allclose(got, model.run_feed(feed)[contract.OUTPUT_LAYERS].numpy(),
+                                   atol=1e-5)
 
 
 def _cli_error(args: list[str]) -> str:
@@ -332,3 +339,124 @@ def test_ctrl_c_saves_a_resumable_checkpoint(data: dict[str, Path], tmp_path: Pa
                       steps=step + 2, batch_size=saved["batch_size"], unroll=saved["unroll"],
                       threads=1, progress=False, resume=True))
     assert load_checkpoint(out)["step"] == step + 2
+
+
+# ---------------------------------------------------------------------------- issue 17
+
+
+def test_a_vocabulary_with_a_bom_or_counts_trains(data: dict[str, Path], tmp_path: Path) -> None:
+    tokens = data["vocab"].read_text(encoding="utf-8").split()
+    bom = tmp_path / "bom.txt"
+    bom.write_bytes(b"\xef\xbb\xbf" + data["vocab"].read_bytes())
+    train(config(data, tmp_path / "bom", vocab_file=str(bom), steps=1))
+    assert load_checkpoint(tmp_path / "bom")["vocab"].tokens == tokens
+    counted = tmp_path / "counts.txt"
+    counted.write_text("".join(f"{t} {100 - i}\n" for i, t in enumerate(tokens)), encoding="utf-8")
+    train(config(data, tmp_path / "counts", vocab_file=str(counted), steps=1))
+    assert load_checkpoint(tmp_path / "counts")["vocab"].tokens == tokens
+    spaced = tmp_path / "spaced.txt"
+    spaced.write_text("<S>\n</S>\n<UNK>\nNew York\n", encoding="utf-8")
+    message = _cli_error(["train", str(data["train"]), "-o", str(tmp_path / "x"), "--options",
+                          "tiny", "--vocab", str(spaced), "-q"])
+    assert f"{spaced}:4: 'New York' is not a token" in message
+
+
+def test_clip_norm_zero_means_no_clipping(data: dict[str, Path], tmp_path: Path) -> None:
+    # the initial weights (seeded by the config), one step at a learning rate of 1e-12 later
+    start = {k: v.clone() for k, v in train(config(data, tmp_path / "s", steps=1, lr=1e-12,
+                                                   clip_norm=0)).state_dict().items()}
+    runs = {clip: train(config(data, tmp_path / str(clip), steps=3, clip_norm=clip)).state_dict()
+            for clip in (0.0, 1e30)}
+    for name, value in runs[0.0].items():
+        assert torch.equal(value, runs[1e30][name]), name
+    moved = [n for n, v in runs[0.0].items() if not torch.allclose(v, start[n], atol=1e-6)]
+    assert len(moved) > len(start) // 2, moved
+    result = CliRunner().invoke(main, ["train", "--help"])
+    assert "0 turns clipping off" in " ".join(result.output.split())
+    with pytest.raises(ElmoError, match="clip_norm must be positive, or 0 for no clipping"):
+        config(data, tmp_path, clip_norm=-1.0)
+
+
+def test_divergence_rules() -> None:
+    assert divergence(4.4, 82) is None
+    assert "the loss is nan" in divergence(float("nan"), 82)
+    assert "the loss is inf" in divergence(float("inf"), 82)
+    limit = EXPLODE_FACTOR * np.log(82)
+    assert divergence(limit - 1e-6, 82) is None
+    assert f"exceeds {limit:.3g}" in divergence(3.6e7, 82)
+
+
+def test_a_diverging_run_stops_and_keeps_the_last_checkpoint(data: dict[str, Path],
+                                                             tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    good = config(data, out, steps=2, checkpoint_every=1, log_every=1)
+    train(good)
+    assert not (out / "checkpoint.next.pt").exists()  # step 1's was confirmed, then replaced
+    saved = (out / "checkpoint.pt").read_bytes()
+    with pytest.raises(TrainingDiverged, match=r"diverged at step (\d+): .*still holds step 2"):
+        train(replace(good, steps=40, lr=1e6, resume=True))
+    assert (out / "checkpoint.pt").read_bytes() == saved  # not the pending one of step 3
+    assert not (out / "checkpoint.next.pt").exists()
+    diverged = records(out, "diverged")
+    assert len(diverged) == 1 and min(diverged) > 2
+    message = _cli_error(["train", str(data["train"]), "-o", str(tmp_path / "cli"), "--options",
+                          "tiny", "--lr", "1e6", "--steps", "40", "--batch-size", "4",
+                          "--unroll", "10", "--threads", "1", "-q"])
+    step = int(message.split("diverged at step ")[1].split(":")[0])
+    assert step == min(records(tmp_path / "cli", "diverged"))
+    assert "no checkpoint was written" in message
+    assert not (tmp_path / "cli" / "checkpoint.pt").exists()
+
+
+def test_export_records_the_hash_of_the_loaded_bytes(trained: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkpoint replaced by training between load and hash must not be what is recorded."""
+    import hashlib
+
+    import onnxruntime as ort
+    from elmo_export import checkpoint
+
+    loaded = (trained / "checkpoint.pt").read_bytes()
+    copy = tmp_path / "checkpoint.pt"
+    copy.write_bytes(loaded)
+    real = checkpoint.load_checkpoint
+
+    def load_then_replace(path):  # training saves a later step right after the load
+        ckpt = real(path)
+        copy.write_bytes(loaded + b"a later step")
+        return ckpt
+
+    monkeypatch.setattr(checkpoint, "load_checkpoint", load_then_replace)
+    export_checkpoint(copy, tmp_path / "m.onnx", "onnx")
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    source = json.loads(session.get_modelmeta().custom_metadata_map[contract.KEY_SOURCE])
+    assert source["checkpoint_sha256"] == hashlib.sha256(loaded).hexdigest()
+
+
+def test_the_final_line_shows_the_last_perplexity(data: dict[str, Path], tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "run"
+    run = config(data, out, steps=3, progress=True, eval_file=str(data["heldout"]))
+    train(run)
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    ppl = records(out, "heldout_perplexity")
+    assert sorted(ppl) == [0, 3]
+    assert last.startswith("step 3/3") and last.endswith(f"held-out ppl {ppl[3]:.1f}"), last
+    train(replace(run, steps=5, resume=True))
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    ppl = records(out, "heldout_perplexity")
+    assert sorted(ppl) == [0, 3, 5]
+    assert last.startswith("step 5/5") and last.endswith(f"held-out ppl {ppl[5]:.1f}"), last
+
+
+@pytest.mark.slow
+def test_torchrun_prints_the_closing_message_once(data: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "elmo_runtime.cli", "train", str(data["train"]), "-o", str(out), "--options",
+           "tiny", "--steps", "3", "--batch-size", "2", "--unroll", "4", "--threads", "1", "-q"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.count("done; checkpoint and metrics in") == 1, proc.stderr[-3000:]
+    assert load_checkpoint(out)["world"] == 2

@@ -341,3 +341,36 @@ def test_default_step_cap_of_a_model(toy_model_path: Path) -> None:
 
     emb = Embedder(toy_model_path)
     assert emb.max_tokens_per_batch == max_tokens_for(emb.info.options.lstm_dim)
+
+
+def test_literal_boundary_tokens_give_the_boundary_vectors(tiny: Embedder) -> None:
+    """A text holding "<S>" / "</S>" gets bilm-tf's vectors (issue 12): the whole sentence
+    equals the graph fed the spec's boundary rows, written out by hand, at those steps."""
+    sentence = ["<S>", "The", "cat", "</S>", "sat"]
+    got = tiny.embed_sentence(sentence)
+    bos = np.array([259, 257, 260] + [261] * 47, np.int32)  # ELMO_SPEC <S>, shifted
+    eos = np.array([259, 258, 260] + [261] * 47, np.int32)
+    words = chars.tokens_to_ids(["The", "cat", "sat"])
+    token_chars = np.stack([bos, eos, *words])
+    # steps: <S> | <S> The cat </S> sat | </S>
+    index = np.array([[0, 0, 2, 3, 1, 4, 1]], np.int32)
+    layers = tiny._session.run([contract.OUTPUT_LAYERS], {
+        contract.INPUT_TOKEN_CHARS: token_chars, contract.INPUT_TOKEN_INDEX: index})[0]
+    np.testing.assert_allclose(got, layers[0, :, 1:6], atol=1e-6, rtol=0)
+    # spelled out as characters (the old behaviour) the whole sentence shifts
+    spelled = np.stack([bos, eos, *chars.tokens_to_ids(["The", "cat", "sat"]), words[0]])
+    spelled[5] = [259, 61, 84, 63, 260] + [261] * 45  # "<S>" as the bytes < S >
+    index_spelled = np.array([[0, 5, 2, 3, 1, 4, 1]], np.int32)
+    other = tiny._session.run([contract.OUTPUT_LAYERS], {
+        contract.INPUT_TOKEN_CHARS: spelled, contract.INPUT_TOKEN_INDEX: index_spelled})[0]
+    assert np.abs(other[0, :, 1:6] - got).max() > 1e-2
+    # the same through the token cache (a second call hits it)
+    np.testing.assert_allclose(tiny.embed_sentence(sentence), got, atol=1e-6, rtol=0)
+
+
+def test_embedder_exposes_what_it_resolved(toy_model_path: Path, tmp_path: Path) -> None:
+    emb = Embedder(str(toy_model_path), mix="average")
+    assert emb.model_path == toy_model_path
+    assert emb.info.options.n_output_layers == TOY_LAYERS
+    assert isinstance(emb.mix, ScalarMix) and emb.mix.gamma == 1.0
+    assert Embedder(toy_model_path).mix is None  # all layers

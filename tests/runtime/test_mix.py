@@ -156,3 +156,22 @@ def test_file_errors_name_the_file(tmp_path: Path, text: str, message: str) -> N
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(MixError, match="no such mix file"):
         load_mix(tmp_path / "nope.json", 3)
+
+
+def test_a_mix_file_by_str_and_the_resolved_spec(tmp_path: Path) -> None:
+    """make_mix takes a path as str or Path; mix_spec/mix_from_spec round-trip resolved mixes."""
+    from elmo_runtime.mix import all_layers, mix_from_spec, mix_spec, top_layer
+
+    path = tmp_path / "m.json"
+    save_mix(path, ScalarMix([1.0, 0.0, 0.0], gamma=2.0))
+    assert make_mix(str(path), 3) == make_mix(path, 3) == ScalarMix([1.0, 0.0, 0.0], gamma=2.0)
+    assert mix_spec(None) == mix_spec(all_layers) == "all"
+    assert mix_spec(top_layer) == "top"
+    assert mix_spec(make_mix("average", 3)) == "average"
+    assert mix_spec(ScalarMix([0.0, 0.0, 0.0])) == "average"  # the same vectors either way
+    spec = mix_spec(load_mix(path, 3))
+    assert spec == {"weights": [1.0, 0.0, 0.0], "gamma": 2.0, "do_layer_norm": False}
+    assert mix_from_spec(spec, 3) == load_mix(path, 3)
+    assert mix_from_spec("top", 3) is top_layer
+    with pytest.raises(MixError, match="expected 4 weights"):
+        mix_from_spec(spec, 4)

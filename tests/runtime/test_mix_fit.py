@@ -141,3 +141,13 @@ def test_bad_input(layers: np.ndarray, labels: np.ndarray, message: str) -> None
 def test_fixed_mix_must_match_the_layers() -> None:
     with pytest.raises(ValueError, match="must weigh 3 layers without layer norm"):
         fit_mix(np.zeros((4, 3, 2)), np.zeros(4, int), N_CLASSES, mix=ScalarMix([0.0, 0.0]))
+
+
+def test_fit_errors_are_one_line_user_errors() -> None:
+    """A user's bad arrays give an ElmoError (the CLI's one-line form), still a ValueError."""
+    from elmo_runtime.errors import ElmoError
+    from elmo_runtime.mix_fit import FitError
+
+    with pytest.raises(ElmoError, match=r"labels must lie in \[0, 2\), found 0..5") as info:
+        fit_mix(np.zeros((2, 3, 4), dtype=np.float32), np.array([0, 5]), 2)
+    assert isinstance(info.value, (FitError, ValueError))

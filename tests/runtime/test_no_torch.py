@@ -102,3 +102,20 @@ def test_fresh_virtualenv_without_torch(tiny_model_path, tmp_path):
     proc = subprocess.run([elmo, "info", str(tiny_model_path)], capture_output=True, text=True,
                           timeout=300, check=False)
     assert proc.returncode == 0 and "elmo-edge" in proc.stdout, proc.stderr
+
+
+def test_convert_side_imports_without_torch():
+    """The graph builder, weight layout, NumPy reference, parity check and `elmo convert`
+    are torch-free (issue 11): importing them with torch blocked works."""
+    code = BLOCK_TORCH + textwrap.dedent(
+        """
+        import sys
+        import elmo_export.cli, elmo_export.convert, elmo_export.onnx_graph
+        import elmo_export.parity, elmo_export.reference, elmo_export.weights
+        assert "torch" not in sys.modules
+        print("ok")
+        """
+    )
+    proc = _run(code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "ok"

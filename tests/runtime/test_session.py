@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -180,7 +181,7 @@ def test_describe_model(toy_model_path: Path) -> None:
     assert d["n_parameters"] == TOY_OPTIONS.n_parameters()
     assert [a["name"] for a in d["inputs"]] == list(contract.INPUTS)
     assert [a["name"] for a in d["outputs"]] == list(contract.OUTPUTS)
-    assert d["inputs"][0]["shape"] == ["distinct", 50]
+    assert d["inputs"][0]["shape"] == ["distinct_tokens", 50]  # the contract's axis name
 
 
 def test_describe_marks_default_states_optional(tiny_model_path: Path) -> None:
@@ -188,3 +189,30 @@ def test_describe_marks_default_states_optional(tiny_model_path: Path) -> None:
     optional = {a["name"]: a["optional"] for a in d["inputs"]}
     assert optional == {"token_chars": False, "cached_vectors": True, "token_index": False,
                         "state_c": True, "state_h": True}
+
+
+def test_char_scheme_is_named_and_older_files_read_as_bilm_tf() -> None:
+    from elmo_runtime.spec import chars
+
+    meta = contract.make_metadata(TOY_OPTIONS, {"kind": "test"})
+    assert json.loads(meta[contract.KEY_CHARS])["scheme"] == chars.SCHEME_NAME == "bilm-tf-bytes"
+    older = json.loads(meta[contract.KEY_CHARS])
+    del older["scheme"]  # files written before the scheme had a name
+    contract.parse_metadata({**meta, contract.KEY_CHARS: json.dumps(older)}, "old.onnx")
+    other = {**older, "scheme": "something-else"}
+    with pytest.raises(ModelError, match=r"x\.onnx: model uses char ids .*something-else"):
+        contract.parse_metadata({**meta, contract.KEY_CHARS: json.dumps(other)}, "x.onnx")
+
+
+def test_create_session_from_bytes_with_config_entries(toy_model_path: Path) -> None:
+    """The one factory: bytes or a path, extra config entries applied, no contract check."""
+    from elmo_runtime.session import create_session
+
+    data = toy_model_path.read_bytes()
+    session = create_session(data, "cpu", threads=1,
+                             config={"session.intra_op.allow_spinning": "0"})
+    assert session.get_providers() == [CPU]
+    assert session.get_session_options().get_session_config_entry(
+        "session.intra_op.allow_spinning") == "0"
+    with pytest.raises(ModelError, match="<in-memory model>: not a readable ONNX model"):
+        create_session(data[: len(data) // 2], "cpu")

@@ -107,3 +107,54 @@ def test_a_tiny_cache_stays_exact_while_it_evicts(tiny_model_path: Path) -> None
     for w, g in zip(plain.embed_sentences(text, 4), tiny.embed_sentences(text, 4), strict=True):
         assert np.abs(g - w).max() <= 1e-6
     assert len(tiny.token_cache) == 3 and tiny.token_cache.nbytes == 3 * dim * 4
+
+
+# ------------------------------------------------------ literal <S> and </S> (issue 12)
+# The rows ELMO_SPEC gives for the boundaries, written out: [BOW, BOS|EOS, EOW, PAD…] + 1.
+SPEC_BOS_ROW = [259, 257, 260] + [261] * 47
+SPEC_EOS_ROW = [259, 258, 260] + [261] * 47
+
+
+def test_literal_boundary_tokens_are_the_boundary_rows() -> None:
+    """bilm-tf and AllenNLP map the strings "<S>" / "</S>" to the boundary char rows."""
+    ids = chars.tokens_to_ids(["<S>", "</S>", "<s>", "<S>x", "S"], 50)
+    np.testing.assert_array_equal(ids[0], SPEC_BOS_ROW)
+    np.testing.assert_array_equal(ids[1], SPEC_EOS_ROW)
+    # anything else is spelled out byte by byte, "<s>" included
+    np.testing.assert_array_equal(ids[2, :5], [259, ord("<") + 1, ord("s") + 1, ord(">") + 1, 260])
+    np.testing.assert_array_equal(ids[3, :6], [259, 61, 84, 63, ord("x") + 1, 260])
+    np.testing.assert_array_equal(chars.boundary_rows(50), [SPEC_BOS_ROW, SPEC_EOS_ROW])
+
+
+def test_pack_points_literal_boundaries_at_rows_0_and_1() -> None:
+    packed = chars.pack([["<S>", "a", "</S>"], ["a", "<S>"]], 50)
+    assert packed.new_tokens == ["a"]
+    np.testing.assert_array_equal(packed.token_index, [[0, 0, 2, 1, 1], [0, 2, 0, 1, -1]])
+    np.testing.assert_array_equal(packed.lengths, [5, 4])
+    np.testing.assert_array_equal(packed.token_chars[:2], [SPEC_BOS_ROW, SPEC_EOS_ROW])
+
+
+def test_literal_boundaries_never_enter_the_cache() -> None:
+    cache = TokenCache(max_chars=50, dim=2, capacity=10)
+    plan = cache.plan([["<S>", "a"]])
+    cache.store(plan, np.zeros((3, 2), np.float32))
+    assert "<S>" not in cache and "a" in cache
+    again = cache.plan([["<S>", "a", "</S>"]])
+    np.testing.assert_array_equal(again.token_index, [[0, 0, 2, 1, 1]])
+
+
+def test_unencodable_token_is_an_input_error_naming_sentence_and_token() -> None:
+    from elmo_runtime.errors import InputError
+
+    with pytest.raises(InputError, match=r"sentence 1: token 2 '\\udc80' cannot be encoded"):
+        chars.pack([["ok"], ["a", "b", "\udc80"]], 50)
+
+
+def test_pack_grid_is_batch_to_ids() -> None:
+    batch = [["a", "b", "a"], [], ["中文", "x" * 60]]
+    ids, lengths = chars.batch_to_ids(batch, 50)
+    packed = chars.pack(batch, 50)
+    np.testing.assert_array_equal(packed.char_ids(), ids)
+    np.testing.assert_array_equal(packed.lengths, lengths)
+    np.testing.assert_array_equal(packed.token_chars[packed.token_index[packed.token_index >= 0]],
+                                  ids[ids.any(axis=2)])

@@ -171,3 +171,44 @@ def test_hdf5_without_h5py(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert list(tmp_path.iterdir()) == []
     write_all(tmp_path / "out.npz")  # npz needs no h5py
     assert (tmp_path / "out.npz").is_file()
+
+
+@pytest.mark.parametrize("name", ["keys.hdf5", "keys.npz"])
+def test_sentence_to_index_takes_the_line_as_key(tmp_path: Path, name: str) -> None:
+    """``key`` (the stripped input line) keys sentence_to_index; the tokens are the default."""
+    with open_writer(tmp_path / name) as w:
+        w.write(["a", "b"], np.zeros((1, 2, 4)), key="a \t b")
+        w.write(["c"], np.zeros((1, 1, 4)))
+    if name.endswith(".npz"):
+        with np.load(tmp_path / name, allow_pickle=False) as z:
+            index = json.loads(z["sentence_to_index"].item())
+    else:
+        with h5py.File(tmp_path / name, "r") as f:
+            index = json.loads(f["sentence_to_index"][0])
+    assert index == {"a \t b": "0", "c": "1"}
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt", "outcome"),
+    [
+        ("o.npz", None, None),
+        ("o.h5", "hdf5", None),
+        ("o.PQ", None, None),
+        ("o.npz", "hdf5", "the extension says npz but --format is hdf5"),
+        ("o.parquet", "npz", "the extension says parquet but --format is npz"),
+        ("o.txt", None, "writing hdf5 (the name ends in none of"),
+        ("o.txt", "npz", None),
+    ],
+)
+def test_check_extension(name: str, fmt: str | None, outcome: str | None) -> None:
+    from elmo_runtime.errors import UsageError
+    from elmo_runtime.output.writers import check_extension
+
+    if outcome is not None and outcome.startswith("the extension"):
+        with pytest.raises(UsageError, match=outcome):
+            check_extension(name, fmt)
+        return
+    message = check_extension(name, fmt)
+    assert (message is None) == (outcome is None)
+    if outcome is not None:
+        assert message.startswith(f"{name}: {outcome}")

@@ -4,85 +4,72 @@
   from ``ray.data.read_text``) into one with ``tokens``, ``shape`` and
   ``vectors`` columns (the Parquet layout of :mod:`.writers`); the other
   columns pass through. Each actor of an ``ActorPoolStrategy`` builds one
-  :class:`~.embedder.Embedder` in ``__init__`` with as many intra-op threads
-  as it has CPUs and reuses it for every batch. The model file must be
-  readable at the same path on every node.
+  :class:`~.embedder.Embedder` in ``__init__`` (with the driver's mix, token
+  cache size and tokenizer) with as many intra-op threads as it has CPUs and
+  reuses it for every batch. The model file must be readable at the same
+  path on every node.
 * :func:`read_lines` reads text files as rows of ``path``, ``line`` (0-based)
-  and ``text``, split and decoded exactly as the local engine does (only
-  "\\n" ends a line, blank lines kept, a BOM dropped, ``--errors``), a block
-  at a time. (``ray.data.read_text`` has no line numbers, also splits on
-  "\\r", "\\x0b", "\\u2028" … and reads each file whole.)
+  and ``text``, split and decoded exactly as the local engine does (lines end
+  at "\\n", "\\r\\n" or a lone "\\r", blank lines kept, a BOM dropped,
+  ``--errors``), a block at a time. (``ray.data.read_text`` has no line
+  numbers, also splits on "\\x0b", "\\u2028" … and reads each file whole.)
 * :func:`embed_files` is ``elmo embed --engine ray``: it starts a private
-  local Ray (or joins ``address``), writes the Parquet files to a staging
-  directory, moves them into the output directory and records them with
-  their sha256 in a manifest (:mod:`.shards`: a directory holding another
-  run is refused unless ``overwrite``; a complete run is not redone).
-
-A local Ray gets one CPU more than the actors take (:data:`HEADROOM_CPUS`):
-with none left for the read and write tasks Ray Data waits forever. It keeps
-its files in a new temp dir (removed afterwards) or ``temp_dir``, listens on
-127.0.0.1 only, runs without the dashboard and usage reporting, and uses a
-random token for its own authentication instead of writing
-``~/.ray/auth_token``. Ray is imported only here, only when used.
+  local Ray (:mod:`.ray_session`: loopback only) or joins ``address``, writes
+  the Parquet files to a staging directory, moves them into the output
+  directory and records them with their sha256 in a manifest (:mod:`.rundir`:
+  inputs identified by path and the sha256 of their content; a directory
+  holding another run is refused unless ``overwrite``; a complete run is not
+  redone). Ray is imported only here, only when used.
 """
 
 from __future__ import annotations
 
 import functools
-import logging
 import os
-import secrets
 import shutil
-import tempfile
-import warnings
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..batching import DEFAULT_BATCH_SIZE
-from ..corpus import decode_line
-from ..errors import ElmoError
-from ..files import sha256_file
-from ..mix import ScalarMix, load_mix
-from .shards import (
-    DEFAULT_SHARD_SIZE,
-    PARTIAL,
-    input_info,
-    mix_spec,
-    model_fingerprint,
-    output_directory,
-    remove_outputs,
+from ..corpus import decode_line, iter_lines, tokenizer
+from ..errors import RAY_HINT, ElmoError, first_line
+from ..files import partial_path, publish, sha256_file
+from ..mix import Mix, ScalarMix, mix_from_spec, mix_spec
+from ..token_cache import DEFAULT_CACHE_MB
+from .ray_session import (
+    HEADROOM_CPUS,
+    check_pool,
+    default_actors,
+    import_ray,
+    ray_session,
 )
+from .rundir import input_info, model_fingerprint, output_directory, remove_outputs
+from .shards import DEFAULT_SHARD_SIZE
 from .writers import PARQUET_OPTIONS, arrow_columns, check_dtype, import_pyarrow
 
-RAY_HINT = "the ray engine needs Ray: pip install 'elmo-edge[ray]'"
-HEADROOM_CPUS = 1  # for Ray Data's read and write tasks, next to the actors
+if TYPE_CHECKING:
+    from ..embedder import Embedder
+
+__all__ = [
+    "HEADROOM_CPUS", "RAY_HINT", "embed_dataset", "embed_files", "import_ray", "ray_session",
+    "read_lines",
+]
+
 CALL_BATCHES = 4  # an actor call embeds this many batches of sentences
 LINES_PER_BLOCK = 4096
 READ_BLOCK = 1 << 20
-# Ray puts Unix sockets at <temp dir>/session_<date>_<pid>/sockets/plasma_store; a
-# socket path has at most 107 bytes, so the temp dir's own path must stay short.
-TEMP_DIR_MAX = 40
-AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
-
-
-def import_ray() -> Any:
-    """The ``ray`` module with Ray Data, or ElmoError with the install hint."""
-    try:
-        import ray
-        import ray.data
-    except ImportError:
-        raise ElmoError(RAY_HINT) from None
-    return ray
 
 
 # ---------------------------------------------------------------------------- reading
 
 
 def split_lines(read: Callable[[int], bytes], block_size: int = READ_BLOCK) -> Iterator[bytes]:
-    """The lines of a byte stream read ``block_size`` bytes at a time, without their "\\n"."""
+    """The lines of a byte stream read ``block_size`` bytes at a time, without their "\\n".
+
+    (A lone "\\r" inside is cut by :func:`..corpus.iter_lines` afterwards.)
+    """
     pending: list[bytes] = []
     while block := read(block_size):
         *complete, tail = block.split(b"\n")
@@ -110,7 +97,7 @@ def _lines_datasource() -> type:
             pa = import_pyarrow()[0]
             rows: list[str] = []
             start = 0
-            for number, line in enumerate(split_lines(f.read), 1):
+            for number, line in enumerate(iter_lines(split_lines(f.read)), 1):
                 rows.append(decode_line(line, path, number, self._errors))
                 if len(rows) == LINES_PER_BLOCK:
                     yield _lines_table(pa, path, start, rows)
@@ -153,17 +140,22 @@ class EmbedBatches:
         provider: str,
         threads: int,
         text_column: str,
+        token_cache_mb: float = DEFAULT_CACHE_MB,
+        tokenize: bool = False,
     ):
         from ..embedder import Embedder
 
         mixer = ScalarMix(**mix) if isinstance(mix, dict) else mix
-        self._emb = Embedder(model, provider=provider, threads=threads, mix=mixer)
+        self._emb = Embedder(
+            model, provider=provider, threads=threads, mix=mixer, token_cache_mb=token_cache_mb
+        )
         self._dtype = dtype
         self._batch_size = batch_size
         self._text_column = text_column
+        self._split = tokenizer(tokenize)
 
     def __call__(self, batch: Any) -> Any:
-        tokens = [text.split() for text in batch.column(self._text_column).to_pylist()]
+        tokens = [self._split(text) for text in batch.column(self._text_column).to_pylist()]
         arrays = list(self._emb.embed_sentences(tokens, self._batch_size))
         out = batch.drop_columns([self._text_column])
         for name, column in arrow_columns(tokens, arrays, self._dtype).items():
@@ -175,7 +167,7 @@ def embed_dataset(
     ds: Any,
     model: str | os.PathLike | None = None,
     *,
-    mix: str | ScalarMix = "all",
+    mix: str | Mix | None = "all",
     dtype: str = "float32",
     batch_size: int = DEFAULT_BATCH_SIZE,
     actors: int = 1,
@@ -183,13 +175,17 @@ def embed_dataset(
     gpus_per_actor: float = 0.0,
     provider: str = "auto",
     text_column: str = "text",
+    token_cache_mb: float = DEFAULT_CACHE_MB,
+    tokenize: bool = False,
 ) -> Any:
     """``ds`` with ``text_column`` replaced by ``tokens``, ``shape`` and ``vectors``.
 
-    ``text_column`` holds one whitespace-tokenized sentence a row. ``actors``
-    actors of ``threads`` CPUs (and ``gpus_per_actor`` GPUs) each run one
-    onnxruntime session. ``mix``: "all", "top", "average" or a ScalarMix;
-    ``dtype``: "float32" or "float16". Lazy, like every Ray Data transform.
+    ``text_column`` holds one whitespace-tokenized sentence a row (raw text
+    with ``tokenize``: :func:`..tokenize.tokenize`). ``actors`` actors of
+    ``threads`` CPUs (and ``gpus_per_actor`` GPUs) each run one onnxruntime
+    session with a token cache of ``token_cache_mb`` MiB. ``mix``: "all",
+    "top", "average", a ScalarMix (or ``Embedder.mix``); ``dtype``: "float32"
+    or "float16". Lazy, like every Ray Data transform.
     """
     ray = import_ray()
     check_dtype(dtype)
@@ -203,6 +199,8 @@ def embed_dataset(
             "provider": provider,
             "threads": threads,
             "text_column": text_column,
+            "token_cache_mb": token_cache_mb,
+            "tokenize": tokenize,
         },
         batch_size=batch_size * CALL_BATCHES,
         batch_format="pyarrow",
@@ -210,116 +208,6 @@ def embed_dataset(
         num_cpus=threads,
         num_gpus=gpus_per_actor,
     )
-
-
-# ---------------------------------------------------------------------------- the Ray session
-
-
-@contextmanager
-def _environ(values: dict[str, str], restore: tuple[str, ...] = ()) -> Iterator[None]:
-    """``values`` set in os.environ; they and ``restore`` are put back as they were after."""
-    saved = {k: os.environ.get(k) for k in (*values, *restore)}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-@contextmanager
-def ray_session(
-    address: str | None = None, cpus: int | None = None, temp_dir: str | os.PathLike | None = None
-) -> Iterator[Any]:
-    """Ray, joined at ``address`` or started locally with ``cpus`` CPUs; shut down after.
-
-    A Ray already initialized in this process is used as it is.
-    """
-    ray = import_ray()
-    if ray.is_initialized():
-        yield ray
-        return
-    with _ray_data_quiet(), _session(ray, address, cpus, temp_dir):
-        yield ray
-
-
-@contextmanager
-def _ray_data_quiet() -> Iterator[None]:
-    """Ray Data's console logging off: failures come back as exceptions, in one line here.
-
-    Its progress lines, a false "no available CPUs" alarm while the actors
-    start, and tracebacks of user errors stay in the logs under Ray's temp dir.
-    """
-    logger = logging.getLogger("ray.data")
-    level = logger.level
-    logger.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
-@contextmanager
-def _session(
-    ray: Any, address: str | None, cpus: int | None, temp_dir: str | os.PathLike | None
-) -> Iterator[None]:
-    if address is not None:
-        ray.init(address=address, log_to_driver=False, configure_logging=False)
-        try:
-            yield
-        finally:
-            ray.shutdown()
-        return
-    own = temp_dir is None
-    directory = _temp_dir() if own else Path(temp_dir).resolve()
-    if len(str(directory)) > TEMP_DIR_MAX:
-        raise ElmoError(
-            f"{directory}: too long for Ray's sockets ({len(str(directory))} characters, at "
-            f"most {TEMP_DIR_MAX}); pass a shorter --ray-temp-dir"
-        )
-    env = {"RAY_USAGE_STATS_ENABLED": "0"}
-    if not {"RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"} & set(os.environ):
-        # Ray turns token authentication on for a new local cluster and would write
-        # ~/.ray/auth_token and say so; a token of its own keeps it quiet and private.
-        env["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
-        logging.getLogger(AUTH_LOGGER).setLevel(logging.ERROR)
-    try:
-        with _environ(env, restore=("RAY_AUTH_MODE",)):
-            ray.init(
-                num_cpus=cpus,
-                include_dashboard=False,
-                log_to_driver=False,
-                configure_logging=False,
-                _temp_dir=str(directory),
-                _node_ip_address="127.0.0.1",
-            )
-            try:
-                yield
-            finally:
-                ray.shutdown()
-    finally:
-        if own:
-            shutil.rmtree(directory, ignore_errors=True)
-
-
-def _temp_dir() -> Path:
-    """A new directory for a local Ray, in the temp dir or, if its path is too long, in /tmp."""
-    base = Path(tempfile.gettempdir()).resolve()
-    if len(str(base)) + len("/elmo-ray-12345678") > TEMP_DIR_MAX:
-        base = Path("/tmp")
-    return Path(tempfile.mkdtemp(prefix="elmo-ray-", dir=base))
-
-
-def default_actors(ray: Any, threads: int, gpus_per_actor: float) -> int:
-    """As many actors as the cluster's CPUs (less the headroom) and GPUs allow."""
-    resources = ray.cluster_resources()
-    actors = int((resources.get("CPU", 0) - HEADROOM_CPUS) // threads)
-    if gpus_per_actor:
-        actors = min(actors, int(resources.get("GPU", 0) // gpus_per_actor))
-    return max(1, actors)
 
 
 def _elmo_error(error: BaseException) -> ElmoError | None:
@@ -336,13 +224,9 @@ def _elmo_error(error: BaseException) -> ElmoError | None:
             continue
         seen.add(id(e))
         if isinstance(e, ElmoError) and not hasattr(e, "cause"):
-            return ElmoError(_first_line(e))
+            return ElmoError(first_line(e))
         todo += [e.__context__, e.__cause__, getattr(e, "cause", None)]
     return None
-
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 # ---------------------------------------------------------------------------- the CLI's run
@@ -362,62 +246,76 @@ def embed_files(
     output: str | os.PathLike,
     model: str | os.PathLike | None = None,
     *,
-    mix: str | os.PathLike | ScalarMix = "all",
+    mix: str | os.PathLike | Mix | None = "all",
     dtype: str = "float32",
     batch_size: int = DEFAULT_BATCH_SIZE,
     provider: str = "auto",
     threads: int = 1,
     errors: str = "strict",
+    tokenize: bool = False,
+    token_cache_mb: float = DEFAULT_CACHE_MB,
     overwrite: bool = False,
     address: str | None = None,
     actors: int | None = None,
     gpus_per_actor: float = 0.0,
     temp_dir: str | os.PathLike | None = None,
+    emb: Embedder | None = None,
 ) -> RayRun:
-    """Embed the lines of ``inputs`` into Parquet files in the directory ``output``."""
-    from ..embedder import Embedder
+    """Embed the lines of ``inputs`` into Parquet files in the directory ``output``.
 
+    ``emb``, if given, is the driver's Embedder of the same model and mix
+    (the CLI's, built once); else one is built here to check the model. Its
+    resolved mix is what the actors apply. The run is identified by the
+    settings and by each input's path, size and sha256 (its content).
+    """
     import_ray()
     import_pyarrow()
     inputs = [path if "://" in path else os.path.abspath(path) for path in inputs]
     for path in inputs:
         if "://" not in path and not os.path.exists(path):
             raise ElmoError(f"{path}: no such input file")
-    emb = Embedder(model, provider="cpu", threads=1, mix=mix)  # a bad model fails here, at once
-    if isinstance(mix, os.PathLike):
-        mix = load_mix(mix, emb.info.options.n_output_layers)
+    if emb is None:
+        from ..embedder import Embedder
+
+        emb = Embedder(model, provider="cpu", threads=1, mix=mix, token_cache_mb=0)
+    spec = mix_spec(emb.mix)
     settings = {
         "model": model_fingerprint(emb.model_path, emb.info),
-        "mix": mix_spec(mix),
+        "mix": spec,
+        "tokenize": tokenize,
         "format": "parquet",
         "dtype": check_dtype(dtype).name,
         "errors": errors,
     }
-    model_path = emb.model_path
-    del emb  # the actors load their own sessions; this one only checked the model
-    with output_directory(output, "ray", settings, input_info(inputs), overwrite) as manifest:
+    model_path, n_layers = emb.model_path, emb.info.options.n_output_layers
+    identity = input_info(inputs, content=True)
+    with output_directory(output, "ray", settings, identity, overwrite) as manifest:
         if manifest.complete:
             return RayRun(manifest.lines or 0, len(manifest.shards), done_before=True)
         remove_outputs(manifest.directory)  # of a run that failed part way: Ray redoes it all
         manifest.shards = []
-        staging = manifest.directory / f".ray{PARTIAL}{os.getpid()}"
+        staging = partial_path(manifest.directory / "ray")
         if address is None and actors is None:
             actors = max(1, ((os.cpu_count() or 1) - HEADROOM_CPUS) // threads)
-        cpus = None if actors is None else actors * threads + HEADROOM_CPUS
+        cpus = None if address is not None else actors * threads + HEADROOM_CPUS
         try:
             with ray_session(address, cpus, temp_dir) as session:
-                pool = actors or default_actors(session, threads, gpus_per_actor)
-                _check_headroom(session, pool, threads)
+                pool = actors if actors is not None else (
+                    default_actors(session, threads, gpus_per_actor)
+                )
+                check_pool(session, pool, threads, gpus_per_actor)
                 ds = embed_dataset(
                     read_lines(inputs, errors),
                     model_path,
-                    mix=mix,
+                    mix=mix_from_spec(spec, n_layers),
                     dtype=dtype,
                     batch_size=batch_size,
                     actors=pool,
                     threads=threads,
                     gpus_per_actor=gpus_per_actor,
                     provider=provider,
+                    token_cache_mb=token_cache_mb,
+                    tokenize=tokenize,
                 )
                 _write(ds, staging)
             manifest.shards = _publish(staging, manifest.directory)
@@ -429,17 +327,6 @@ def embed_files(
         return RayRun(manifest.lines, len(manifest.shards))
 
 
-def _check_headroom(ray: Any, actors: int, threads: int) -> None:
-    cpus = ray.cluster_resources().get("CPU", 0)
-    if actors * threads > cpus - HEADROOM_CPUS:
-        warnings.warn(
-            f"{actors} actors x {threads} CPUs leave less than {HEADROOM_CPUS} of the cluster's "
-            f"{cpus:g} CPUs for reading and writing; Ray Data may stall until the cluster grows",
-            UserWarning,
-            stacklevel=3,
-        )
-
-
 def _write(ds: Any, staging: Path) -> None:
     try:
         ds.write_parquet(str(staging), min_rows_per_file=DEFAULT_SHARD_SIZE, **PARQUET_OPTIONS)
@@ -448,7 +335,7 @@ def _write(ds: Any, staging: Path) -> None:
         if cause is not None:
             raise cause from None
         raise ElmoError(
-            f"the Ray job failed: {_first_line(e)} (pass --ray-temp-dir DIR to keep Ray's logs)"
+            f"the Ray job failed: {first_line(e)} (pass --ray-temp-dir DIR to keep Ray's logs)"
         ) from e
 
 
@@ -459,7 +346,7 @@ def _publish(staging: Path, directory: Path) -> list[dict[str, Any]]:
     files = sorted(staging.glob("*.parquet")) if staging.is_dir() else []
     for i, source in enumerate(files):
         name = f"part-{i:05d}.parquet"
-        os.replace(source, directory / name)
+        publish(source, directory / name)  # flushed, renamed, directory flushed
         path = directory / name
         records.append(
             {

@@ -5,11 +5,14 @@ layers, ``(n, 2P)`` when mixed, float32 (or float16 with ``dtype="float16"``).
 
 * hdf5: AllenNLP's ``elmo`` command layout: one dataset per line keyed by its
   line index ("0", "1", …) and a ``sentence_to_index`` (1,) vlen-str dataset
-  holding ``json.dumps({"tok tok tok": "index"})`` (the last occurrence of a
-  repeated sentence wins). Needs h5py (imported only here, only when asked for).
+  holding ``json.dumps({line: "index"})``, keyed as AllenNLP keys it: by the
+  input line stripped of surrounding whitespace (inner spaces and tabs kept;
+  the last occurrence of a repeated line wins). Needs h5py (imported only
+  here, only when asked for).
 * npz: the same keys as ``.npy`` entries of a zip written one by one (no
   pickle); ``sentence_to_index`` is a 0-d unicode array, so
-  ``np.load(path, allow_pickle=False)`` reads every entry.
+  ``np.load(path, allow_pickle=False)`` reads every entry and
+  ``json.loads(z["sentence_to_index"].item())`` (or ``str(...)``) is the map.
 * parquet: one row per line (:data:`PARQUET_COLUMNS`): ``line`` int64,
   ``tokens`` list<string>, ``shape`` list<int32> and ``vectors``, the array
   flattened in C order as list<float|halffloat>; :func:`arrays_from_table`
@@ -18,14 +21,14 @@ layers, ``(n, 2P)`` when mixed, float32 (or float16 with ``dtype="float16"``).
 A writer's first key is ``first_index`` (a shard of a large run keys its
 lines by their index in the whole input). :func:`open_writer` writes to
 ``.{name}.partial-{pid}`` next to the output and renames it only when the
-``with`` block succeeds; on any exception (KeyboardInterrupt included) the
-temp file is removed and the final name is left untouched.
+``with`` block succeeds (:func:`..files.publish`: fsync, rename); on any
+exception (KeyboardInterrupt included) the temp file is removed and the final
+name is left untouched.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import zipfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
@@ -35,7 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ElmoError
+from ..errors import H5PY_HINT, PYARROW_HINT, ElmoError, UsageError
+from ..files import partial_path, publish
 
 FORMATS = ("hdf5", "npz", "parquet")
 DTYPES = ("float32", "float16")
@@ -45,18 +49,45 @@ PARQUET_ROWS_PER_BATCH = 256  # a row group holds at most this many rows …
 PARQUET_VALUES_PER_BATCH = 1 << 25  # … or about this many floats, whichever comes first
 # Dictionary encoding suits the repetitive columns; on vectors it adds ~50% (measured).
 PARQUET_OPTIONS = {"use_dictionary": ["path", "tokens.list.element"]}
-H5PY_HINT = "hdf5 output needs h5py: pip install 'elmo-edge[hdf5]' (or use --format npz)"
-PYARROW_HINT = "Parquet output needs pyarrow: pip install 'elmo-edge[parquet]'"
+# The file extensions each format owns; an OUTPUT ending in another format's is refused.
+EXTENSIONS = {"hdf5": (".hdf5", ".h5"), "npz": (".npz",), "parquet": (".parquet", ".pq")}
+
+
+def format_of(path: str | Path) -> str | None:
+    """The format an output name's extension stands for (:data:`EXTENSIONS`), or None."""
+    suffix = Path(path).suffix.lower()
+    return next((fmt for fmt, exts in EXTENSIONS.items() if suffix in exts), None)
 
 
 def infer_format(path: str | Path, format: str | None = None) -> str:
     """``format`` if given, else by extension: npz, parquet (.parquet, .pq) or hdf5."""
     if format is None:
-        suffix = Path(path).suffix.lower()
-        return {".npz": "npz", ".parquet": "parquet", ".pq": "parquet"}.get(suffix, "hdf5")
+        return format_of(path) or "hdf5"
     if format not in FORMATS:
         raise ElmoError(f"unknown output format {format!r}; choose one of {', '.join(FORMATS)}")
     return format
+
+
+def check_extension(path: str | Path, format: str | None) -> str | None:
+    """Refuse an output name whose extension belongs to another format than ``format``.
+
+    Returns a one-line warning when no format was given and the extension
+    is none of :data:`EXTENSIONS` (the file is written as hdf5), else None.
+    Raises :class:`UsageError` for ``--format hdf5`` with ``out.npz`` and the like.
+    """
+    named = format_of(path)
+    if format is not None and named is not None and named != format:
+        raise UsageError(
+            f"{path}: the extension says {named} but --format is {format}; rename the output "
+            f"or drop --format"
+        )
+    if format is None and named is None:
+        exts = ", ".join(e for group in EXTENSIONS.values() for e in group)
+        return (
+            f"{path}: writing hdf5 (the name ends in none of {exts}); pass --format to "
+            "choose, or name the file *.hdf5"
+        )
+    return None
 
 
 def check_dtype(dtype: str) -> np.dtype:
@@ -91,12 +122,16 @@ class Writer(ABC):
         self.first_index = first_index
         self.count = 0
 
-    def write(self, tokens: Sequence[str], array: np.ndarray) -> None:
-        """Store ``array`` as the next entry for the sentence ``tokens``."""
+    def write(self, tokens: Sequence[str], array: np.ndarray, key: str | None = None) -> None:
+        """Store ``array`` as the next entry for the sentence ``tokens``.
+
+        ``key`` is the sentence's ``sentence_to_index`` key: its input line,
+        stripped (default: the tokens joined by one space).
+        """
         index = self.first_index + self.count
         data = cast(array, self.dtype, f"line {index + 1}")
         with _write_errors(self.path):
-            self._put(index, tokens, data)
+            self._put(index, tokens, data, " ".join(tokens) if key is None else key)
         self.count += 1
 
     def finish(self) -> None:
@@ -105,7 +140,7 @@ class Writer(ABC):
             self._finish()
 
     @abstractmethod
-    def _put(self, index: int, tokens: Sequence[str], array: np.ndarray) -> None: ...
+    def _put(self, index: int, tokens: Sequence[str], array: np.ndarray, key: str) -> None: ...
 
     @abstractmethod
     def _finish(self) -> None: ...
@@ -122,9 +157,9 @@ class AllenNlpWriter(Writer):
         super().__init__(path, dtype, first_index)
         self._index: dict[str, str] = {}
 
-    def _put(self, index: int, tokens: Sequence[str], array: np.ndarray) -> None:
+    def _put(self, index: int, tokens: Sequence[str], array: np.ndarray, key: str) -> None:
         self._store(str(index), array)
-        self._index[" ".join(tokens)] = str(index)
+        self._index[key] = str(index)
 
     def _finish(self) -> None:
         self._close_with_index(json.dumps(self._index))
@@ -185,7 +220,7 @@ class ParquetWriter(Writer):
         self._rows: list[tuple[int, Sequence[str], np.ndarray]] = []
         self._values = 0
 
-    def _put(self, index: int, tokens: Sequence[str], array: np.ndarray) -> None:
+    def _put(self, index: int, tokens: Sequence[str], array: np.ndarray, key: str) -> None:
         self._rows.append((index, list(tokens), array))
         self._values += array.size
         if len(self._rows) >= PARQUET_ROWS_PER_BATCH or self._values >= PARQUET_VALUES_PER_BATCH:
@@ -286,22 +321,13 @@ def check_output(path: str | Path) -> Path:
     return path
 
 
-def sync(path: Path) -> None:
-    """Flush ``path`` to the disk, so a rename never publishes unwritten data."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 @contextmanager
 def open_writer(
     path: str | Path, format: str | None = None, dtype: str = "float32", first_index: int = 0
 ) -> Iterator[Writer]:
     """A writer whose file appears at ``path`` only if the ``with`` block succeeds."""
     path = check_output(path)
-    tmp = path.parent / f".{path.name}.partial-{os.getpid()}"
+    tmp = partial_path(path)  # the steps of files.atomic_path, with write errors as ElmoError
     try:
         writer = WRITERS[infer_format(path, format)](tmp, path, dtype, first_index)
         try:
@@ -312,7 +338,6 @@ def open_writer(
                 writer.close()
             raise
         with _write_errors(path):
-            sync(tmp)
-            os.replace(tmp, path)
+            publish(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

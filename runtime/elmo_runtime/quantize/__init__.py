@@ -46,7 +46,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ..errors import ElmoError, InputError, ModelError
+from ..errors import QUANTIZE_HINT, ElmoError, InputError, ModelError, first_line
 from ..files import atomic_path, sha256_file
 from ..spec import chars, contract
 from ..spec.contract import ModelInfo
@@ -298,7 +298,7 @@ def load_float_model(path: Path) -> tuple[onnx.ModelProto, ModelInfo]:
     except OSError as e:
         raise ModelError(f"{path}: cannot read the model file ({e.strerror})") from None
     except Exception as e:  # protobuf's DecodeError and friends
-        raise ModelError(f"{path}: not an ONNX model ({_first_line(e)})") from None
+        raise ModelError(f"{path}: not an ONNX model ({first_line(e)})") from None
     if not model.graph.node:
         raise ModelError(f"{path}: not an ONNX model (no graph found in the file)")
     info = contract.parse_metadata({p.key: p.value for p in model.metadata_props}, str(path))
@@ -391,8 +391,7 @@ def _int4(model: onnx.ModelProto, block_size: int) -> onnx.ModelProto:
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
     except ImportError as e:  # recent onnxruntime needs onnx-ir for it
         raise QuantizeError(
-            f"int4 quantization needs {e.name or 'a missing module'}: "
-            "pip install 'elmo-edge[quantize]'"
+            f"int4 quantization needs {e.name or 'a missing module'}: {QUANTIZE_HINT}"
         ) from None
     finally:
         if guard is not None:
@@ -432,7 +431,7 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as e:  # onnx raises ValidationError / InferenceError
-        raise QuantizeError(f"the fp16 graph is invalid: {_first_line(e)}") from None
+        raise QuantizeError(f"the fp16 graph is invalid: {first_line(e)}") from None
     return model
 
 
@@ -517,7 +516,7 @@ def _session(model: str | Path | bytes, provider: str) -> Any:
         )
     except Exception as e:  # onnxruntime's own exception types
         where = "the quantized model" if isinstance(model, bytes) else str(model)
-        raise QuantizeError(f"{where}: onnxruntime cannot load it ({_first_line(e)})") from None
+        raise QuantizeError(f"{where}: onnxruntime cannot load it ({first_line(e)})") from None
 
 
 def compare_models(
@@ -592,11 +591,6 @@ def _tool_versions() -> str:
     from .. import __version__
 
     return f"elmo-edge {__version__}, onnxruntime {ort.__version__}"
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
 
 
 __all__ = [

@@ -1,37 +1,24 @@
 """The ONNX contract between the exporter and the runtime, declared once.
 
+:data:`TENSORS` is the one table of the graph's interface: each tensor's
+name, dtype and dims, where a dim is a fixed int, the name of an
+:class:`~elmo_runtime.spec.options.ElmoOptions` field (fixed by the model's
+options) or an :class:`Axis` (a named symbolic dimension). The graph builder
+(``elmo_export.onnx_graph``) declares its inputs and outputs from it, the
+session (:mod:`elmo_runtime.session`) validates a loaded graph against it
+(names, dtypes, fixed dims, axis names), and ``elmo info`` and the export
+parity check read it. Optional inputs have a default (zeros, with the
+``default`` axis sizes) stored in the graph as an overridable initializer.
+
 An elmo-edge model is self-describing: its ``metadata_props`` hold the
-options, the char-id scheme, the format version, how it was made and how it
-was quantized. The exporter writes :func:`make_metadata`; the runtime reads
-:func:`parse_metadata` and refuses files it does not understand.
-
-Graph interface (``B`` = batch, ``T`` = steps incl. ``<S>``/``</S>``, ``N`` =
-distinct tokens encoded by this run, ``M`` = token vectors fed from a cache):
-
-==============  =====  =================  =========================================
-name            dtype  shape              meaning
-==============  =====  =================  =========================================
-token_chars     int32  [N, C]             shifted char ids of each distinct token
-                                          to encode (N >= 1)
-cached_vectors  float  [M, P]             token vectors computed earlier (a
-                                          cache); optional, defaults to [0, P]
-token_index     int32  [B, T]             row of concat(encoded, cached_vectors)
-                                          at each step; -1 = padding
-state_c         float  [2, L, B or 1, D]  initial cells (direction, layer);
-                                          optional, defaults to zeros
-state_h         float  [2, L, B or 1, P]  initial outputs; optional, zeros
-layers          float  [B, L+1, T, 2P]    layer 0 = [x; x], l = [fwd_l; bwd_l],
-                                          zero at padded steps
-mask            int32  [B, T]             1 where a token (or boundary) is
-final_state_c   float  [2, L, B, D]       cells after each row's last step
-final_state_h   float  [2, L, B, P]       outputs after each row's last step
-token_vectors   float  [N, P]             the encoded token_chars rows (char CNN,
-                                          highway, projection): what a cache keeps
-==============  =====  =================  =========================================
+options, the char-id scheme (by name, :mod:`elmo_runtime.spec.chars`), the
+format version, how it was made and how it was quantized. The exporter writes
+:func:`make_metadata`; the runtime reads :func:`parse_metadata` and refuses
+files it does not understand.
 
 The char CNN runs once per distinct token, not once per step: the runtime
-deduplicates a batch's tokens and may skip tokens it has cached
-(:mod:`elmo_runtime.token_cache`).
+deduplicates a batch's tokens (:func:`elmo_runtime.spec.chars.pack`) and may
+skip tokens it has cached (:mod:`elmo_runtime.token_cache`).
 """
 
 from __future__ import annotations
@@ -48,8 +35,69 @@ from .options import ElmoOptions, parse_options
 
 FORMAT_NAME = "elmo-edge-onnx"
 FORMAT_VERSION = 2  # 1: char_ids [B, T, C] input, no token cache
-# Largest |ONNX - PyTorch| an export accepts by default (checked before writing).
+# Largest |ONNX - reference| an export accepts by default (checked before writing).
 PARITY_ATOL = 1e-5
+
+
+@dataclass(frozen=True)
+class Axis:
+    """A symbolic dimension: the graph declares it as ``dim_param`` ``name``."""
+
+    name: str
+
+
+BATCH = Axis("batch")  # sentences in the run
+TOKENS = Axis("tokens")  # steps per sentence, <S> and </S> included
+DISTINCT = Axis("distinct_tokens")  # token_chars rows encoded by this run
+CACHED = Axis("cached_tokens")  # token vectors fed from a cache
+STATE_BATCH = Axis("state_batch")  # rows of fed states: B, or 1 to broadcast
+
+Dim = int | str | Axis  # fixed | ElmoOptions field or property | symbolic
+DTYPES = {"int32": "tensor(int32)", "float32": "tensor(float)"}  # numpy name → ORT type
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One graph input or output: ``dims`` as ints, option field names or axes.
+
+    ``default``: for optional inputs, the sizes of the axes of their default
+    value (all zeros), e.g. ``{"state_batch": 1}``; None for a required input
+    or an output. ``in_every_model``: False for a tensor only some models have
+    (e.g. an input of one char-id scheme): a graph without it is valid, a
+    graph with it is checked.
+    """
+
+    name: str
+    dtype: str  # a key of DTYPES
+    dims: tuple[Dim, ...]
+    doc: str
+    default: dict[str, int] | None = None
+    in_every_model: bool = True
+
+    @property
+    def optional(self) -> bool:
+        return self.default is not None
+
+    def resolve(self, options: ElmoOptions) -> list[int | str]:
+        """Dims for ``options``: ints for fixed dims, axis names for symbolic ones."""
+        out: list[int | str] = []
+        for dim in self.dims:
+            if isinstance(dim, Axis):
+                out.append(dim.name)
+            elif isinstance(dim, str):
+                out.append(int(getattr(options, dim)))
+            else:
+                out.append(int(dim))
+        return out
+
+    def default_value(self, options: ElmoOptions) -> np.ndarray:
+        """The zeros an optional input takes when not fed."""
+        if self.default is None:
+            raise ValueError(f"{self.name} is required, it has no default")
+        sizes = self.default
+        shape = [sizes[d] if isinstance(d, str) else d for d in self.resolve(options)]
+        return np.zeros(shape, dtype=self.dtype)
+
 
 INPUT_TOKEN_CHARS = "token_chars"
 INPUT_CACHED_VECTORS = "cached_vectors"
@@ -61,23 +109,107 @@ OUTPUT_MASK = "mask"
 OUTPUT_STATE_C = "final_state_c"
 OUTPUT_STATE_H = "final_state_h"
 OUTPUT_TOKEN_VECTORS = "token_vectors"
-INPUTS = (INPUT_TOKEN_CHARS, INPUT_CACHED_VECTORS, INPUT_TOKEN_INDEX, INPUT_STATE_C,
-          INPUT_STATE_H)
-REQUIRED_INPUTS = (INPUT_TOKEN_CHARS, INPUT_TOKEN_INDEX)  # the others have defaults
-OUTPUTS = (OUTPUT_LAYERS, OUTPUT_MASK, OUTPUT_STATE_C, OUTPUT_STATE_H, OUTPUT_TOKEN_VECTORS)
-# Symbolic dimensions; every other dimension is fixed by the options.
-DYNAMIC_AXES = {
-    INPUT_TOKEN_CHARS: {0: "distinct_tokens"},
-    INPUT_CACHED_VECTORS: {0: "cached_tokens"},
-    INPUT_TOKEN_INDEX: {0: "batch", 1: "tokens"},
-    OUTPUT_TOKEN_VECTORS: {0: "distinct_tokens"},
-    OUTPUT_LAYERS: {0: "batch", 2: "tokens"},
-    OUTPUT_MASK: {0: "batch", 1: "tokens"},
-    INPUT_STATE_C: {2: "state_batch"},
-    INPUT_STATE_H: {2: "state_batch"},
-    OUTPUT_STATE_C: {2: "batch"},
-    OUTPUT_STATE_H: {2: "batch"},
-}
+
+# The graph's interface, in order. Inputs first (required before optional where
+# the runtime feeds them), then outputs.
+INPUT_SPECS: tuple[TensorSpec, ...] = (
+    TensorSpec(INPUT_TOKEN_CHARS, "int32", (DISTINCT, "max_characters_per_token"),
+               "shifted char ids of each distinct token to encode (N >= 1)"),
+    TensorSpec(INPUT_CACHED_VECTORS, "float32", (CACHED, "projection_dim"),
+               "token vectors computed earlier (a cache)", default={CACHED.name: 0}),
+    TensorSpec(INPUT_TOKEN_INDEX, "int32", (BATCH, TOKENS),
+               "row of concat(encoded, cached_vectors) at each step; -1 = padding"),
+    TensorSpec(INPUT_STATE_C, "float32", (2, "n_layers", STATE_BATCH, "lstm_dim"),
+               "initial cells [direction, layer, row or 1, D]", default={STATE_BATCH.name: 1}),
+    TensorSpec(INPUT_STATE_H, "float32", (2, "n_layers", STATE_BATCH, "projection_dim"),
+               "initial outputs [direction, layer, row or 1, P]", default={STATE_BATCH.name: 1}),
+)
+OUTPUT_SPECS: tuple[TensorSpec, ...] = (
+    TensorSpec(OUTPUT_LAYERS, "float32", (BATCH, "n_output_layers", TOKENS, "output_dim"),
+               "layer 0 = [x; x], layer l = [fwd_l; bwd_l]; zero at padded steps"),
+    TensorSpec(OUTPUT_MASK, "int32", (BATCH, TOKENS), "1 where a token (or boundary) is"),
+    TensorSpec(OUTPUT_STATE_C, "float32", (2, "n_layers", BATCH, "lstm_dim"),
+               "cells after each row's last step"),
+    TensorSpec(OUTPUT_STATE_H, "float32", (2, "n_layers", BATCH, "projection_dim"),
+               "outputs after each row's last step"),
+    TensorSpec(OUTPUT_TOKEN_VECTORS, "float32", (DISTINCT, "projection_dim"),
+               "the encoded token_chars rows (char CNN, highway, projection)"),
+)
+TENSORS = {t.name: t for t in (*INPUT_SPECS, *OUTPUT_SPECS)}
+INPUTS = tuple(t.name for t in INPUT_SPECS)
+REQUIRED_INPUTS = tuple(t.name for t in INPUT_SPECS if not t.optional)
+OUTPUTS = tuple(t.name for t in OUTPUT_SPECS)
+
+
+def tensor_table() -> list[dict[str, Any]]:
+    """The table as JSON-ready rows (``elmo info``, docs): dims as ints or names."""
+    rows = []
+    for kind, specs in (("input", INPUT_SPECS), ("output", OUTPUT_SPECS)):
+        for t in specs:
+            dims = [d.name if isinstance(d, Axis) else d for d in t.dims]
+            rows.append({"name": t.name, "kind": kind, "dtype": t.dtype, "dims": dims,
+                         "optional": t.optional, "doc": t.doc})
+    return rows
+
+
+def check_graph(
+    inputs: dict[str, tuple[str, list[int | str | None]]],
+    initializers: dict[str, tuple[str, list[int | str | None]]],
+    outputs: dict[str, tuple[str, list[int | str | None]]],
+    options: ElmoOptions,
+) -> list[str]:
+    """Every way a graph's interface differs from :data:`TENSORS`, as messages.
+
+    Each argument maps a name to ``(ORT type string, dims)``, dims as ints,
+    symbolic names or None: ``inputs`` the graph's required inputs,
+    ``initializers`` its overridable initializers (optional inputs).
+    """
+    problems: list[str] = []
+    for spec in INPUT_SPECS:
+        if spec.name in inputs:
+            have = inputs[spec.name]
+        elif spec.name in initializers and spec.optional:
+            have = initializers[spec.name]
+        elif spec.name in initializers:
+            problems.append(f"input {spec.name} is required but the graph gives it a default")
+            continue
+        else:
+            if spec.in_every_model:
+                problems.append(f"input {spec.name} is missing")
+            continue
+        problems += _check_tensor(spec, *have, options)
+    for name in inputs:
+        if name not in TENSORS or name in OUTPUTS:
+            problems.append(f"input {name} is not in the contract (nothing would feed it)")
+    for spec in OUTPUT_SPECS:
+        if spec.name not in outputs:
+            if spec.in_every_model:
+                problems.append(f"output {spec.name} is missing")
+            continue
+        problems += _check_tensor(spec, *outputs[spec.name], options)
+    return problems
+
+
+def _check_tensor(spec: TensorSpec, type_: str, dims: list[int | str | None],
+                  options: ElmoOptions) -> list[str]:
+    problems = []
+    if type_ != DTYPES[spec.dtype]:
+        problems.append(f"{spec.name} has type {type_}, expected {DTYPES[spec.dtype]}")
+    want = spec.resolve(options)
+    fixed = ["?" if isinstance(w, str) else w for w in want]
+    if len(dims) != len(want) or any(
+        isinstance(w, int) and h != w for h, w in zip(dims, want, strict=True)
+    ):
+        return [*problems, f"{spec.name} has shape {dims}, but the model's options imply {fixed}"]
+    for axis, (have, expect) in enumerate(zip(dims, want, strict=True)):
+        if isinstance(expect, int):
+            continue
+        if spec.default and isinstance(have, int) and have == spec.default.get(expect):
+            continue  # an optional input's default value fixes its own axis
+        if have != expect:
+            problems.append(f"{spec.name} dim {axis} is {have!r}, expected axis {expect!r}")
+    return problems
+
 
 # metadata_props keys
 KEY_FORMAT = "elmo_edge.format"
@@ -169,6 +301,8 @@ def parse_metadata(meta: dict[str, str], where: str) -> ModelInfo:
     except Exception as e:  # OptionsError and friends
         raise ModelError(f"{where}: embedded options are invalid: {e}") from None
     scheme = _json_field(meta, KEY_CHARS, where)
+    if isinstance(scheme, dict):  # files before the scheme had a name are bilm-tf bytes
+        scheme = {"scheme": chars.SCHEME_NAME, **scheme}
     expected = {**chars.scheme(), "max_chars": options.max_characters_per_token}
     if scheme != expected:
         raise ModelError(

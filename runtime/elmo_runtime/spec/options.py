@@ -2,20 +2,23 @@
 
 The export side (PyTorch model, weight files, ONNX builder) and the runtime
 (state shapes, `elmo info`) both use :class:`ElmoOptions`; the JSON format is
-the one bilm-tf and AllenNLP publish next to ``weights.hdf5``.
+the one bilm-tf and AllenNLP publish next to ``weights.hdf5``. The weight
+file's layout (TF variable names) lives on the export side,
+``elmo_export.weights``.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..errors import OptionsError
+from .chars import CHAR_VOCAB, N_CHARACTERS
 
 ACTIVATIONS = ("relu", "tanh")
+FORGET_BIAS = 1.0  # added to the forget gate at run time, never stored in B (ELMO_SPEC, LSTM)
 
 
 @dataclass(frozen=True)
@@ -77,34 +80,13 @@ class ElmoOptions:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
 
-    def weight_shapes(self) -> dict[str, tuple[int, ...]]:
-        """Every dataset of the ELMo hdf5 weight layout with its expected shape."""
-        e, f, p, d = self.char_embed_dim, self.n_filters, self.projection_dim, self.lstm_dim
-        shapes: dict[str, tuple[int, ...]] = {"char_embed": (261, e)}
-        for i, (width, num) in enumerate(self.filters):
-            shapes[f"CNN/W_cnn_{i}"] = (1, width, e, num)
-            shapes[f"CNN/b_cnn_{i}"] = (num,)
-        for k in range(self.n_highway):
-            for name in ("carry", "transform"):
-                shapes[f"CNN_high_{k}/W_{name}"] = (f, f)
-                shapes[f"CNN_high_{k}/b_{name}"] = (f,)
-        shapes["CNN_proj/W_proj"] = (f, p)
-        shapes["CNN_proj/b_proj"] = (p,)
-        for direction in range(2):
-            for layer in range(self.n_layers):
-                prefix = lstm_prefix(direction, layer)
-                shapes[f"{prefix}/W_0"] = (2 * p, 4 * d)
-                shapes[f"{prefix}/B"] = (4 * d,)
-                shapes[f"{prefix}/W_P_0"] = (d, p)
-        return shapes
-
     def n_parameters(self) -> int:
-        return sum(math.prod(s) for s in self.weight_shapes().values())
-
-
-def lstm_prefix(direction: int, layer: int) -> str:
-    """hdf5 group of one LSTM cell: direction 0 = forward, 1 = backward."""
-    return f"RNN_{direction}/RNN/MultiRNNCell/Cell{layer}/LSTMCell"
+        """Learned values of a biLM with these options (char_embed has 261 rows, W_P_0 counted)."""
+        e, f, p, d = self.char_embed_dim, self.n_filters, self.projection_dim, self.lstm_dim
+        cnn = CHAR_VOCAB * e + sum(w * e * n + n for w, n in self.filters)
+        highway = self.n_highway * 2 * (f * f + f)
+        lstm = 2 * self.n_layers * (2 * p * 4 * d + 4 * d + d * p)
+        return cnn + highway + f * p + p + lstm
 
 
 def _get(d: dict, key: str, where: str, kind: type | tuple[type, ...]) -> Any:
@@ -160,8 +142,11 @@ def parse_options(data: dict[str, Any]) -> ElmoOptions:
             f"options: char_cnn.activation must be one of {ACTIVATIONS}, found {activation!r}"
         )
     n_chars = _get(cnn, "n_characters", "char_cnn.", int)
-    if n_chars not in (261, 262):
-        raise OptionsError(f"options: char_cnn.n_characters must be 261 or 262, found {n_chars}")
+    if n_chars not in N_CHARACTERS:
+        raise OptionsError(
+            f"options: char_cnn.n_characters must be {' or '.join(map(str, N_CHARACTERS))}, "
+            f"found {n_chars}"
+        )
     max_chars = _positive(
         _get(cnn, "max_characters_per_token", "char_cnn.", int),
         "char_cnn.max_characters_per_token",

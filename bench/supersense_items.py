@@ -15,12 +15,14 @@ example by the synset's lemmas, case-insensitively, in any of their forms:
 
 The longest match wins, then the earliest. An example where no lemma form
 occurs is dropped (and counted). Train and test are split by sentence with
-:func:`elmo_export.wordnet.is_heldout`: the test items are the held-out
+:func:`wordnet_corpus.is_heldout` (``models/wordnet_corpus.py``, the bundled
+model's data split): the test items are the held-out
 examples, which the bundled model never saw in training. Pure Python (no torch).
 """
 
 from __future__ import annotations
 
+import sys
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -28,7 +30,20 @@ from pathlib import Path
 
 from elmo_runtime.tokenize import tokenize
 
-from .wordnet import DEFAULT_WORDNET_DIR, LEXNAMES, WordNetError, examples
+MODELS_DIR = Path(__file__).resolve().parents[1] / "models"  # where wordnet_corpus.py lives
+if str(MODELS_DIR) not in sys.path:
+    sys.path.append(str(MODELS_DIR))
+
+from wordnet_corpus import (  # noqa: E402
+    DEFAULT_WORDNET_DIR,
+    LEXNAMES,
+    WordNetError,
+    examples,
+)
+
+__all__ = ["DEFAULT_WORDNET_DIR", "SUPERSENSES", "Extraction", "Item", "WordNetError",
+           "extract_items", "find_span", "lemma_forms", "polysemous_lemmas", "read_exceptions",
+           "regular_inflections"]
 
 SUPERSENSES = tuple(n for n in LEXNAMES if n.startswith(("noun.", "verb.")))
 POS_FILES = {"n": "noun", "v": "verb"}

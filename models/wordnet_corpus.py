@@ -1,5 +1,12 @@
 """WordNet 3.0 as text: synsets, their glosses and examples, and a fixed held-out split.
 
+The data of the bundled model, not a library feature: ``build_default.py``
+(beside this file) writes the bundled model's training corpus with it, and
+the evaluation (``bench/supersense_items.py``, ``bench/supersense.py``)
+takes its test sentences from the same split, so that the bundled model
+never trains on what it is tested on. It sits here, outside the installed
+packages, because no user of ``elmo_export`` needs WordNet to train a biLM.
+
 Reads the Princeton data files ``data.{noun,verb,adj,adv}`` (Debian package
 ``wordnet-base`` installs them in ``/usr/share/wordnet``). Pure Python: the
 evaluation code reuses this module where torch is not installed.

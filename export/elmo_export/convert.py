@@ -1,0 +1,87 @@
+"""`elmo convert` without PyTorch: published ELMo weights → a parity-checked elmo-edge ONNX file.
+
+Needs NumPy, onnx, onnxruntime and h5py (``pip install 'elmo-edge[convert]'``).
+The graph is built by :mod:`.onnx_graph` and checked against the float64
+NumPy forward of the spec (:mod:`.reference`) on several shapes before it is
+written; a model that disagrees is refused and nothing is written.
+:func:`write_model` is the one writer of a model file (metadata, atomic
+rename), shared with ``elmo export`` (:mod:`.onnx_export`).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from elmo_runtime.errors import ElmoError
+from elmo_runtime.files import atomic_path, sha256_file
+from elmo_runtime.spec import contract
+from elmo_runtime.spec.options import ElmoOptions, load_options
+
+from .onnx_graph import build_model
+from .parity import DEFAULT_ATOL, ParityReport, check_parity
+from .reference import NumpyBiLM
+from .weights import Weights, has_projection, read_weights
+
+
+def check_directory(path: Path) -> None:
+    """Raise ElmoError unless ``path``'s directory exists (checked before any work)."""
+    if not path.parent.is_dir():
+        raise ElmoError(f"{path}: directory {path.parent} does not exist")
+
+
+def write_model(proto: onnx.ModelProto, options: ElmoOptions, path: str | Path,
+                source: dict[str, Any], parity: dict[str, Any]) -> None:
+    """Add the contract metadata to ``proto`` and write it to ``path`` atomically."""
+    path = Path(path)
+    meta = contract.make_metadata(
+        options,
+        source={**source, "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+        parity=parity,
+    )
+    onnx.helper.set_model_props(proto, meta)
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(proto.SerializeToString())
+    except OSError as e:
+        raise ElmoError(f"{path}: cannot write ({e.strerror})") from None
+
+
+def numpy_reference_name() -> str:
+    return f"the float64 NumPy reference (numpy {np.__version__})"
+
+
+def convert_weights(options: ElmoOptions, weights: Weights, output: str | Path,
+                    source: dict[str, Any], atol: float = DEFAULT_ATOL) -> ParityReport:
+    """Build, check against :class:`NumpyBiLM` and write; raises ExportError on a mismatch."""
+    output = Path(output)
+    check_directory(output)
+    proto = build_model(options, weights)
+    reference = NumpyBiLM(options, weights)
+    report = check_parity(reference.run, numpy_reference_name(), options,
+                          proto.SerializeToString(), atol=atol)
+    if not has_projection(weights, options):
+        source = {**source, "cell_projection": False}
+    write_model(proto, options, output, source, report.metadata(atol))
+    return report
+
+
+def convert(options_path: str | Path, weights_path: str | Path, output: str | Path,
+            atol: float = DEFAULT_ATOL) -> ParityReport:
+    """Published ELMo weights (options.json + weights.hdf5) → elmo-edge ONNX at ``output``.
+
+    Raises OptionsError / WeightsError for bad inputs, ExportError when the
+    graph does not match the NumPy reference within ``atol`` (nothing written).
+    """
+    options = load_options(options_path)
+    check_directory(Path(output))
+    weights = read_weights(weights_path, options)
+    source = {
+        "kind": "elmo-hdf5",
+        "weights_file": Path(weights_path).name,
+        "weights_sha256": sha256_file(weights_path),
+    }
+    return convert_weights(options, weights, output, source, atol=atol)

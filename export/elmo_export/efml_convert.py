@@ -1,0 +1,129 @@
+"""`elmo convert MODEL_DIR`: an ELMoForManyLangs model → a parity-checked elmo-edge ONNX file.
+
+Read and checked by :mod:`.efml`, mapped onto the ELMo weight layout by
+:mod:`.efml_map`, built by :mod:`.onnx_graph` (with the word branch and the
+``word_ids`` input when the model has one) and checked against the float64
+NumPy forward (:mod:`.reference`) on sentences drawn from the model's own
+vocabularies, packed with its code-point scheme. The file carries the
+vocabularies in its metadata (format version 3), so the runtime packs text
+for it without the model directory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+import numpy as np
+from elmo_runtime.errors import EXPORT_HINT, ElmoError, OptionsError
+from elmo_runtime.files import sha256_file
+from elmo_runtime.spec import codepoints
+from elmo_runtime.spec.options import ElmoOptions, parse_options
+
+from .convert import check_directory, numpy_reference_name, write_model
+from .efml import (
+    CHAR_DIC,
+    ENCODER,
+    FAMILY,
+    TOKEN_EMBEDDER,
+    WORD_DIC,
+    EfmlError,
+    EfmlModel,
+    n_parameters,
+    read_model,
+)
+from .efml_map import elmo_weights, options_dict, scheme
+from .onnx_graph import build_model
+from .parity import DEFAULT_ATOL, ParityReport, check_parity
+from .reference import NumpyBiLM
+
+# tokens the parity sentences mix in: literal boundaries, likely-unseen characters
+_EXTRAS = ("<bos>", "<eos>", "\U0001f9ea", "\u01c2", "<S>")
+
+
+def efml_options(model: EfmlModel) -> ElmoOptions:
+    """The converted model's options (code-point vocabulary, word branch)."""
+    try:
+        return parse_options(options_dict(model))
+    except OptionsError as e:
+        raise EfmlError(f"{model.directory}: {e}") from None
+
+
+def vocab_sentences(vocab: codepoints.CodepointScheme
+                    ) -> Callable[[np.random.Generator, int, int], list[list[str]]]:
+    """A parity-sentence generator over ``vocab``: its words, tokens of its characters,
+    literal boundaries, unseen characters and tokens longer than max_chars."""
+    specials = set(codepoints.CHAR_SPECIALS) | set(codepoints.WORD_SPECIALS)
+    letters = [c for c in vocab.chars if len(c) == 1]
+    words = [w for w in (vocab.words or {}) if w not in specials]
+
+    def make(rng: np.random.Generator, batch: int, max_len: int) -> list[list[str]]:
+        lengths = rng.integers(0, max_len + 1, size=batch)
+        lengths[0] = max_len
+        sentences = []
+        for n in lengths:
+            sentence = []
+            for _ in range(n):
+                r = rng.random()
+                if r < 0.3 and words:
+                    sentence.append(str(words[rng.integers(len(words))]))
+                elif r < 0.35:
+                    sentence.append(_EXTRAS[rng.integers(len(_EXTRAS))])
+                else:
+                    size = vocab.max_chars + 3 if r > 0.97 else int(rng.integers(1, 12))
+                    pool = letters or list("abc")
+                    sentence.append("".join(pool[i] for i in rng.integers(len(pool), size=size)))
+            sentences.append(sentence)
+        return sentences
+
+    return make
+
+
+def convert(model_dir: str | Path, output: str | Path, config: str | Path | None = None,
+            atol: float = DEFAULT_ATOL) -> ParityReport:
+    """An ELMoForManyLangs model directory → elmo-edge ONNX at ``output``.
+
+    ``config``: their model config when the one ``config.json`` names is not
+    found. Raises EfmlError for a bad directory, ExportError when the graph
+    does not match the NumPy reference within ``atol`` (nothing is written).
+    """
+    output = Path(output)
+    check_directory(output)
+    model = read_model(model_dir, config)
+    options = efml_options(model)
+    weights = elmo_weights(model)
+    vocab = scheme(model)
+    proto = build_model(options, weights)
+    report = check_parity(NumpyBiLM(options, weights).run, numpy_reference_name(), options,
+                          proto.SerializeToString(), atol=atol, scheme=vocab,
+                          sentences=vocab_sentences(vocab))
+    directory = model.directory
+    files = [TOKEN_EMBEDDER, ENCODER, CHAR_DIC] + ([WORD_DIC] if model.words is not None else [])
+    source = {
+        "kind": FAMILY,
+        "model_dir": directory.resolve().name,
+        "config": model.config_file.name if model.config_file else "their shipped config",
+        "sha256": {name: sha256_file(directory / name) for name in files},
+        "parameters": n_parameters(model),
+    }
+    write_model(proto, options, output, source, report.metadata(atol), vocabulary=vocab)
+    return report
+
+
+def convert_command_efml(model_dir: str, extra: str | None, output: str, config: str | None,
+                         atol: float) -> None:
+    """The `elmo convert MODEL_DIR` path of the CLI (messages on stderr)."""
+    if extra is not None:
+        raise ElmoError(f"an ELMoForManyLangs model is one directory; unexpected argument "
+                        f"{extra!r} (elmo convert MODEL_DIR -o M.onnx)")
+    try:
+        import torch  # noqa: F401  (their state dicts are torch.save files)
+    except ImportError:
+        raise ElmoError("reading an ELMoForManyLangs model needs PyTorch (torch.load with "
+                        f"weights_only=True): {EXPORT_HINT}") from None
+    click.echo(f"converting ELMoForManyLangs model {model_dir} …", err=True)
+    report = convert(model_dir, output, config, atol=atol)
+    size = Path(output).stat().st_size / 2**20
+    click.echo(f"wrote {output} ({size:.1f} MiB); max |ONNX − float64 reference| = "
+               f"{report.max_abs_diff:.2g} (tolerance {atol:g} x max(1, |output|))", err=True)

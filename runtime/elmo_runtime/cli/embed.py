@@ -1,0 +1,146 @@
+"""`elmo embed`: a thin command over an embed job (:mod:`..output.job`)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ..batching import DEFAULT_BATCH_SIZE
+from ..output.job import EmbedJob, JobResult, count_lines, run_job
+from ..output.shards import DEFAULT_SHARD_SIZE
+from ..output.writers import DTYPES, FORMATS
+from ..session import PROVIDERS
+from ..token_cache import DEFAULT_CACHE_MB
+from .progress import line_progress
+
+MODES = ("all", "top", "average")
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _mix(ctx: click.Context, mix_file: str | None) -> str:
+    """The one mix the flags ask for; a usage error when two are given."""
+    given = [f"--{mode}" for mode in MODES if ctx.params[mode]]
+    if mix_file is not None:
+        if given:
+            raise click.UsageError("--mix cannot be combined with --all, --top or --average")
+        return mix_file
+    if len(given) > 1:
+        raise click.UsageError(
+            f"{' and '.join(given)} cannot be combined; choose one of --all, --top, --average "
+            "or --mix FILE"
+        )
+    return given[0][2:] if given else "all"
+
+
+@click.command()
+@click.argument("inputs", metavar="INPUT...", nargs=-1, required=True)
+@click.argument("output")
+@click.option("--model", "-m", metavar="NAME|PATH",
+              help="A bundled model by name (default, default-int8) or an elmo-edge .onnx file "
+              "[default: default].")
+@click.option("--all", "all", is_flag=True, help="All L+1 layers (the default).")
+@click.option("--top", is_flag=True, help="The top layer only.")
+@click.option("--average", is_flag=True, help="The average of the layers.")
+@click.option("--mix", "mix_file", metavar="FILE",
+              help='A scalar-mix JSON file: {"weights": [L+1 numbers], "gamma": 1.0, '
+              '"do_layer_norm": false}.')
+@click.option("--tokenize", is_flag=True,
+              help="INPUT is raw text: split it with elmo_runtime.tokenize (the tokenizer the "
+              "bundled model was trained with) instead of on whitespace.")
+@click.option("--batch-size", default=DEFAULT_BATCH_SIZE, show_default=True,
+              type=click.IntRange(min=1), help="Sentences per forward pass.")
+@click.option("--provider", type=click.Choice(PROVIDERS), default="auto", show_default=True,
+              help="onnxruntime execution provider.")
+@click.option("--threads", type=click.IntRange(min=1),
+              help="Intra-op threads [default: all; with --engine ray: the CPUs of each actor, 1].")
+@click.option("--format", "fmt", type=click.Choice(FORMATS),
+              help="Output format [default: by OUTPUT's extension: .npz, .parquet/.pq, else "
+              "hdf5; Parquet with --engine ray]. An extension of another format is refused.")
+@click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True,
+              help="Stored float type; float16 halves the size.")
+@click.option("--stateful", is_flag=True,
+              help="Carry LSTM states across batches by row (bilm-tf style).")
+@click.option("--token-cache", "token_cache_mb", type=click.FloatRange(min=0),
+              default=DEFAULT_CACHE_MB, show_default=True, metavar="MIB",
+              help="Memory (MiB; per actor with --engine ray) for the vectors of tokens seen "
+              "before, so the char CNN runs once per distinct token; 0 turns it off. Results do "
+              "not depend on it.")
+@click.option("--errors", type=click.Choice(["strict", "replace"]), default="strict",
+              show_default=True, help="What to do with invalid UTF-8 (replace: U+FFFD).")
+@click.option("--shard-size", type=click.IntRange(min=1), metavar="N",
+              help=f"Write OUTPUT as a resumable directory of N-line shards [default: "
+              f"{DEFAULT_SHARD_SIZE:,} when OUTPUT is a directory or ends with /].")
+@click.option("--overwrite", is_flag=True,
+              help="Replace the earlier run in the OUTPUT directory instead of resuming or "
+              "refusing it.")
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
+              show_default=True,
+              help="local: this process; ray: Ray Data actors, Parquet output (elmo-edge[ray]).")
+@click.option("--address", help="Ray cluster to join (e.g. auto) [default: start a local Ray].")
+@click.option("--actors", type=click.IntRange(min=1),
+              help="Ray actors, one onnxruntime session each [default: as many as the CPUs "
+              "allow].")
+@click.option("--gpus-per-actor", type=click.FloatRange(min=0), default=0.0,
+              help="GPUs of each Ray actor (a fraction shares a GPU) [default: 0].")
+@click.option("--ray-temp-dir", metavar="DIR",
+              help="Where a local Ray keeps its files and logs [default: a new temp dir, "
+              "removed after].")
+@click.pass_context
+def embed(ctx: click.Context, inputs: tuple[str, ...], output: str, model: str | None,
+          mix_file: str | None, fmt: str | None, threads: int | None, ray_temp_dir: str | None,
+          **options: object) -> None:
+    """Embed INPUT (one whitespace-tokenized sentence a line, "-" = stdin) into OUTPUT.
+
+    OUTPUT holds one array per line under keys "0", "1", … and
+    "sentence_to_index" (AllenNLP's `elmo` layout: each stripped input line
+    to its key; Parquet: one row per line); it appears only when every line
+    is done. Lines end at \\n, \\r\\n or a lone \\r.
+
+    A directory OUTPUT (existing, ending with /, or with --shard-size) gets
+    shards and a manifest instead: run the same command again after an
+    interruption and it resumes, redoing only shards that are missing or
+    corrupt. With --engine ray, OUTPUT is a directory of Parquet files and
+    several INPUTs may be given.
+    """
+    mix = _mix(ctx, mix_file)
+    for mode in MODES:
+        options.pop(mode)
+    job = EmbedJob(inputs=inputs, output=output, model=model, mix=mix, format=fmt,
+                   threads=threads, ray_temp_dir=ray_temp_dir, **options)  # type: ignore[arg-type]
+    length = None
+    if job.layout != "ray" and inputs[0] != "-" and sys.stderr.isatty():
+        length = count_lines(inputs[0])
+    try:
+        with line_progress(length) as progress:
+            result = run_job(job, progress)
+    except KeyboardInterrupt:
+        if job.layout == "shards" and Path(output).is_dir():
+            raise KeyboardInterrupt(
+                f"interrupted; the complete shards stay in {output}: run the same command "
+                "again to resume"
+            ) from None
+        raise
+    click.echo(summary(job, result), err=True)
+
+
+def summary(job: EmbedJob, result: JobResult) -> str:
+    """The one line `elmo embed` prints when it is done."""
+    sentences = _count(result.lines, "sentence")
+    if result.lines == 0 and not result.done_before:
+        where = "stdin" if job.inputs == ("-",) else ", ".join(job.inputs)
+        return f"nothing was embedded: {where} has no lines (wrote an empty {job.output})"
+    if result.layout == "ray":
+        done = "already complete:" if result.done_before else "wrote"
+        return f"{done} {sentences} in {_count(result.files, 'Parquet file')} in {job.output}"
+    if result.layout == "shards":
+        done = f"{sentences} in {_count(result.files, 'shard')}"
+        if result.done_before:
+            return f"{job.output}: already complete ({done}, verified)"
+        resumed = f" ({result.resumed} resumed)" if result.resumed else ""
+        return f"wrote {done} to {job.output}{resumed}"
+    return f"wrote {sentences} to {job.output}"

@@ -1,0 +1,289 @@
+"""An embed job: everything that decides a run of ``elmo embed``, and the engine that runs it.
+
+:class:`EmbedJob` holds the inputs, the output and every setting;
+:meth:`EmbedJob.check` refuses what cannot work before anything is loaded
+or written; :func:`run_job` builds the :class:`~..embedder.Embedder` once
+and hands it to one engine:
+
+* ``file``: one output file (hdf5, npz or Parquet), written as a stream and
+  renamed into place at the end (:func:`.writers.open_writer`);
+* ``shards``: a resumable directory of shards (:mod:`.shards`), when OUTPUT
+  is a directory, ends with "/", or ``shard_size`` is given;
+* ``ray``: Ray Data actors writing Parquet files (:mod:`.ray_engine`); the
+  actors rebuild the driver's model, mix, token cache and tokenizer.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import stat
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
+
+from ..batching import DEFAULT_BATCH_SIZE
+from ..corpus import read_lines
+from ..errors import ElmoError, UsageError
+from ..models import resolve_model
+from ..token_cache import DEFAULT_CACHE_MB
+from .shards import DEFAULT_SHARD_SIZE
+from .writers import FORMATS, check_extension, open_writer
+
+if TYPE_CHECKING:
+    from ..embedder import Embedder
+
+ENGINES = ("local", "ray")
+MIX_MODES = ("all", "top", "average")
+RAY_ONLY = ("address", "actors", "gpus_per_actor", "ray_temp_dir")
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class EmbedJob:
+    """One ``elmo embed`` run: what is read, what is written, and everything that decides it.
+
+    ``mix``: "all", "top", "average" or the path of a mix JSON file.
+    ``model``: None (the bundled default), a bundled name or a path.
+    ``format``: None infers it from OUTPUT's extension. ``threads`` is the
+    intra-op threads of the one session (local) or of each actor (Ray, 1 by
+    default). The Ray fields (``address``, ``actors``, ``gpus_per_actor``,
+    ``ray_temp_dir``) need ``engine="ray"``.
+    """
+
+    inputs: tuple[str, ...]
+    output: str
+    model: str | None = None
+    mix: str | os.PathLike = "all"
+    dtype: str = "float32"
+    format: str | None = None
+    batch_size: int = DEFAULT_BATCH_SIZE
+    token_cache_mb: float = DEFAULT_CACHE_MB
+    stateful: bool = False
+    errors: str = "strict"
+    tokenize: bool = False
+    provider: str = "auto"
+    threads: int | None = None
+    shard_size: int | None = None
+    overwrite: bool = False
+    engine: str = "local"
+    address: str | None = None
+    actors: int | None = None
+    gpus_per_actor: float = 0.0
+    ray_temp_dir: str | None = None
+
+    @property
+    def layout(self) -> str:
+        """"ray", "shards" (a directory OUTPUT on the local engine) or "file"."""
+        if self.engine == "ray":
+            return "ray"
+        out = self.output
+        if self.shard_size is not None or out.endswith(("/", os.sep)) or Path(out).is_dir():
+            return "shards"
+        return "file"
+
+    def check(self) -> None:
+        """Raise UsageError / ElmoError for a job that cannot run; warn (one line) on doubt.
+
+        Nothing is read beyond ``stat`` and nothing is written.
+        """
+        if self.engine not in ENGINES:
+            raise UsageError(f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}")
+        if self.format is not None and self.format not in FORMATS:
+            raise UsageError(f"unknown format {self.format!r}; choose one of {', '.join(FORMATS)}")
+        if not self.inputs:
+            raise UsageError("no INPUT given")
+        if self.engine == "ray":
+            self._check_ray()
+        else:
+            given = [f"--{name.replace('_', '-')}" for name in RAY_ONLY
+                     if getattr(self, name) not in (None, 0.0)]
+            if given:
+                raise UsageError(f"{', '.join(given)} need --engine ray")
+            if len(self.inputs) > 1:
+                raise UsageError("several INPUTs need --engine ray (or concatenate them into -)")
+        for path in self.inputs:
+            if path != "-" and "://" not in path and not os.path.exists(path):
+                raise ElmoError(f"{path}: no such input file")
+        if self.layout != "file" and Path(self.output).exists() and not Path(self.output).is_dir():
+            raise ElmoError(f"{self.output}: exists and is not a directory")
+        check_not_an_input(self.output, self.inputs)
+        if self.layout == "file":
+            message = check_extension(self.output, self.format)
+            if message is not None:
+                warnings.warn(message, UserWarning, stacklevel=2)
+            parent = Path(self.output).parent
+            if not parent.is_dir():
+                raise ElmoError(f"{self.output}: directory {parent} does not exist")
+
+    def _check_ray(self) -> None:
+        if self.format not in (None, "parquet"):
+            raise UsageError("--engine ray writes Parquet; drop --format or use --format parquet")
+        if self.stateful:
+            raise UsageError("--stateful needs the local engine (Ray batches are independent)")
+        if self.shard_size is not None:
+            raise UsageError("--shard-size is for the local engine (Ray sizes its own files)")
+        if "-" in self.inputs:
+            raise UsageError("--engine ray reads files, not stdin")
+
+
+def check_not_an_input(output: str, inputs: tuple[str, ...]) -> None:
+    """ElmoError if ``output`` is one of ``inputs`` (same path, a symlink or a hard link)."""
+    try:
+        out = os.stat(output)
+    except OSError:
+        return  # not there yet: it cannot be an input
+    for path in inputs:
+        if path == "-" or "://" in path:
+            continue
+        try:
+            same = os.path.samestat(out, os.stat(path))
+        except OSError:
+            continue
+        if same:
+            raise ElmoError(
+                f"{output}: is the input {path} (the same file); choose another output, "
+                "nothing was written"
+            )
+
+
+@dataclass
+class JobResult:
+    """What a run did: sentences, files written, shards reused, or found complete."""
+
+    layout: str
+    lines: int
+    files: int
+    resumed: int = 0
+    done_before: bool = False
+
+
+@contextmanager
+def open_input(name: str) -> Iterator[BinaryIO]:
+    """The input as a binary stream; "-" is stdin."""
+    if name == "-":
+        yield sys.stdin.buffer
+        return
+    try:
+        f = open(name, "rb")  # noqa: SIM115 (closed by the with below)
+    except FileNotFoundError:
+        raise ElmoError(f"{name}: no such input file") from None
+    except OSError as e:
+        raise ElmoError(f"{name}: cannot read the input ({e.strerror})") from None
+    with f:
+        yield f
+
+
+def build_embedder(job: EmbedJob) -> Embedder:
+    """The job's one Embedder (on the Ray engine: the driver's, CPU, to check the model)."""
+    from ..embedder import Embedder
+
+    model = resolve_model(job.model)
+    if job.engine == "ray":
+        return Embedder(model, provider="cpu", threads=1, mix=job.mix, token_cache_mb=0)
+    return Embedder(
+        model,
+        stateful=job.stateful,
+        provider=job.provider,
+        threads=job.threads,
+        mix=job.mix,
+        token_cache_mb=job.token_cache_mb,
+    )
+
+
+def run_job(job: EmbedJob, progress: Progress = lambda lines: None) -> JobResult:
+    """Check ``job``, build its Embedder once and run it on its engine.
+
+    ``progress`` is called with the number of lines done as the run goes on
+    (not by the Ray engine); an exception it raises stops the run cleanly.
+    """
+    job.check()
+    emb = build_embedder(job)
+    if job.layout == "ray":
+        return _run_ray(job, emb)
+    if job.layout == "shards":
+        return _run_shards(job, emb, progress)
+    return _run_file(job, emb, progress)
+
+
+def _run_file(job: EmbedJob, emb: Embedder, progress: Progress) -> JobResult:
+    name = job.inputs[0]
+    with open_input(name) as stream, open_writer(job.output, job.format, job.dtype) as writer:
+        lines, to_embed = itertools.tee(read_lines(stream, name, job.errors, job.tokenize))
+        tokens = (line.tokens for line in to_embed)
+        for line, vectors in zip(lines, emb.embed_sentences(tokens, job.batch_size), strict=True):
+            writer.write(line.tokens, vectors, key=line.key)
+            progress(1)
+    return JobResult("file", writer.count, 1)
+
+
+def _run_shards(job: EmbedJob, emb: Embedder, progress: Progress) -> JobResult:
+    from .shards import embed_sharded
+
+    name = job.inputs[0]
+    with open_input(name) as stream:
+        run = embed_sharded(
+            emb,
+            stream,
+            name,
+            job.output,
+            fmt=job.format or "hdf5",
+            dtype=job.dtype,
+            shard_size=job.shard_size or DEFAULT_SHARD_SIZE,
+            batch_size=job.batch_size,
+            errors=job.errors,
+            tokenize=job.tokenize,
+            overwrite=job.overwrite,
+            progress=progress,
+        )
+    done_before = bool(run.shards) and run.resumed == run.shards
+    return JobResult("shards", run.lines, run.shards, run.resumed, done_before)
+
+
+def _run_ray(job: EmbedJob, emb: Embedder) -> JobResult:
+    from .ray_engine import embed_files
+
+    run = embed_files(
+        list(job.inputs),
+        job.output,
+        emb=emb,
+        dtype=job.dtype,
+        batch_size=job.batch_size,
+        provider=job.provider,
+        threads=job.threads or 1,
+        errors=job.errors,
+        tokenize=job.tokenize,
+        token_cache_mb=job.token_cache_mb,
+        overwrite=job.overwrite,
+        address=job.address,
+        actors=job.actors,
+        gpus_per_actor=job.gpus_per_actor,
+        temp_dir=job.ray_temp_dir,
+    )
+    return JobResult("ray", run.lines, run.files, done_before=run.done_before)
+
+
+def count_lines(path: str) -> int | None:
+    """Number of lines of a regular file (None for pipes and the like), as the engines count.
+
+    A line ends at "\\n", "\\r\\n" or a lone "\\r"; a last line without an end counts.
+    """
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None
+        count, last, cr = 0, b"\n", False
+        with open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                count += block.count(b"\n") + block.count(b"\r") - block.count(b"\r\n")
+                if cr and block[:1] == b"\n":
+                    count -= 1  # a "\r\n" split across two blocks
+                cr = block[-1:] == b"\r"
+                last = block[-1:]
+    except OSError:
+        return None
+    return count + (last not in (b"\n", b"\r"))

@@ -1,0 +1,255 @@
+"""`elmo serve`: the click command and the uvicorn server with a clean drain.
+
+Imported only when `elmo serve` runs (cli's LAZY_COMMANDS), so `elmo --help`
+never loads the model, Starlette or uvicorn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+from types import FrameType
+
+import click
+
+from ..errors import SERVE_HINT, ElmoError
+from ..session import PROVIDERS
+from ..token_cache import DEFAULT_CACHE_MB
+from .config import (
+    DEFAULT_DRAIN_TIMEOUT,
+    DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_MAX_CLIENT_BATCH,
+    DEFAULT_MAX_CONCURRENT,
+    DEFAULT_MAX_INPUT_TOKENS,
+    DEFAULT_PAYLOAD_LIMIT,
+    DEFAULT_PORT,
+    ServeConfig,
+)
+
+READY = "elmo serve: listening on http://{host}:{port}"
+
+
+def _server_class() -> type:
+    import uvicorn
+
+    from .service import Service
+
+    class Server(uvicorn.Server):
+        """uvicorn's server, draining on SIGTERM/SIGINT and then returning (exit status 0).
+
+        uvicorn stops accepting, lets every accepted request finish (within
+        ``timeout_graceful_shutdown``) and re-raises the signal afterwards;
+        here the signal is not re-raised, so a drained service exits 0.
+        """
+
+        def __init__(self, config: uvicorn.Config, service: Service) -> None:
+            super().__init__(config)
+            self.service = service
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            handled = [signal.SIGTERM]
+            if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # respect nohup & co.
+                handled.append(signal.SIGINT)
+            previous = {s: signal.signal(s, self.handle_exit) for s in handled}
+            try:
+                yield
+            finally:
+                for s, handler in previous.items():
+                    signal.signal(s, handler)
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            self.service.draining = True
+            super().handle_exit(sig, frame)
+
+        async def startup(self, sockets: list | None = None) -> None:
+            await super().startup(sockets)
+            for server in self.servers:
+                for sock in server.sockets:
+                    host, port = sock.getsockname()[:2]
+                    click.echo(READY.format(host=host, port=port), err=True)
+
+    return Server
+
+
+def run(config: ServeConfig, log_level: str = "warning", access_log: bool = False) -> None:
+    """Load and warm up the model, then serve until SIGTERM/SIGINT (drained) or a bind error."""
+    try:  # imported here: `elmo --help` stays fast and works without the extra
+        import uvicorn
+
+        from .app import create_app
+        from .service import Service
+    except ImportError as e:
+        raise ElmoError(
+            f"`elmo serve` needs {e.name}, from the serve extra: {SERVE_HINT}"
+        ) from None
+
+    service = Service(config)
+    click.echo(
+        f"elmo serve: {service.model_name} loaded and warmed up in {service.load_seconds:.2f} s "
+        f"(mix {config.mix}, {service.n_layers} layers x {service.dim})",
+        err=True,
+    )
+    uv_config = uvicorn.Config(
+        create_app(service),
+        host=config.host,
+        port=config.port,
+        log_level=log_level,
+        access_log=access_log,
+        timeout_graceful_shutdown=config.drain_timeout,
+        lifespan="on",
+    )
+    server = _server_class()(uv_config, service)
+    server.run()  # exits 1 itself when it cannot bind (after logging why)
+    click.echo("elmo serve: drained and stopped", err=True)
+
+
+@click.command("serve")
+@click.option("--model", "-m", metavar="PATH", help="elmo-edge .onnx model [default: bundled].")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--mix",
+    default="all",
+    show_default=True,
+    metavar="all|top|average|FILE",
+    help="Default mix of /embed; /v1/embeddings averages the tokens of this mix "
+    "(of 'average' when it is 'all').",
+)
+@click.option(
+    "--tokenize/--no-tokenize",
+    default=True,
+    show_default=True,
+    help="Strings go through the runtime's tokenizer (--no-tokenize: split on whitespace). "
+    "Token lists are always used as given.",
+)
+@click.option("--provider", type=click.Choice(PROVIDERS), default="auto", show_default=True)
+@click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads [default: all].")
+@click.option(
+    "--token-cache",
+    "token_cache_mb",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_CACHE_MB,
+    show_default=True,
+    metavar="MIB",
+    help="Memory for the vectors of tokens seen before; results do not depend on it.",
+)
+@click.option(
+    "--max-batch-tokens",
+    type=click.IntRange(min=1),
+    help="Padded steps (sentences x (longest + 2)) per model run [default: the model's].",
+)
+@click.option(
+    "--max-batch-size",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_BATCH_SIZE,
+    show_default=True,
+    help="Sentences per model run.",
+)
+@click.option(
+    "--max-concurrent-requests",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_CONCURRENT,
+    show_default=True,
+    help="Embedding requests in progress at once; more are answered 429.",
+)
+@click.option(
+    "--max-client-batch-size",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_CLIENT_BATCH,
+    show_default=True,
+    help="Inputs per request; more are answered 413.",
+)
+@click.option(
+    "--max-input-tokens",
+    type=click.IntRange(min=1),
+    default=DEFAULT_MAX_INPUT_TOKENS,
+    show_default=True,
+    help="Tokens per input; a longer one is answered 413.",
+)
+@click.option(
+    "--payload-limit",
+    type=click.IntRange(min=1),
+    default=DEFAULT_PAYLOAD_LIMIT,
+    show_default=True,
+    metavar="BYTES",
+    help="Request body size; a larger one is answered 413.",
+)
+@click.option(
+    "--api-key",
+    envvar="ELMO_API_KEY",
+    help="Require 'Authorization: Bearer KEY' (except on /health) [env: ELMO_API_KEY].",
+)
+@click.option(
+    "--cors-allow-origin",
+    "cors",
+    multiple=True,
+    metavar="ORIGIN",
+    help="Allowed CORS origin (repeatable).",
+)
+@click.option(
+    "--drain-timeout",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_DRAIN_TIMEOUT,
+    show_default=True,
+    help="Seconds the accepted requests get to finish after SIGTERM/SIGINT.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+    default="warning",
+    show_default=True,
+)
+@click.option("--access-log", is_flag=True, help="Log every request (uvicorn's access log).")
+def serve_command(
+    model: str | None,
+    host: str,
+    port: int,
+    mix: str,
+    tokenize: bool,
+    provider: str,
+    threads: int | None,
+    token_cache_mb: float,
+    max_batch_tokens: int | None,
+    max_batch_size: int,
+    max_concurrent_requests: int,
+    max_client_batch_size: int,
+    max_input_tokens: int,
+    payload_limit: int,
+    api_key: str | None,
+    cors: tuple[str, ...],
+    drain_timeout: float,
+    log_level: str,
+    access_log: bool,
+) -> None:
+    """Serve ELMo vectors over HTTP, batching concurrent requests (POST /embed, /v1/embeddings).
+
+    The model is loaded and warmed up once; requests from every client are
+    batched together by token budget whenever the model is free. SIGTERM or
+    Ctrl-C stops accepting, answers every accepted request and exits 0.
+    """
+    config = ServeConfig(
+        model=model,
+        host=host,
+        port=port,
+        mix=mix,
+        tokenize=tokenize,
+        provider=provider,
+        threads=threads,
+        token_cache_mb=token_cache_mb,
+        max_batch_tokens=max_batch_tokens,
+        max_batch_size=max_batch_size,
+        max_concurrent_requests=max_concurrent_requests,
+        max_client_batch_size=max_client_batch_size,
+        max_input_tokens=max_input_tokens,
+        payload_limit=payload_limit,
+        api_key=api_key or None,
+        cors_allow_origins=cors,
+        drain_timeout=drain_timeout,
+    )
+    run(config, log_level=log_level, access_log=access_log)

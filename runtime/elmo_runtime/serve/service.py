@@ -1,0 +1,108 @@
+"""The state behind `elmo serve`: settings, the loaded model, its batcher and metrics."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..embedder import Embedder
+from ..errors import ElmoError
+from ..mix import MODES, Mix, load_mix, make_mix
+from ..tokenize import tokenize
+from .batcher import Batcher
+from .config import ServeConfig
+from .metrics import Metrics
+from .protocol import Limits, Tokenizer
+
+WARMUP = [["The", "service", "warms", "up", "."]]
+
+
+class Service:
+    """A loaded, warmed-up model and everything the routes share.
+
+    Raises :class:`~elmo_runtime.errors.ElmoError` (one line) when the model
+    or the mix cannot be loaded or the model fails on the warm-up sentence.
+    """
+
+    def __init__(self, config: ServeConfig, embedder: Embedder | None = None):
+        self.config = config
+        started = time.perf_counter()
+        if embedder is None:
+            cache = (
+                {} if config.token_cache_mb is None else {"token_cache_mb": config.token_cache_mb}
+            )
+            embedder = Embedder(
+                config.model, provider=config.provider, threads=config.threads, **cache
+            )
+        if embedder.stateful:
+            raise ElmoError(
+                "elmo serve needs a stateless Embedder (vectors must not depend on batch-mates)"
+            )
+        self.embedder = embedder
+        opts = embedder.info.options
+        self.n_layers = opts.n_output_layers
+        self.dim = 2 * opts.projection_dim
+        self.default_mix = config.mix
+        self._mixes: dict[str, Mix] = {mode: make_mix(mode, self.n_layers) for mode in MODES}
+        if config.mix not in MODES:
+            self._mixes[config.mix] = load_mix(Path(config.mix), self.n_layers)
+        # /v1/embeddings needs one vector per token before averaging: "all" becomes "average".
+        self.openai_mix = "average" if config.mix == "all" else config.mix
+        self.tokenizer: Tokenizer = tokenize if config.tokenize else str.split
+        self.limits = Limits(config.max_client_batch_size, config.max_input_tokens)
+        budget = config.max_batch_tokens or embedder.max_tokens_per_batch
+        self.metrics = Metrics()
+        self.batcher = Batcher(
+            self._forward,
+            budget,
+            config.max_batch_size,
+            self.metrics.observe_batch,
+            self.metrics.queue_size.set,
+        )
+        self._forward(WARMUP)
+        self.load_seconds = time.perf_counter() - started
+        self.model_name = Path(embedder.model_path).name
+        self.in_flight = 0
+        self.draining = False
+
+    def _forward(self, sentences: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        """All layers ``(L+1, n, 2P)`` float32 of each sentence (runs in the model thread)."""
+        return self.embedder.embed_batch(sentences)
+
+    def mix(self, name: str | None) -> Mix:
+        """The mix function for a request's ``mix`` (None: the server's default)."""
+        return self._mixes[name or self.default_mix]
+
+    def info(self) -> dict:
+        """What ``GET /info`` answers."""
+        c = self.config
+        return {
+            "model": self.model_name,
+            "model_path": str(self.embedder.model_path),
+            "model_size_bytes": os.path.getsize(self.embedder.model_path),
+            "options": asdict(self.embedder.info.options),
+            "producer": self.embedder.info.producer_version,
+            "quantization": self.embedder.info.quantization,
+            "layers": self.n_layers,
+            "dim": self.dim,
+            "mix": c.mix,
+            "openai_mix": self.openai_mix,
+            "tokenize": "elmo_runtime.tokenize" if c.tokenize else "whitespace",
+            "providers": self.embedder.providers,
+            "limits": {
+                "max_batch_tokens": self.batcher.max_batch_tokens,
+                "max_batch_size": c.max_batch_size,
+                "max_concurrent_requests": c.max_concurrent_requests,
+                "max_client_batch_size": c.max_client_batch_size,
+                "max_input_tokens": c.max_input_tokens,
+                "payload_limit": c.payload_limit,
+            },
+            "load_seconds": round(self.load_seconds, 3),
+            "version": __version__,
+        }

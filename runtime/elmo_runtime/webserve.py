@@ -1,0 +1,210 @@
+"""`elmo web`: the browser demo (web/) and a model, served on 127.0.0.1.
+
+The page runs the model itself with onnxruntime-web (WASM); this server only
+hands out files. It sends the cross-origin isolation headers
+(``Cross-Origin-Opener-Policy: same-origin``,
+``Cross-Origin-Embedder-Policy: require-corp``) without which browsers refuse
+WASM threads, and serves the chosen model at ``/model.onnx`` next to the page.
+
+``web/contract.json`` is what ``web/elmo.mjs`` knows of the model contract
+(format name and version, metadata keys, char-id scheme, tensor names). It is
+generated from :mod:`elmo_runtime.spec.contract` by :func:`contract_json`
+(``python -m elmo_runtime.webserve`` rewrites it); a test checks the file
+against this function so the two sides cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from http import HTTPStatus
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .errors import ElmoError, ModelError
+from .spec import chars, contract
+
+HOST = "127.0.0.1"
+DEFAULT_PORT = 8765
+MODEL_ROUTE = "model.onnx"
+ORT_DIST = Path("node_modules") / "onnxruntime-web" / "dist"
+NPM_HINT = "npm ci --prefix web"
+ISOLATION_HEADERS = {
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Embedder-Policy": "require-corp",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+
+
+def contract_json() -> dict[str, Any]:
+    """The contract facts ``web/elmo.mjs`` reads, as a JSON-ready dict."""
+    return {
+        "generated_by": "python -m elmo_runtime.webserve (from elmo_runtime.spec.contract)",
+        "format": contract.FORMAT_NAME,
+        "format_version": contract.FORMAT_VERSION,
+        "keys": {
+            "format": contract.KEY_FORMAT,
+            "format_version": contract.KEY_VERSION,
+            "producer_version": contract.KEY_PRODUCER,
+            "options": contract.KEY_OPTIONS,
+            "char_ids": contract.KEY_CHARS,
+            "quantization": contract.KEY_QUANT,
+            "source": contract.KEY_SOURCE,
+        },
+        "char_ids": chars.scheme(),
+        "inputs": {
+            "token_chars": contract.INPUT_TOKEN_CHARS,
+            "token_index": contract.INPUT_TOKEN_INDEX,
+        },
+        "outputs": {"layers": contract.OUTPUT_LAYERS},
+    }
+
+
+def contract_text() -> str:
+    """:func:`contract_json` as the exact text of ``web/contract.json``."""
+    return json.dumps(contract_json(), indent=2) + "\n"
+
+
+def default_web_dir() -> Path:
+    """``web/`` of the source checkout this package runs from (``pip install -e .``)."""
+    return Path(__file__).resolve().parents[2] / "web"
+
+
+def check_web_dir(web_dir: Path) -> Path:
+    """``web_dir`` if it holds the page and onnxruntime-web; ElmoError naming the fix otherwise."""
+    if not (web_dir / "index.html").is_file() or not (web_dir / "elmo.mjs").is_file():
+        raise ElmoError(
+            f"{web_dir}: no web/index.html and web/elmo.mjs here; run `elmo web` from a source "
+            "checkout (pip install -e .) or pass --web-dir"
+        )
+    if not (web_dir / ORT_DIST).is_dir():
+        raise ElmoError(
+            f"{web_dir / ORT_DIST}: onnxruntime-web is not installed; run `{NPM_HINT}`"
+        )
+    return web_dir
+
+
+class _Handler(SimpleHTTPRequestHandler):
+    """Static files from ``directory`` plus named extra files, with isolation headers."""
+
+    extra: Mapping[str, Path] = {}
+    quiet = True
+
+    def _extra_path(self) -> Path | None:
+        name = self.path.split("?", 1)[0].split("#", 1)[0].lstrip("/")
+        return self.extra.get(name)
+
+    def send_head(self) -> Any:
+        path = self._extra_path()
+        if path is None:
+            return super().send_head()
+        try:
+            handle = path.open("rb")
+        except OSError:
+            self.send_error(HTTPStatus.NOT_FOUND, f"{path.name}: cannot read the file")
+            return None
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", self.guess_type(str(path)))
+        self.send_header("Content-Length", str(path.stat().st_size))
+        self.end_headers()
+        return handle
+
+    def end_headers(self) -> None:
+        for name, value in ISOLATION_HEADERS.items():
+            self.send_header(name, value)
+        self.send_header("Cache-Control", "no-cache")
+        super().end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if not self.quiet:
+            super().log_message(format, *args)
+
+
+_Handler.extensions_map = {
+    **SimpleHTTPRequestHandler.extensions_map,
+    ".mjs": "text/javascript",
+    ".js": "text/javascript",
+    ".wasm": "application/wasm",
+    ".onnx": "application/octet-stream",
+    ".json": "application/json",
+}
+
+
+def make_server(
+    web_dir: Path, files: Mapping[str, Path], port: int = 0, quiet: bool = True
+) -> ThreadingHTTPServer:
+    """An HTTP server on 127.0.0.1:``port`` (0: any free port) for ``web_dir``.
+
+    ``files`` maps URL names (``"model.onnx"``) to files served in their place.
+    Raises ElmoError when the port cannot be bound.
+    """
+    handler = functools.partial(
+        type("Handler", (_Handler,), {"extra": dict(files), "quiet": quiet}),
+        directory=str(web_dir),
+    )
+    try:
+        return ThreadingHTTPServer((HOST, port), handler)
+    except OSError as e:
+        raise ElmoError(f"cannot listen on {HOST}:{port} ({e.strerror or e})") from None
+
+
+@contextmanager
+def serving(web_dir: Path, files: Mapping[str, Path], port: int = 0) -> Iterator[str]:
+    """Serve in a background thread; yields the base URL (``http://127.0.0.1:PORT/``)."""
+    server = make_server(web_dir, files, port)
+    thread = threading.Thread(target=server.serve_forever, name="elmo-web", daemon=True)
+    thread.start()
+    try:
+        yield f"http://{HOST}:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def _model_path(model: str | None) -> Path:
+    from .models import resolve_model
+
+    path = resolve_model(model)  # None: the default; a bundled name; a path
+    if not path.is_file():
+        raise ModelError(f"{path}: no such model file")
+    return path
+
+
+@click.command("web")
+@click.option("--model", "-m", default=None, metavar="PATH",
+              help="Model served to the page: a path or a bundled name (default, default-int8).")
+@click.option("--port", "-p", default=DEFAULT_PORT, show_default=True,
+              type=click.IntRange(0, 65535),
+              help="Port on 127.0.0.1 (0: any free port).")
+@click.option("--web-dir", default=None, type=click.Path(file_okay=False, path_type=Path),
+              help="The web/ folder (default: the one of this source checkout).")
+def web_command(model: str | None, port: int, web_dir: Path | None) -> None:
+    """Serve the in-browser ELMo demo (web/) and a model on 127.0.0.1.
+
+    The browser computes the vectors (onnxruntime-web, WASM); nothing leaves
+    the machine. Needs `npm ci --prefix web` once. Stop with Ctrl-C.
+    """
+    path = _model_path(model)
+    web_dir = check_web_dir(web_dir or default_web_dir())
+    server = make_server(web_dir, {MODEL_ROUTE: path}, port, quiet=False)
+    url = f"http://{HOST}:{server.server_address[1]}/"
+    click.echo(f"Serving {web_dir} and {path} at {url} (Ctrl-C stops)", err=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        click.echo("stopped", err=True)
+    finally:
+        server.server_close()
+
+
+if __name__ == "__main__":
+    target = default_web_dir() / "contract.json"
+    target.write_text(contract_text(), encoding="utf-8")
+    print(f"wrote {target}")

@@ -1,0 +1,236 @@
+"""Prepared models (elmo_runtime.prepared): same vectors, safe cache, refused when corrupt."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from elmo_runtime import Embedder, prepared
+from elmo_runtime.embedder import default_model_path
+
+SENTENCES = [["The", "cat", "sat", "on", "the", "mat", "."],
+             ["Prepared", "copies", "map", "their", "packed", "weights"], ["Short"]]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(cache root, prepared .onnx) for the bundled model, prepared once for the module."""
+    root = tmp_path_factory.mktemp("cache")
+    return root, prepared.prepare(default_model_path(), root)
+
+
+@pytest.fixture()
+def cache(built: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private copy of the module's cache, used through ELMO_EDGE_CACHE."""
+    root = tmp_path / "cache"
+    shutil.copytree(built[0], root)
+    monkeypatch.setenv(prepared.ENV_CACHE, str(root))
+    return root
+
+
+def _copy_dir(root: Path) -> Path:
+    return prepared.copy_dir(default_model_path(), root)
+
+
+def _vectors(model: Path) -> list[np.ndarray]:
+    return Embedder(model, provider="cpu", threads=1, token_cache_mb=0).embed_batch(SENTENCES)
+
+
+def _flip_byte(path: Path, offset: int) -> None:
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)
+        f.seek(offset)
+        f.write(bytes([byte[0] ^ 0xFF]))
+
+
+def test_prepared_copy_gives_the_plain_vectors(built: tuple[Path, Path]) -> None:
+    plain, copy = _vectors(default_model_path()), _vectors(built[1])
+    assert [v.shape for v in copy] == [v.shape for v in plain]
+    for a, b in zip(plain, copy, strict=True):
+        assert np.abs(a - b).max() <= 1e-6
+
+
+def test_prepared_copy_memory_maps_packed_weights(built: tuple[Path, Path]) -> None:
+    """The data file holds the weights and their pre-packed forms; Scan bodies hold none."""
+    graph = onnx.load(str(built[1]), load_external_data=False)
+    packed = [t.name for t in graph.graph.initializer
+              if any(e.key.startswith("prepacked") for e in t.external_data)]
+    assert len(packed) >= 8  # 4 LSTM input projections + 8 hoisted recurrent weights, at least
+    for node in graph.graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                assert all(len(t.raw_data) < prepared.MIN_EXTERNAL_BYTES and not t.external_data
+                           for t in attr.g.initializer)
+    data = built[1].with_name(prepared.DATA)
+    assert data.stat().st_size > default_model_path().stat().st_size  # weights + packed copies
+
+
+def test_hoisting_is_idempotent() -> None:
+    proto = onnx.load(str(default_model_path()))
+    bodies = sum(len(a.g.initializer) for n in proto.graph.node for a in n.attribute
+                 if a.type == onnx.AttributeProto.GRAPH)
+    moved = prepared.hoist_scan_initializers(proto)
+    assert 0 < moved <= bodies
+    assert prepared.hoist_scan_initializers(proto) == 0
+    onnx.checker.check_model(proto)
+
+
+def test_bias_folding_keeps_one_projection_buffer() -> None:
+    """Add(MatMul(x, W), b) becomes one Gemm over a flattened view; the graph stays valid."""
+    proto = onnx.load(str(default_model_path()))
+    adds = sum(n.op_type == "Add" for n in proto.graph.node)
+    folded = prepared.fold_matmul_bias(proto)
+    assert folded >= 4  # the LSTM input projections at least
+    assert sum(n.op_type == "Add" for n in proto.graph.node) == adds - folded
+    assert sum(n.op_type == "Gemm" for n in proto.graph.node) == folded
+    onnx.checker.check_model(proto)
+    assert prepared.fold_matmul_bias(proto) == 0
+
+
+def test_open_session_loads_the_prepared_copy(cache: Path, monkeypatch: pytest.MonkeyPatch
+                                              ) -> None:
+    monkeypatch.setattr(prepared, "MIN_MODEL_BYTES", 0)
+    copy = _copy_dir(cache) / prepared.GRAPH
+    assert prepared.load_path(default_model_path(), "cpu") == copy
+    assert prepared.load_path(default_model_path(), "cuda") == default_model_path()
+    monkeypatch.setenv(prepared.ENV_SWITCH, "0")
+    assert prepared.load_path(default_model_path(), "cpu") == default_model_path()
+
+
+def test_small_models_load_as_they_are(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert default_model_path().stat().st_size < prepared.MIN_MODEL_BYTES
+    assert prepared.load_path(default_model_path(), "cpu") == default_model_path()
+    monkeypatch.setenv(prepared.ENV_SWITCH, "always")
+    assert prepared.load_path(default_model_path(), "cpu") == _copy_dir(cache) / prepared.GRAPH
+
+
+def test_an_intact_copy_is_reused_not_rebuilt(cache: Path) -> None:
+    directory = _copy_dir(cache)
+    before = (directory / prepared.MANIFEST).read_text()
+    os.utime(directory / prepared.DATA)  # touched: the full hash runs and accepts it
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert prepared.prepare(default_model_path(), cache) == directory / prepared.GRAPH
+    after = json.loads((directory / prepared.MANIFEST).read_text())
+    assert after["files"][prepared.DATA]["sha256"] == json.loads(before)["files"][
+        prepared.DATA]["sha256"]
+    assert after["files"][prepared.DATA]["mtime_ns"] == (directory / prepared.DATA).stat(
+        ).st_mtime_ns
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["graph byte", "data byte", "data truncated", "manifest"])
+def test_a_corrupt_copy_is_refused_and_rebuilt(cache: Path, damage: str) -> None:
+    directory = _copy_dir(cache)
+    data = directory / prepared.DATA
+    if damage == "graph byte":
+        _flip_byte(directory / prepared.GRAPH, 100)
+    elif damage == "data byte":
+        last = data.stat().st_size - prepared.SAMPLE_BYTES  # just after sampled block 1:
+        _flip_byte(data, last // (prepared.SAMPLES - 1) + prepared.SAMPLE_BYTES + 999)
+    elif damage == "data truncated":
+        os.truncate(data, data.stat().st_size - 4096)
+    else:
+        (directory / prepared.MANIFEST).write_text("{not json")
+    sha = prepared.model_sha256(default_model_path(), cache)
+    assert prepared.check_copy(directory, sha) is not None
+    with pytest.warns(UserWarning, match="refused"):
+        path = prepared.prepare(default_model_path(), cache)
+    assert path == directory / prepared.GRAPH
+    assert prepared.check_copy(directory, sha) is None
+    for a, b in zip(_vectors(default_model_path()), _vectors(path), strict=True):
+        assert np.abs(a - b).max() <= 1e-6
+
+
+@pytest.mark.slow
+def test_a_stale_copy_is_replaced(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another recipe, onnxruntime or CPU: a new copy; the stale one is removed."""
+    old = _copy_dir(cache)
+    monkeypatch.setattr(prepared, "RECIPE", "p0-test")
+    new = prepared.prepare(default_model_path(), cache).parent
+    assert new != old and new.parent == old.parent and not old.exists()
+    assert prepared.check_copy(new, prepared.model_sha256(default_model_path(), cache)) is None
+
+
+@pytest.mark.slow
+def test_a_changed_model_gets_its_own_copy(tmp_path: Path) -> None:
+    model = tmp_path / "m.onnx"
+    shutil.copy(default_model_path(), model)
+    first = prepared.prepare(model, tmp_path / "cache")
+    proto = onnx.load(str(model))
+    onnx.helper.set_model_props(proto, {**{p.key: p.value for p in proto.metadata_props},
+                                        "note": "changed"})
+    onnx.save(proto, str(model))
+    second = prepared.prepare(model, tmp_path / "cache")
+    assert second != first
+    assert prepared.model_sha256(model, tmp_path / "cache") == prepared.sha256_file(model)
+
+
+@pytest.mark.slow
+def test_two_processes_preparing_at_once_both_get_a_good_copy(tmp_path: Path) -> None:
+    root = tmp_path / "cache"
+    code = ("import sys; from elmo_runtime import prepared; "
+            "print(prepared.prepare(sys.argv[1], prepared.Path(sys.argv[2])))")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(default_model_path()), str(root)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-1000:] for _, err in outs]
+    paths = {out.strip() for out, _ in outs}
+    assert len(paths) == 1
+    directory = Path(paths.pop()).parent
+    assert prepared.check_copy(directory, prepared.sha256_file(default_model_path())) is None
+    assert [p.name for p in directory.parent.iterdir() if p.name.startswith(".tmp")] == []
+    for a, b in zip(_vectors(default_model_path()), _vectors(directory / prepared.GRAPH),
+                    strict=True):
+        assert np.abs(a - b).max() <= 1e-6
+
+
+def test_an_unwritable_cache_falls_back_with_a_warning(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    monkeypatch.setenv(prepared.ENV_CACHE, str(blocker / "cache"))  # cannot be created
+    with pytest.warns(UserWarning, match="loading without a prepared copy"):
+        path = prepared.load_path(default_model_path(), "cpu", min_bytes=0)
+    assert path == default_model_path()
+    with pytest.raises(prepared.PrepareError, match="cannot write"):
+        prepared.prepare(default_model_path())
+
+
+def test_a_model_onnxruntime_cannot_prepare_falls_back(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(prepared.ENV_CACHE, str(tmp_path / "cache"))
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x08\x07" + b"not a model" * 100)
+    with pytest.warns(UserWarning, match="could not prepare"):
+        assert prepared.load_path(bad, "cpu", min_bytes=0) == bad
+    assert not any((tmp_path / "cache" / "prepared").rglob(prepared.GRAPH))
+
+
+def test_the_key_names_onnxruntime_and_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    import onnxruntime as ort
+
+    key = prepared.copy_key()
+    assert key.startswith(f"{prepared.RECIPE}-ort{ort.__version__}-")
+    assert prepared.cpu_features().split()[0]
+    monkeypatch.setattr(prepared, "cpu_features", lambda: "x86_64 avx512f")
+    assert prepared.copy_key() != key
+
+
+def test_cache_location_follows_the_environment(monkeypatch: pytest.MonkeyPatch,
+                                                tmp_path: Path) -> None:
+    monkeypatch.delenv(prepared.ENV_CACHE, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert prepared.cache_root() == tmp_path / "elmo-edge"
+    monkeypatch.setenv(prepared.ENV_CACHE, str(tmp_path / "x"))
+    assert prepared.cache_root() == tmp_path / "x"

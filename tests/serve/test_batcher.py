@@ -1,0 +1,112 @@
+"""The cross-request batcher without HTTP: batch forming, routing, failures."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+
+import numpy as np
+import pytest
+from elmo_runtime.serve.batcher import Batcher, Item, steps, take_batch
+
+
+def _queue(lengths: list[int]) -> list[Item]:
+    loop = asyncio.new_event_loop()
+    try:
+        return [Item(["w"] * n, loop.create_future(), seq) for seq, n in enumerate(lengths)]
+    finally:
+        loop.close()
+
+
+def test_take_batch_keeps_the_oldest_and_similar_lengths_within_budget():
+    queue = _queue([10, 50, 11, 9, 30, 12, 10])
+    batch = take_batch(queue, max_tokens=4 * 14)  # 4 rows of up to 12 tokens (+2 boundaries)
+    assert [len(i.sentence) for i in batch] == [10, 11, 9, 10]  # arrival order, nearest to 10
+    assert [i.seq for i in queue] == [1, 4, 5]  # the rest stays queued in arrival order
+    assert len(batch) * max(i.steps for i in batch) <= 4 * 14
+
+
+def test_take_batch_leaves_a_long_sentence_out_of_a_batch_of_short_ones():
+    queue = _queue([20, 20, 60, 20, 20])
+    assert [i.seq for i in take_batch(queue, max_tokens=10_000)] == [0, 1, 3, 4]
+    assert [i.seq for i in queue] == [2]
+
+
+def test_take_batch_caps_the_rows():
+    queue = _queue([5, 5, 9, 5, 5, 6])
+    assert [i.seq for i in take_batch(queue, max_tokens=10_000, max_rows=3)] == [0, 1, 3]
+    assert [i.seq for i in take_batch(queue, max_tokens=10_000, max_rows=3)] == [2, 4, 5]
+
+
+def test_take_batch_runs_an_overlong_sentence_alone():
+    queue = _queue([500, 3, 3])
+    assert [i.seq for i in take_batch(queue, max_tokens=100)] == [0]
+    assert [i.seq for i in take_batch(queue, max_tokens=100)] == [1, 2]
+    assert queue == []
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_take_batch_drains_every_item_once_within_budget(seed):
+    rng = random.Random(seed)
+    queue = _queue([rng.randint(0, 80) for _ in range(200)])
+    seen: list[int] = []
+    while queue:
+        oldest = queue[0].seq
+        batch = take_batch(queue, max_tokens=400)
+        assert oldest in [i.seq for i in batch]
+        assert len(batch) == 1 or len(batch) * max(i.steps for i in batch) <= 400
+        seen += [i.seq for i in batch]
+    assert sorted(seen) == list(range(200))
+
+
+def test_batcher_routes_results_of_concurrent_requests_back():
+    """Concurrent requests share model runs and each gets its own sentences' results."""
+    runs: list[int] = []
+    gate = threading.Event()
+
+    def forward(sentences):
+        gate.wait(5)  # the first run holds the model, so the next requests queue up together
+        runs.append(len(sentences))
+        return [np.full((len(s), 2), float(len(s)), np.float32) for s in sentences]
+
+    async def main():
+        batcher = Batcher(forward, max_batch_tokens=1000)
+        batcher.start()
+        first = asyncio.create_task(batcher.embed([["a"]]))
+        await asyncio.sleep(0.05)
+        requests = [[["t"] * (i % 7 + 1) for i in range(k, k + 3)] for k in range(10)]
+        tasks = [asyncio.create_task(batcher.embed(r)) for r in requests]
+        await asyncio.sleep(0.05)
+        gate.set()
+        results = await asyncio.gather(*tasks)
+        await first
+        await batcher.stop()
+        return requests, results
+
+    requests, results = asyncio.run(main())
+    for sentences, vectors in zip(requests, results, strict=True):
+        assert [v.shape for v in vectors] == [(len(s), 2) for s in sentences]
+        assert [float(v[0, 0]) for v in vectors] == [float(len(s)) for s in sentences]
+    assert runs[0] == 1 and sum(runs[1:]) == 30
+    assert runs[1] > 3  # the next run held the sentences of several requests
+
+
+def test_batcher_passes_a_model_failure_to_the_requests_of_that_batch():
+    def forward(sentences):
+        if any("boom" in s for s in sentences):
+            raise RuntimeError("model failed")
+        return [np.zeros((steps(s),), np.float32) for s in sentences]
+
+    async def main():
+        batcher = Batcher(forward, max_batch_tokens=5)  # one sentence a run
+        batcher.start()
+        bad = asyncio.create_task(batcher.embed([["boom"]]))
+        good = asyncio.create_task(batcher.embed([["fine", "words"]]))
+        with pytest.raises(RuntimeError, match="model failed"):
+            await bad
+        vectors = await good
+        await batcher.stop()
+        return vectors
+
+    assert asyncio.run(main())[0].shape == (4,)

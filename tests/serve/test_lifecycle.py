@@ -1,0 +1,160 @@
+"""Backpressure and shutdown of `elmo serve`: 429 when full, SIGTERM drains, drain timeout.
+
+Requests are held "in progress" deterministically by sending their headers
+and half their body: the service counts a request from its headers on, so
+no test depends on how fast the model is.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import random
+import signal
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+from serve_util import Server, decode, expected, start_server
+
+TIMEOUT = 60.0
+WORDS = "the bank raised rates as boats drift by a river bank at dawn"
+
+
+class Held:
+    """A POST whose body is half sent: in progress on the server until :meth:`finish`."""
+
+    def __init__(self, server: Server, path: str, body: dict):
+        self.body = json.dumps(body).encode()
+        self.sock = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(self.body)}\r\n\r\n"
+        ).encode()
+        self.sock.sendall(head + self.body[: len(self.body) // 2])
+
+    def finish(self) -> tuple[int, dict]:
+        self.sock.sendall(self.body[len(self.body) // 2 :])
+        response = http.client.HTTPResponse(self.sock)
+        response.begin()
+        data = response.read()
+        self.sock.close()
+        return response.status, json.loads(data)
+
+
+def _wait_in_flight(server: Server, count: int) -> None:
+    key = ("elmo_requests_in_flight", ())
+    deadline = time.monotonic() + TIMEOUT
+    while server.metrics().get(key, 0) < count:
+        assert time.monotonic() < deadline, f"never {count} requests in flight"
+        time.sleep(0.02)
+
+
+def _refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return True
+    return False
+
+
+def _sentences(seed: int, count: int) -> list[list[str]]:
+    rng = random.Random(seed)
+    words = [
+        "the",
+        "bank",
+        "raised",
+        "rates",
+        "as",
+        "boats",
+        "drift",
+        "by",
+        "a",
+        "river",
+        "bank",
+        "at",
+        "dawn",
+    ]
+    return [[rng.choice(words) for _ in range(rng.randint(1, 20))] for _ in range(count)]
+
+
+def test_429_when_full_while_the_accepted_stay_correct(offline):
+    server = start_server("--max-concurrent-requests", "2", "--mix", "top")
+    try:
+        held = [Held(server, "/embed", {"inputs": _sentences(k, 5)}) for k in range(2)]
+        _wait_in_flight(server, 2)
+        for path, body in (("/embed", {"inputs": ["a"]}), ("/v1/embeddings", {"input": "a"})):
+            status, headers, answer = server.request("POST", path, body, key=None)
+            assert status == 429 and headers.get("retry-after") == "1"
+            error = json.loads(answer)["error"]
+            assert "--max-concurrent-requests 2" in error["message"] and error["code"] == 429
+        assert server.request("GET", "/health")[0] == 200  # not an embedding request
+        for k, h in enumerate(held):
+            status, answer = h.finish()
+            assert status == 200
+            for tokens, got in zip(_sentences(k, 5), answer["embeddings"], strict=True):
+                np.testing.assert_allclose(decode(got), expected(offline, tokens, "top"), atol=1e-5)
+        assert server.post("/embed", {"inputs": ["free again"]}, key=None)[0] == 200
+        refused = ("elmo_requests_total", (("code", "429"), ("endpoint", "/embed")))
+        assert server.metrics()[refused] == 1
+    finally:
+        assert server.stop() == 0
+
+
+@pytest.mark.slow
+def test_sigterm_under_load_answers_every_accepted_request(offline):
+    server = start_server("--mix", "average")
+    outcomes: list[tuple[str, object]] = []
+    stop = threading.Event()
+
+    def load(k: int) -> None:  # clients that keep asking until the service is gone
+        rng = random.Random(100 + k)
+        while not stop.is_set():
+            sentences = _sentences(rng.randint(0, 10**6), rng.randint(1, 6))
+            try:
+                status, body = server.post("/embed", {"inputs": sentences}, key=None)
+            except (ConnectionError, http.client.RemoteDisconnected, OSError):
+                outcomes.append(("not accepted", None))  # refused or closed before accepting
+                if _refused(server.port):
+                    return
+                continue
+            outcomes.append(("answered", (status, sentences, body)))
+
+    threads = [threading.Thread(target=load, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    held = [Held(server, "/embed", {"inputs": _sentences(k, 4)}) for k in range(6)]
+    _wait_in_flight(server, 6)
+    server.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + TIMEOUT
+    while not _refused(server.port):  # it stops accepting…
+        assert time.monotonic() < deadline, "still accepting after SIGTERM"
+        time.sleep(0.05)
+    answers = [h.finish() for h in held]  # …and still answers what it accepted
+    stop.set()
+    for t in threads:
+        t.join(TIMEOUT)
+    assert server.proc.wait(TIMEOUT) == 0
+    stderr = "".join(server.stderr)
+    assert "Traceback" not in stderr and "drained and stopped" in stderr
+    for k, (status, answer) in enumerate(answers):
+        assert status == 200
+        for tokens, got in zip(_sentences(k, 4), answer["embeddings"], strict=True):
+            np.testing.assert_allclose(decode(got), expected(offline, tokens, "average"), atol=1e-5)
+    answered = [x for kind, x in outcomes if kind == "answered"]
+    assert answered, "the load clients got no answer before the shutdown"
+    for status, sentences, body in answered:
+        assert status == 200, body
+        for tokens, got in zip(sentences, body["embeddings"], strict=True):
+            np.testing.assert_allclose(decode(got), expected(offline, tokens, "average"), atol=1e-5)
+
+
+def test_drain_timeout_bounds_the_shutdown():
+    server = start_server("--drain-timeout", "1")
+    held = Held(server, "/embed", {"inputs": ["never finished"]})
+    _wait_in_flight(server, 1)
+    server.proc.send_signal(signal.SIGINT)
+    assert server.proc.wait(TIMEOUT) == 0  # without the timeout it would wait for the client
+    held.sock.close()

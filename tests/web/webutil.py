@@ -1,0 +1,57 @@
+"""Helpers for tests/web: paths, node, a browser page that records console errors.
+
+(No conftest.py here: ``from conftest import`` in other test folders must keep finding
+tests/conftest.py.)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from elmo_runtime.spec import contract
+
+REPO = Path(__file__).resolve().parents[2]
+WEB = REPO / "web"
+MODELS = REPO / "runtime" / "elmo_runtime" / "models"
+FP32 = MODELS / "default.onnx"
+INT8 = MODELS / "default.int8.onnx"
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+VERSIONS_REFUSED = (str(contract.FORMAT_VERSION + 1), "1")
+BLANK = ("<!doctype html><meta charset='utf-8'><link rel='icon' href='data:,'>"
+         "<title>elmo test</title>")
+
+
+def node_or_skip() -> str:
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed (apt-get install nodejs)")
+    return node
+
+
+def run_node(script: Path, stdin: str) -> str:
+    """Run ``node script`` with ``stdin``; returns stdout, fails the test on a non-zero exit."""
+    done = subprocess.run([node_or_skip(), str(script)], input=stdin, capture_output=True,
+                          text=True, encoding="utf-8", timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+class Page:
+    """A fresh page on the test server that records console errors and page errors."""
+
+    def __init__(self, browser: object, base_url: str, path: str = "blank.html", **context: object):
+        self.context = browser.new_context(**context)
+        self.page = self.context.new_page()
+        self.errors: list[str] = []
+        self.page.on("console", lambda m: m.type == "error" and self.errors.append(m.text))
+        self.page.on("pageerror", lambda e: self.errors.append(str(e)))
+        self.page.goto(base_url + path)
+
+    def close(self) -> None:
+        self.context.close()
+
+

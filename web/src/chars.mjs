@@ -1,0 +1,130 @@
+// Tokens -> bilm-tf character ids and the graph's token inputs, as elmo_runtime/spec/chars.py
+// does it (ELMO_SPEC.md, "Character ids"): each token's UTF-8 bytes cut to max_chars - 2,
+// [BOW, bytes..., EOW, PAD...], +1 on every id; <S> and </S> rows around every sentence; the
+// literal tokens "<S>" and "</S>" are those boundary rows.
+
+/** The scheme constants; `checkScheme` compares them with a model's metadata. */
+export const BOS_CHAR = 256;
+export const EOS_CHAR = 257;
+export const BOW_CHAR = 258;
+export const EOW_CHAR = 259;
+export const PAD_CHAR = 260;
+export const ID_SHIFT = 1;
+export const DEFAULT_MAX_CHARS = 50;
+export const BOS_TOKEN = '<S>';
+export const EOS_TOKEN = '</S>';
+const N_BOUNDARY_ROWS = 2;
+
+const encoder = new TextEncoder();
+
+/**
+ * Shifted ids of one boundary row (BOS_CHAR or EOS_CHAR).
+ * @param {number} char
+ * @param {number} maxChars
+ * @returns {Int32Array} length maxChars
+ */
+export function boundaryRow(char, maxChars = DEFAULT_MAX_CHARS) {
+  const row = new Int32Array(maxChars).fill(PAD_CHAR + ID_SHIFT);
+  row[0] = BOW_CHAR + ID_SHIFT;
+  row[1] = char + ID_SHIFT;
+  row[2] = EOW_CHAR + ID_SHIFT;
+  return row;
+}
+
+/**
+ * Write the shifted ids of `token` into `out` (length maxChars).
+ * @param {string} token
+ * @param {Int32Array} out
+ */
+function encodeInto(token, out) {
+  const maxChars = out.length;
+  if (token === BOS_TOKEN || token === EOS_TOKEN) {
+    out.set(boundaryRow(token === BOS_TOKEN ? BOS_CHAR : EOS_CHAR, maxChars));
+    return;
+  }
+  const bytes = encoder.encode(token).subarray(0, maxChars - 2);
+  out.fill(PAD_CHAR + ID_SHIFT);
+  out[0] = BOW_CHAR + ID_SHIFT;
+  for (let i = 0; i < bytes.length; i++) out[i + 1] = bytes[i] + ID_SHIFT;
+  out[bytes.length + 1] = EOW_CHAR + ID_SHIFT;
+}
+
+/**
+ * Shifted char ids of `tokens` (no boundaries added): row-major Int32Array (tokens.length x maxChars).
+ * @param {string[]} tokens
+ * @param {number} maxChars
+ * @returns {Int32Array}
+ */
+export function tokensToIds(tokens, maxChars = DEFAULT_MAX_CHARS) {
+  const ids = new Int32Array(tokens.length * maxChars);
+  tokens.forEach((t, i) => encodeInto(t, ids.subarray(i * maxChars, (i + 1) * maxChars)));
+  return ids;
+}
+
+/**
+ * Throw unless `sentence` is an array of non-empty strings (the Python runtime's rule).
+ * @param {unknown} sentence
+ * @param {number} index
+ */
+export function checkSentence(sentence, index) {
+  if (typeof sentence === 'string') {
+    throw new TypeError(`sentence ${index}: expected a list of tokens, got a string; split it or use tokenize()`);
+  }
+  if (!Array.isArray(sentence)) {
+    throw new TypeError(`sentence ${index}: expected a list of tokens, got ${typeof sentence}`);
+  }
+  sentence.forEach((token, j) => {
+    if (typeof token !== 'string') {
+      throw new TypeError(`sentence ${index}: token ${j} is a ${typeof token}, expected a string`);
+    }
+    if (!token) throw new TypeError(`sentence ${index}: token ${j} is an empty string`);
+  });
+}
+
+/**
+ * The graph's token inputs for tokenized sentences, boundaries added (chars.pack in Python).
+ *
+ * tokenChars: Int32Array (N x maxChars), rows 0 and 1 are <S> and </S>, then each distinct
+ * token in order of first use. tokenIndex: Int32Array (B x T), T = longest sentence + 2,
+ * the row used at each step, -1 past a sentence's </S>.
+ * @param {string[][]} sentences
+ * @param {number} maxChars
+ * @returns {{tokenChars: Int32Array, rows: number, tokenIndex: Int32Array, batch: number,
+ *            steps: number, lengths: number[]}}
+ */
+export function pack(sentences, maxChars = DEFAULT_MAX_CHARS) {
+  const codes = new Map([[BOS_TOKEN, 0], [EOS_TOKEN, 1]]);
+  const newTokens = [];
+  const lengths = sentences.map((s) => s.length + 2);
+  const batch = sentences.length;
+  const steps = batch ? Math.max(...lengths) : 2;
+  const tokenIndex = new Int32Array(batch * steps).fill(-1);
+  sentences.forEach((sentence, b) => {
+    const row = tokenIndex.subarray(b * steps, (b + 1) * steps);
+    row[0] = 0;
+    sentence.forEach((token, j) => {
+      let code = codes.get(token);
+      if (code === undefined) {
+        code = N_BOUNDARY_ROWS + newTokens.length;
+        codes.set(token, code);
+        newTokens.push(token);
+      }
+      row[j + 1] = code;
+    });
+    row[sentence.length + 1] = 1;
+  });
+  const rows = N_BOUNDARY_ROWS + newTokens.length;
+  const tokenChars = new Int32Array(rows * maxChars);
+  tokenChars.set(boundaryRow(BOS_CHAR, maxChars), 0);
+  tokenChars.set(boundaryRow(EOS_CHAR, maxChars), maxChars);
+  tokenChars.set(tokensToIds(newTokens, maxChars), N_BOUNDARY_ROWS * maxChars);
+  return { tokenChars, rows, tokenIndex, batch, steps, lengths };
+}
+
+/** The scheme as a model's metadata records it (chars.scheme() plus max_chars). */
+export function scheme(maxChars) {
+  return {
+    bos_char: BOS_CHAR, eos_char: EOS_CHAR, bow_char: BOW_CHAR, eow_char: EOW_CHAR,
+    pad_char: PAD_CHAR, id_shift: ID_SHIFT, max_chars: maxChars,
+  };
+}
