@@ -185,6 +185,13 @@ def _best_time(fn: Any, *args: Any, runs: int) -> float:
     return best
 
 
+def worker_imports(spec: dict[str, Any]) -> dict[str, Any]:
+    """Peak RSS of a process that has only imported the runtime (the floor under every row)."""
+    import elmo_runtime.embedder  # noqa: F401  (numpy, onnxruntime and the runtime itself)
+
+    return {"peak_rss": peak_rss_bytes()}
+
+
 def worker_onnx(spec: dict[str, Any]) -> dict[str, Any]:
     from elmo_runtime import Embedder
 
@@ -457,7 +464,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.worker:
         spec = json.loads(args.worker)
-        run = {"limits": worker_limits, "onnx": worker_onnx, "torch": worker_torch}
+        run = {"limits": worker_limits, "onnx": worker_onnx, "torch": worker_torch,
+               "imports": worker_imports}
         print(json.dumps(run[spec["engine"]](spec)))
         return
 
@@ -468,6 +476,7 @@ def main() -> None:
                f"{args.threads} threads, load average {os.getloadavg()[0]:.1f} at the start")
     log("measuring the machine's sgemm peak and read bandwidth …")
     limits = child({"engine": "limits", "threads": args.threads})
+    limits["imports_rss"] = child({"engine": "imports", "threads": args.threads})["peak_rss"]
     results = []
     with tempfile.TemporaryDirectory(prefix="elmo-bench-") as tmp:
         log("cold start of `elmo embed` on the bundled model …")
@@ -479,7 +488,8 @@ def main() -> None:
     print(f"# `python bench/run.py {' '.join(sys.argv[1:])}`")
     print(f"# NumPy sgemm peak {limits['sgemm_gflops']:.1f} GFLOP/s, streaming read "
           f"{limits['read_gbs']:.1f} GB/s; cold start of `elmo embed` on the bundled model "
-          f"{bundled_cold:.2f} s")
+          f"{bundled_cold:.2f} s; peak RSS of a process that only imported the runtime "
+          f"{limits['imports_rss'] / 2**20:.0f} MiB")
     for result in results:
         print_preset(result, limits)
     print(f"\n# load average at the end {os.getloadavg()[0]:.1f}")

@@ -14,21 +14,41 @@ from elmo_runtime.spec.contract import PARITY_ATOL
 
 
 @click.command("convert")
-@click.argument("options_json", type=click.Path(dir_okay=False))
-@click.argument("weights_hdf5", type=click.Path(dir_okay=False))
+@click.argument("options_json", metavar="OPTIONS_JSON|MODEL_DIR", type=click.Path())
+@click.argument("weights_hdf5", required=False, type=click.Path(dir_okay=False))
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Where to write the ONNX model.")
+@click.option("--from", "source_format", default="auto", show_default=True,
+              type=click.Choice(["auto", "bilm-tf", "elmoformanylangs"]),
+              help="Input format; auto: a directory is an ELMoForManyLangs model.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False),
+              help="ELMoForManyLangs: the model config, when the one config.json names is "
+                   "not found.")
 @click.option("--atol", default=PARITY_ATOL, show_default=True,
               help="Largest ONNX-vs-reference difference accepted by the parity check "
                    "(times the output's largest absolute value, at least 1).")
-def convert_command(options_json: str, weights_hdf5: str, output: str, atol: float) -> None:
-    """Convert published ELMo weights (bilm-tf / AllenNLP options.json + weights.hdf5) to ONNX.
+def convert_command(options_json: str, weights_hdf5: str | None, output: str,
+                    source_format: str, config_file: str | None, atol: float) -> None:
+    """Convert ELMo weights to ONNX: bilm-tf / AllenNLP OPTIONS_JSON WEIGHTS_HDF5, or an
+    ELMoForManyLangs (HIT-SCIR, 44 languages) MODEL_DIR.
 
-    Needs no PyTorch. The graph is checked against a float64 NumPy forward of
-    the ELMo spec on random sentences of several batch sizes and lengths; a
-    model that does not match is not written. Weights without cell projections
-    (dim == projection_dim, no W_P_0) are converted too.
+    bilm-tf weights need no PyTorch; an ELMoForManyLangs directory's state
+    dicts are read with torch.load(weights_only=True). The graph is checked
+    against a float64 NumPy forward of the ELMo spec on random sentences of
+    several batch sizes and lengths; a model that does not match is not
+    written. Weights without cell projections (dim == projection_dim, no
+    W_P_0) are converted too.
     """
+    if source_format == "elmoformanylangs" or (source_format == "auto"
+                                               and Path(options_json).is_dir()):
+        from .efml_convert import convert_command_efml
+
+        return convert_command_efml(options_json, weights_hdf5, output, config_file, atol)
+    if config_file is not None:
+        raise ElmoError("--config is for ELMoForManyLangs model directories")
+    if weights_hdf5 is None:
+        raise ElmoError("missing WEIGHTS_HDF5: elmo convert OPTIONS_JSON WEIGHTS_HDF5 -o M.onnx "
+                        "(or an ELMoForManyLangs model directory: elmo convert MODEL_DIR -o M.onnx)")
     try:
         import h5py  # noqa: F401  (read_weights needs it; say so before any work)
 

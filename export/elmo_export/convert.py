@@ -34,13 +34,18 @@ def check_directory(path: Path) -> None:
 
 
 def write_model(proto: onnx.ModelProto, options: ElmoOptions, path: str | Path,
-                source: dict[str, Any], parity: dict[str, Any]) -> None:
-    """Add the contract metadata to ``proto`` and write it to ``path`` atomically."""
+                source: dict[str, Any], parity: dict[str, Any],
+                vocabulary: Any = None) -> None:
+    """Add the contract metadata to ``proto`` and write it to ``path`` atomically.
+
+    ``vocabulary``: a code-point model's vocabularies (``spec.codepoints``).
+    """
     path = Path(path)
     meta = contract.make_metadata(
         options,
         source={**source, "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
         parity=parity,
+        vocabulary=vocabulary,
     )
     onnx.helper.set_model_props(proto, meta)
     try:

@@ -24,18 +24,13 @@ from __future__ import annotations
 
 import numpy as np
 from elmo_runtime.spec.codepoints import CodepointScheme
+from elmo_runtime.spec.options import FORGET_BIAS  # what the bilm-tf graph adds
 
 from .efml import EfmlModel
+from .weights import WORD_EMBED, lstm_prefix
 
-WORD_EMBED = "word_embed"
-FORGET_BIAS = 1.0  # what the bilm-tf graph adds to the forget gate
 # TF's gate blocks (i, j, f, o) taken from theirs (i, f, g, o)
 _GATE_ORDER = (0, 2, 1, 3)
-
-
-def lstm_prefix(direction: int, layer: int) -> str:
-    """hdf5 group of one LSTM cell (same names as elmo_runtime.spec.options.lstm_prefix)."""
-    return f"RNN_{direction}/RNN/MultiRNNCell/Cell{layer}/LSTMCell"
 
 
 def _reorder_gates(a: np.ndarray, d: int) -> np.ndarray:

@@ -21,7 +21,14 @@ from elmo_runtime.spec import contract
 from elmo_runtime.spec.options import FORGET_BIAS, ElmoOptions
 from onnx import TensorProto, helper, numpy_helper
 
-from .weights import PROJECTION, Weights, check_weights, has_projection, lstm_prefix
+from .weights import (
+    PROJECTION,
+    WORD_EMBED,
+    Weights,
+    check_weights,
+    has_projection,
+    lstm_prefix,
+)
 
 OPSET = 17
 IR_VERSION = 8  # readable by onnxruntime >= 1.10
@@ -139,6 +146,10 @@ def _char_cnn(g: _Graph, o: ElmoOptions, w: Weights, token_chars: str) -> str:
         # g·t + (1−g)·x
         carry = g.op("Mul", [g.op("Sub", [g.const(np.float32(1.0), "one"), gate]), h], "carry")
         h = g.op("Add", [g.op("Mul", [gate, trans]), carry], f"highway{k}_out")
+    if o.has_word_branch:  # [word vector; char CNN] before the projection (ELMoForManyLangs)
+        table = g.const(np.asarray(w[WORD_EMBED], np.float32), "word_embed")
+        words = g.op("Gather", [table, contract.INPUT_WORD_IDS], "words", axis=0)  # (N, W)
+        h = g.op("Concat", [words, h], "token_features", axis=1)
     return g.linear(h, w["CNN_proj/W_proj"], w["CNN_proj/b_proj"], "cnn_proj")
 
 
@@ -233,7 +244,7 @@ def build_model(options: ElmoOptions, weights: Weights) -> onnx.ModelProto:
 
     # optional inputs: their defaults are overridable initializers. Tensors that only
     # some models have (in_every_model False, e.g. another char-id scheme's) are not ours.
-    inputs = [spec for spec in contract.INPUT_SPECS if spec.in_every_model]
+    inputs = list(contract.input_specs(o))  # + word_ids for a model with a word branch
     outputs = [spec for spec in contract.OUTPUT_SPECS if spec.in_every_model]
     defaults = [numpy_helper.from_array(spec.default_value(o), spec.name)
                 for spec in inputs if spec.optional]

@@ -80,6 +80,8 @@ def check_parity(
     atol: float = DEFAULT_ATOL,
     shapes: tuple[tuple[int, int], ...] = PARITY_SHAPES,
     seed: int = 0,
+    scheme: chars.TokenScheme | None = None,
+    sentences: Callable[[np.random.Generator, int, int], list[list[str]]] = random_sentences,
 ) -> ParityReport:
     """Run the graph and ``reference`` (a feed → outputs function) on the same inputs.
 
@@ -92,7 +94,8 @@ def check_parity(
     o = options
     failures, cases, worst, worst_tolerance = [], [], 0.0, atol
     for case, (batch, max_len) in enumerate(shapes):
-        packed = chars.pack(random_sentences(rng, batch, max_len), o.max_characters_per_token)
+        packed = chars.pack(sentences(rng, batch, max_len), o.max_characters_per_token,
+                            scheme=scheme)
         feed = packed.feed()
         if case % 2 == 1:  # every other case starts from a non-zero state
             feed[contract.INPUT_STATE_C] = rng.uniform(

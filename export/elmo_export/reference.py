@@ -18,7 +18,14 @@ import numpy as np
 from elmo_runtime.spec import contract
 from elmo_runtime.spec.options import FORGET_BIAS, ElmoOptions
 
-from .weights import PROJECTION, Weights, check_weights, has_projection, lstm_prefix
+from .weights import (
+    PROJECTION,
+    WORD_EMBED,
+    Weights,
+    check_weights,
+    has_projection,
+    lstm_prefix,
+)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -36,7 +43,8 @@ class NumpyBiLM:
         e = options.char_embed_dim
         self.embed = np.concatenate([np.zeros((1, e)), self.w["char_embed"]])  # shifted id 0 → 0
 
-    def token_vectors(self, token_chars: np.ndarray) -> np.ndarray:
+    def token_vectors(self, token_chars: np.ndarray, word_ids: np.ndarray | None = None
+                      ) -> np.ndarray:
         """Char CNN, highways and projection: (N, C) shifted ids → (N, P) float64."""
         o, w = self.options, self.w
         emb = self.embed[np.asarray(token_chars, dtype=np.int64)]  # (N, C, e)
@@ -54,6 +62,10 @@ class NumpyBiLM:
             trans = np.maximum(x @ w[f"CNN_high_{k}/W_transform"] + w[f"CNN_high_{k}/b_transform"],
                                0.0)
             x = gate * trans + (1.0 - gate) * x
+        if o.has_word_branch:  # the word vector goes before the char CNN's (ELMoForManyLangs)
+            if word_ids is None:
+                raise ValueError("this model has a word branch: word_ids are required")
+            x = np.concatenate([w[WORD_EMBED][np.asarray(word_ids, dtype=np.int64)], x], axis=1)
         return x @ w["CNN_proj/W_proj"] + w["CNN_proj/b_proj"]
 
     def _stack(self, direction: int, x: np.ndarray, mask: np.ndarray, c0: np.ndarray,
@@ -97,7 +109,8 @@ class NumpyBiLM:
         o = self.options
         feed = {**{s.name: s.default_value(o) for s in contract.INPUT_SPECS if s.optional},
                 **feed}
-        encoded = self.token_vectors(feed[contract.INPUT_TOKEN_CHARS])
+        encoded = self.token_vectors(feed[contract.INPUT_TOKEN_CHARS],
+                                     feed.get(contract.INPUT_WORD_IDS))
         table = np.concatenate([encoded, feed[contract.INPUT_CACHED_VECTORS].astype(np.float64)])
         index = np.asarray(feed[contract.INPUT_TOKEN_INDEX], dtype=np.int64)
         batch, steps = index.shape

@@ -24,6 +24,7 @@ from elmo_runtime.spec.options import ElmoOptions
 
 Weights = dict[str, np.ndarray]
 PROJECTION = "W_P_0"  # the cell projection's dataset in each LSTM cell group
+WORD_EMBED = "word_embed"  # the word-embedding table of models with a word branch
 
 
 def lstm_prefix(direction: int, layer: int) -> str:
@@ -38,7 +39,11 @@ def weight_shapes(options: ElmoOptions, projection: bool = True) -> dict[str, tu
     possible only when ``projection_dim == dim``.
     """
     e, f, p, d = options.char_embed_dim, options.n_filters, options.projection_dim, options.lstm_dim
-    shapes: dict[str, tuple[int, ...]] = {"char_embed": (CHAR_VOCAB, e)}
+    # a learned code-point vocabulary (ELMoForManyLangs) has n_characters - 1 rows
+    rows = CHAR_VOCAB if options.char_vocabulary == "bytes" else options.n_characters - 1
+    shapes: dict[str, tuple[int, ...]] = {"char_embed": (rows, e)}
+    if options.has_word_branch:  # word vectors, concatenated before the char CNN's
+        shapes[WORD_EMBED] = (options.n_words, options.word_dim)
     for i, (width, num) in enumerate(options.filters):
         shapes[f"CNN/W_cnn_{i}"] = (1, width, e, num)
         shapes[f"CNN/b_cnn_{i}"] = (num,)
@@ -46,7 +51,7 @@ def weight_shapes(options: ElmoOptions, projection: bool = True) -> dict[str, tu
         for name in ("carry", "transform"):
             shapes[f"CNN_high_{k}/W_{name}"] = (f, f)
             shapes[f"CNN_high_{k}/b_{name}"] = (f,)
-    shapes["CNN_proj/W_proj"] = (f, p)
+    shapes["CNN_proj/W_proj"] = (options.word_dim + f, p)
     shapes["CNN_proj/b_proj"] = (p,)
     for direction in range(2):
         for layer in range(options.n_layers):

@@ -102,6 +102,7 @@ class Embedder:
             opts.max_characters_per_token,
             opts.projection_dim,
             capacity_for(token_cache_mb, opts.projection_dim),
+            scheme=self.info.vocabulary,
         )
 
     def _resolve_mix(self, mix: str | os.PathLike | ScalarMix | None) -> Mix | None:
@@ -184,6 +185,8 @@ class Embedder:
         }
         if len(plan.cached_vectors):
             feed[contract.INPUT_CACHED_VECTORS] = plan.cached_vectors
+        if plan.word_ids is not None:
+            feed[contract.INPUT_WORD_IDS] = plan.word_ids
         fetch = [contract.OUTPUT_LAYERS]
         if self.stateful:
             fetch += [contract.OUTPUT_STATE_C, contract.OUTPUT_STATE_H]

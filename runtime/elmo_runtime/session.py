@@ -192,6 +192,15 @@ def _contract_order(name: str, names: tuple[str, ...]) -> int:
     return names.index(name) if name in names else len(names)
 
 
+def _vocabulary_summary(info: contract.ModelInfo) -> dict[str, Any]:
+    """The char-id scheme and vocabulary sizes (`elmo info`)."""
+    vocab = info.vocabulary
+    if vocab is None:
+        return {"char_ids": info.char_scheme, "chars": "UTF-8 bytes", "words": 0}
+    return {"char_ids": info.char_scheme, "chars": len(vocab.chars),
+            "words": len(vocab.words) if vocab.words is not None else 0}
+
+
 def describe_model(path: str | Path) -> dict[str, Any]:
     """Everything `elmo info` reports about a model, as JSON-ready values."""
     import onnx  # only `elmo info` needs it
@@ -204,8 +213,11 @@ def describe_model(path: str | Path) -> dict[str, Any]:
         "path": str(path),
         "file_size": path.stat().st_size,
         "format": contract.FORMAT_NAME,
-        "format_version": contract.FORMAT_VERSION,
+        "format_version": (contract.FORMAT_VERSION if info.vocabulary is None
+                           else contract.CODEPOINT_FORMAT_VERSION),
         "producer": info.producer_version,
+        "family": "bilm-tf" if info.vocabulary is None else "elmoformanylangs",
+        "vocabulary": _vocabulary_summary(info),
         "source": info.source,
         "options": info.options.to_dict(),
         "n_parameters": info.options.n_parameters(),

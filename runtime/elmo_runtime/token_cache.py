@@ -44,6 +44,7 @@ class TokenPlan:
     cached_vectors: np.ndarray  # float32 (M, P): cached tokens of this batch
     token_index: np.ndarray  # int32 (B, T): row of concat(encoded, cached); -1 = padding
     new_tokens: list[str]  # the strings of token_chars[2:], in order
+    word_ids: np.ndarray | None = None  # int32 (N,): models with a word branch only
 
 
 class TokenCache:
@@ -52,9 +53,11 @@ class TokenCache:
     ``capacity`` 0 still deduplicates within each batch but keeps nothing.
     """
 
-    def __init__(self, max_chars: int, dim: int, capacity: int) -> None:
+    def __init__(self, max_chars: int, dim: int, capacity: int,
+                 scheme: chars.TokenScheme | None = None) -> None:
         if capacity < 0:
             raise ValueError(f"capacity must be >= 0, found {capacity}")
+        self.scheme = scheme  # a learned vocabulary (ModelInfo.vocabulary); None: bilm-tf bytes
         self.max_chars = max_chars
         self.dim = dim
         self.capacity = capacity
@@ -91,7 +94,7 @@ class TokenCache:
                 slots.move_to_end(token)
             return slot
 
-        packed = chars.pack(sentences, self.max_chars, lookup if slots else None)
+        packed = chars.pack(sentences, self.max_chars, lookup if slots else None, self.scheme)
         real = packed.token_index[packed.token_index >= 0]
         n_steps = len(real) - N_BOUNDARY_ROWS * len(sentences)
         hits = int((real >= len(packed.token_chars)).sum())
@@ -102,7 +105,8 @@ class TokenCache:
             cached = self._vectors[np.asarray(packed.cached)]
         else:
             cached = np.zeros((0, self.dim), dtype=np.float32)
-        return TokenPlan(packed.token_chars, cached, packed.token_index, packed.new_tokens)
+        return TokenPlan(packed.token_chars, cached, packed.token_index, packed.new_tokens,
+                         packed.word_ids)
 
     def store(self, plan: TokenPlan, token_vectors: np.ndarray) -> None:
         """Keep the vectors the graph returned for ``plan``'s new tokens (LRU eviction)."""

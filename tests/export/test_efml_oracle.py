@@ -3,13 +3,15 @@
 Random-weight models are built with their classes (``elmoformanylangs``,
 dev extra) in several configs, saved in their format, and embedded by their
 ``sents2elmo`` (all layers, encoder state reset before each call: their
-encoder is stateful). Ours must agree per element within 1e-5: first the
-float64 NumPy forward on the converted weights (the weight mapping), then
-the converted ONNX model through ``elmo embed --all`` (the whole path).
+encoder is stateful). Ours must agree per element within 1e-5: here the
+float64 NumPy forward (elmo_export.reference) on the converted weights and
+packed ids (the weight mapping, the code-point scheme), in test_efml_cli.py the
+converted ONNX model through ``elmo embed`` (the whole path).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -20,7 +22,9 @@ import pytest
 torch = pytest.importorskip("torch")
 efml = pytest.importorskip("elmo_export.efml")
 from elmo_export import efml_map, efml_random  # noqa: E402
-from elmo_export.efml_reference import Reference  # noqa: E402
+from elmo_export.efml_convert import efml_options  # noqa: E402
+from elmo_export.reference import NumpyBiLM  # noqa: E402
+from elmo_runtime.spec import chars  # noqa: E402
 from util import one_torch_thread  # noqa: E402,F401
 
 ATOL = 1e-5
@@ -108,12 +112,11 @@ def their_layers(model_dir: Path, sentences: list[list[str]]) -> list[np.ndarray
 
 
 def reference_layers(model_dir: Path, sentences: list[list[str]]) -> list[np.ndarray]:
-    """Our reader + mapping + float64 forward, boundaries stripped."""
+    """Our reader, mapping and packer, and the float64 NumPy forward; boundaries stripped."""
     model = efml.read_model(model_dir)
-    scheme = efml_map.scheme(model)
-    ref = Reference(model.config, efml_map.elmo_weights(model))
-    char_ids, word_ids, lengths = scheme.batch_ids(sentences)
-    layers = ref.run(char_ids, word_ids, lengths).layers
+    forward = NumpyBiLM(efml_options(model), efml_map.elmo_weights(model))
+    packed = chars.pack(sentences, scheme=efml_map.scheme(model))
+    layers = forward.run(packed.feed())["layers"]
     return [layers[i, :, 1 : 1 + len(s)] for i, s in enumerate(sentences)]
 
 
@@ -164,16 +167,16 @@ def test_clips_are_exercised():
     """The clipped configs really clip (else the clip mapping would go unchecked)."""
     kwargs, scale = CONFIGS["relu-2hw-words-2L"]
     config = efml_random.small_config(**kwargs)
-    chars, words = efml_random.default_vocabs(WORDS)
-    te, enc = efml_random.random_state_dicts(config, len(chars), len(words), scale=scale)
-    model = efml.EfmlModel(Path("."), None, efml.parse_config(config, "c"), chars, words, te,
+    chars_, words = efml_random.default_vocabs(WORDS)
+    te, enc = efml_random.random_state_dicts(config, len(chars_), len(words), scale=scale)
+    model = efml.EfmlModel(Path("."), None, efml.parse_config(config, "c"), chars_, words, te,
                            enc)
-    unclipped = efml.parse_config({**config, "encoder": {**config["encoder"], "cell_clip": 0,
-                                                         "proj_clip": 0}}, "c")
+    options = efml_options(model)
     weights = efml_map.elmo_weights(model)
-    ids = efml_map.scheme(model).batch_ids(SENTENCES)
-    clipped = Reference(model.config, weights).run(*ids).layers
-    free = Reference(unclipped, weights).run(*ids).layers
+    feed = chars.pack(SENTENCES, scheme=efml_map.scheme(model)).feed()
+    clipped = NumpyBiLM(options, weights).run(feed)["layers"]
+    free = NumpyBiLM(dataclasses.replace(options, cell_clip=None, proj_clip=None),
+                     weights).run(feed)["layers"]
     assert np.abs(free).max() > 3.0
     assert not np.allclose(clipped, free)
 

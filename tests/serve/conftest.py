@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 from elmo_runtime import Embedder
-from serve_util import API_KEY, Server, start_server
+
+if TYPE_CHECKING:
+    from serve_util import Server
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[Server]:
     """The bundled model with small limits and an API key (mix: all)."""
+    # imported here: serve_util skips the calling module when the serve extra is absent
+    from serve_util import API_KEY, start_server
+
     s = start_server(
         "--api-key", API_KEY,
         "--max-client-batch-size", "40",

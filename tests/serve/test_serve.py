@@ -280,6 +280,7 @@ def test_the_openai_client_reads_it(server: Server, offline):
         client.embeddings.create(model="elmo", input=[""])
 
 
+@pytest.mark.slow  # `elmo --help` imports every command module, the export side's too
 def test_help_does_not_load_the_service():
     """`elmo --help` lists `serve` without importing the model or the serve extra."""
     code = (
@@ -294,10 +295,11 @@ def test_help_does_not_load_the_service():
 
 
 def test_without_the_extra_it_says_what_to_install(monkeypatch):
-    from elmo_runtime.errors import ElmoError
+    from elmo_runtime.errors import SERVE_HINT, ElmoError
     from elmo_runtime.serve.command import run
     from elmo_runtime.serve.config import ServeConfig
 
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # import uvicorn now raises ImportError
-    with pytest.raises(ElmoError, match=r"needs uvicorn.*pip install 'elmo-edge\[serve\]'"):
+    with pytest.raises(ElmoError, match="needs uvicorn") as raised:
         run(ServeConfig())
+    assert str(raised.value).endswith(SERVE_HINT)

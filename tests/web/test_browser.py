@@ -208,8 +208,8 @@ def test_demo_page_loads_without_errors_and_works_offline(browser: object, base_
         status = page.inner_text("#status")
         assert "Model loaded in" in status and "ms per sentence" in status
         assert page.locator("#sentences li").count() == 4
-        assert page.locator("#chart polyline").count() == 6  # 4 occurrences of "bank"
-        assert page.inner_text("#word") == "bank"
+        assert page.locator("#chart polyline").count() == 6  # 4 occurrences of "fire"
+        assert page.inner_text("#word") == "fire"
         SCREENSHOT.parent.mkdir(exist_ok=True)
         page.screenshot(path=str(SCREENSHOT), full_page=True)
         # Offline from here on: the model is in the page, new text still gets vectors.
@@ -227,7 +227,7 @@ def test_demo_page_loads_without_errors_and_works_offline(browser: object, base_
         page.reload()
         page.wait_for_selector("body[data-state=ready]", timeout=120_000)
         assert "Model loaded in" in page.inner_text("#status")
-        assert page.inner_text("#word") == "bank"
+        assert page.inner_text("#word") == "fire"
         assert not demo.errors, json.dumps(demo.errors)
     finally:
         demo.close()

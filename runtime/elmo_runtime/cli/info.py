@@ -44,6 +44,16 @@ def format_parity(parity: dict[str, Any]) -> str:
     return f"{where}{shapes}: max |diff| {diff:.2e}, {held}"
 
 
+def _family(d: dict[str, Any]) -> str:
+    """Model family and vocabularies: bilm-tf bytes, or ELMoForManyLangs' learned ones."""
+    vocab = d.get("vocabulary", {})
+    if d.get("family") != "elmoformanylangs":
+        return "bilm-tf (char ids: UTF-8 bytes)"
+    words = f"{vocab['words']:,} words" if vocab.get("words") else "no word branch"
+    return (f"ELMoForManyLangs (char ids: {vocab['chars']:,} code points learned; "
+            f"{words})")
+
+
 def format_info(d: dict[str, Any]) -> str:
     """The human-readable `elmo info` report."""
     lstm, cnn = d["options"]["lstm"], d["options"]["char_cnn"]
@@ -61,6 +71,7 @@ def format_info(d: dict[str, Any]) -> str:
             f"{d['format']} v{d['format_version']}, ONNX opset {d['opset']}, IR {d['ir_version']}",
         ),
         ("producer", d["producer"]),
+        ("family", _family(d)),
         ("source", _kv(d["source"])),
         (
             "char CNN",

@@ -53,17 +53,32 @@ class _Interrupts:
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-        signals = [signal.SIGTERM]
-        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # respect nohup & co.
-            signals.append(signal.SIGINT)
-        previous = {s: signal.signal(s, self) for s in signals}
         self._hook, sys.unraisablehook = sys.unraisablehook, self._unraisable
         try:
-            yield
+            with handled_signals(self):
+                yield
         finally:
             sys.unraisablehook = self._hook
-            for s, handler in previous.items():
-                signal.signal(s, handler)
+
+
+@contextmanager
+def handled_signals(handler: Callable[[int, Any], Any]) -> Iterator[None]:
+    """``handler`` on SIGTERM and SIGINT (unless SIGINT is ignored: nohup & co.), then restored.
+
+    Outside the main thread (where Python cannot set handlers) it does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signals = [signal.SIGTERM]
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signals.append(signal.SIGINT)
+    previous = {s: signal.signal(s, handler) for s in signals}
+    try:
+        yield
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)
 
 
 INTERRUPTS = _Interrupts()

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import click
 
-from ..quantize import DEFAULT_BLOCK_SIZE, MODES, THRESHOLDS, QuantizeReport
-
-
-def _mib(size: int) -> str:
-    return f"{size / 2**20:.1f} MiB"
+from ..files import format_mib
+from ..quantize import BATCH_TOLERANCE, DEFAULT_BLOCK_SIZE, MODES, THRESHOLDS, QuantizeReport
 
 
 def format_report(report: QuantizeReport) -> str:
     """Sizes before/after and the per-layer cosine table, as `elmo quantize` prints them."""
     lines = [
-        f"{report.mode}: {report.source} ({_mib(report.size_before)}) → {report.output} "
-        f"({_mib(report.size_after)}, {100 * report.ratio:.1f}% of the source)"
+        f"{report.mode}: {report.source} ({format_mib(report.size_before)}) → {report.output} "
+        f"({format_mib(report.size_after)}, {100 * report.ratio:.1f}% of the source)"
     ]
     check = report.check
     if check is None:
@@ -27,6 +24,14 @@ def format_report(report: QuantizeReport) -> str:
     )
     lines.append(f"  {'layer':>5}  {'mean':>8}  {'min':>8}")
     lines.extend(f"  {c.layer:>5}  {c.mean:8.5f}  {c.min:8.5f}" for c in check.layers)
+    if check.batch_max_abs_diff is not None:
+        limit = (f"≤ {check.batch_tolerance:g} required" if check.batch_tolerance is not None
+                 else "reported only")
+        state = "independent" if check.batch_independent else "DEPENDENT"
+        lines.append(
+            f"batch independence: each sentence alone vs in its batch, max |diff| "
+            f"{check.batch_max_abs_diff:.3g} ({limit}) — {state}"
+        )
     verdict = "passed" if check.passed else "FAILED (written because of --force)"
     lines.append(f"threshold: mean ≥ {check.threshold} on every layer — {verdict}")
     return "\n".join(lines)
@@ -35,9 +40,12 @@ def format_report(report: QuantizeReport) -> str:
 _HELP = f"""Write an int8, fp16 or int4 variant of the float32 elmo-edge MODEL.
 
 The result is compared with MODEL on sentences: mean and minimum cosine
-similarity of every token's vector, per layer. Below a mean of
+similarity of every token's vector, per layer, and each sentence embedded
+alone vs inside its batch. Below a mean of
 {", ".join(f"{mode} {value}" for mode, value in THRESHOLDS.items())} on any
-layer nothing is written, unless --force.
+layer, or when alone and batched differ by more than
+{", ".join(f"{m} {t:g}" for m, t in BATCH_TOLERANCE.items() if t is not None)},
+nothing is written, unless --force.
 """
 
 
@@ -46,9 +54,10 @@ layer nothing is written, unless --force.
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
               help="Where to write the quantized model.")
 @click.option("--mode", type=click.Choice(MODES), default="int8", show_default=True,
-              help="int8: dynamic int8 (CPU); fp16: float16 (GPU); int4: 4-bit weights.")
-@click.option("--per-channel", is_flag=True,
-              help="int8: one scale per output channel instead of per tensor.")
+              help="int8: exact int8, scales per token (CPU); fp16: float16 (GPU); "
+              "int4: 4-bit weights.")
+@click.option("--per-channel/--per-tensor", default=None,
+              help="int8: one weight scale per output channel (the default) or one per tensor.")
 @click.option("--block-size", type=int, default=None,
               help=f"int4: weights per scale, a power of two ≥ 16 [default: {DEFAULT_BLOCK_SIZE}].")
 @click.option("--check", "check_file", type=click.Path(dir_okay=False), default=None,
@@ -62,7 +71,7 @@ def quantize_command(
     model: str,
     output: str,
     mode: str,
-    per_channel: bool,
+    per_channel: bool | None,
     block_size: int | None,
     check_file: str | None,
     no_check: bool,

@@ -23,6 +23,7 @@ cluster cannot hold (Ray Data would wait for it forever).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import secrets
@@ -135,7 +136,9 @@ def _session(
     if not {"RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH"} & set(os.environ):
         # Ray turns token authentication on for a new local cluster and would write
         # ~/.ray/auth_token and say so; a token of its own keeps it quiet and private.
-        env["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+        # One per process: Ray's client caches the first token it read, so a second
+        # local session in the same process must present the same one.
+        env["RAY_AUTH_TOKEN"] = _process_token()
         logging.getLogger(AUTH_LOGGER).setLevel(logging.ERROR)
     try:
         with _environ(env, restore=("RAY_AUTH_MODE",)):
@@ -155,6 +158,12 @@ def _session(
     finally:
         if own:
             shutil.rmtree(directory, ignore_errors=True)
+
+
+@functools.cache
+def _process_token() -> str:
+    """The random auth token of this process's local Rays (never written to disk)."""
+    return secrets.token_hex(32)
 
 
 def _temp_dir() -> Path:

@@ -7,8 +7,6 @@ never loads the model, Starlette or uvicorn.
 from __future__ import annotations
 
 import contextlib
-import signal
-import threading
 from collections.abc import Iterator
 from types import FrameType
 
@@ -50,18 +48,10 @@ def _server_class() -> type:
 
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
-            if threading.current_thread() is not threading.main_thread():
+            from ..cli.progress import handled_signals
+
+            with handled_signals(self.handle_exit):
                 yield
-                return
-            handled = [signal.SIGTERM]
-            if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # respect nohup & co.
-                handled.append(signal.SIGINT)
-            previous = {s: signal.signal(s, self.handle_exit) for s in handled}
-            try:
-                yield
-            finally:
-                for s, handler in previous.items():
-                    signal.signal(s, handler)
 
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             self.service.draining = True

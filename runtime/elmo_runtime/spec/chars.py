@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -137,6 +138,7 @@ class Packed:
     lengths: np.ndarray
     new_tokens: list[str]
     cached: list[int] = field(default_factory=list)
+    word_ids: np.ndarray | None = None  # int32 (N,): models with a word branch only
 
     def feed(self) -> dict[str, np.ndarray]:
         """``{"token_chars": …, "token_index": …}`` (only valid without ``cached`` rows)."""
@@ -144,7 +146,12 @@ class Packed:
 
         if self.cached:
             raise ValueError("a packing with cached rows needs cached_vectors in its feed")
-        return {INPUT_TOKEN_CHARS: self.token_chars, INPUT_TOKEN_INDEX: self.token_index}
+        feed = {INPUT_TOKEN_CHARS: self.token_chars, INPUT_TOKEN_INDEX: self.token_index}
+        if self.word_ids is not None:
+            from .contract import INPUT_WORD_IDS
+
+            feed[INPUT_WORD_IDS] = self.word_ids
+        return feed
 
     def char_ids(self) -> np.ndarray:
         """The padded (B, T, C) grid of shifted ids (zero rows = padding), without cached rows."""
@@ -160,6 +167,7 @@ def pack(
     sentences: Sequence[Sequence[str]],
     max_chars: int = DEFAULT_MAX_CHARS,
     cached: Callable[[str], int | None] | None = None,
+    scheme: TokenScheme | None = None,
 ) -> Packed:
     """The graph's token inputs for tokenized ``sentences``, boundaries added.
 
@@ -167,9 +175,13 @@ def pack(
     returns a value is not encoded but pointed past the encoded rows (see
     :class:`Packed`). Literal ``"<S>"`` / ``"</S>"`` tokens point at rows 0 / 1.
     Raises InputError naming the sentence and token of a string that is not
-    encodable as UTF-8.
+    encodable as UTF-8. ``scheme``: a model's learned vocabulary instead of
+    bilm-tf bytes (:class:`TokenScheme`; its own boundary tokens, e.g.
+    ``<bos>``/``<eos>``, are rows 0 / 1, its own max_chars applies, and
+    ``Packed.word_ids`` is set for a model with a word branch).
     """
-    codes: dict[str, int] = {BOS_TOKEN: 0, EOS_TOKEN: 1}  # >= 0 encoded row, <= -1 cached
+    bos, eos = (BOS_TOKEN, EOS_TOKEN) if scheme is None else scheme.boundary_tokens()
+    codes: dict[str, int] = {bos: 0, eos: 1}  # >= 0 encoded row, <= -1 cached
     new_tokens: list[str] = []
     new_at: list[tuple[int, int]] = []  # (sentence, token) of each new token, for errors
     hits: list[int] = []
@@ -207,10 +219,26 @@ def pack(
     def where(i: int) -> str:
         return f"sentence {new_at[i][0]}: token {new_at[i][1]}"
 
+    if scheme is not None:  # a learned vocabulary (ELMoForManyLangs): spec.codepoints
+        rows = [bos, eos, *new_tokens]
+        word_ids = scheme.word_ids(rows) if scheme.has_words else None
+        return Packed(scheme.char_ids(rows), index, lengths, new_tokens, hits, word_ids)
     token_chars = np.concatenate(
         [boundary_rows(max_chars), tokens_to_ids(new_tokens, max_chars, where)]
     )
     return Packed(token_chars, index, lengths, new_tokens, hits)
+
+
+class TokenScheme(Protocol):
+    """Another char-id scheme for :func:`pack` (:class:`.codepoints.CodepointScheme`)."""
+
+    has_words: bool
+
+    def boundary_tokens(self) -> tuple[str, str]: ...
+
+    def char_ids(self, tokens: Sequence[str]) -> np.ndarray: ...
+
+    def word_ids(self, tokens: Sequence[str]) -> np.ndarray: ...
 
 
 def batch_to_ids(

@@ -30,11 +30,16 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelError
-from . import chars
+from . import chars, codepoints
 from .options import ElmoOptions, parse_options
 
 FORMAT_NAME = "elmo-edge-onnx"
 FORMAT_VERSION = 2  # 1: char_ids [B, T, C] input, no token cache
+# 3: version 2 + a learned code-point char vocabulary and an optional word_ids input
+# (ELMoForManyLangs conversions); written only for such models, so that runtimes
+# reading version 2 alone refuse them by version. This runtime reads both.
+CODEPOINT_FORMAT_VERSION = 3
+READABLE_VERSIONS = (FORMAT_VERSION, CODEPOINT_FORMAT_VERSION)
 # Largest |ONNX - reference| an export accepts by default (checked before writing).
 PARITY_ATOL = 1e-5
 
@@ -73,10 +78,17 @@ class TensorSpec:
     doc: str
     default: dict[str, int] | None = None
     in_every_model: bool = True
+    # for a tensor not in every model: the ElmoOptions property saying which models have it
+    when: str | None = None
 
     @property
     def optional(self) -> bool:
         return self.default is not None
+
+    def present(self, options: ElmoOptions) -> bool:
+        """Whether a model with ``options`` has this tensor."""
+        return self.in_every_model or (self.when is not None and bool(getattr(options,
+                                                                             self.when)))
 
     def resolve(self, options: ElmoOptions) -> list[int | str]:
         """Dims for ``options``: ints for fixed dims, axis names for symbolic ones."""
@@ -109,6 +121,7 @@ OUTPUT_MASK = "mask"
 OUTPUT_STATE_C = "final_state_c"
 OUTPUT_STATE_H = "final_state_h"
 OUTPUT_TOKEN_VECTORS = "token_vectors"
+INPUT_WORD_IDS = "word_ids"
 
 # The graph's interface, in order. Inputs first (required before optional where
 # the runtime feeds them), then outputs.
@@ -135,7 +148,21 @@ OUTPUT_SPECS: tuple[TensorSpec, ...] = (
     TensorSpec(OUTPUT_TOKEN_VECTORS, "float32", (DISTINCT, "projection_dim"),
                "the encoded token_chars rows (char CNN, highway, projection)"),
 )
-TENSORS = {t.name: t for t in (*INPUT_SPECS, *OUTPUT_SPECS)}
+# Inputs only some models have (``when``): required there, absent elsewhere.
+BRANCH_SPECS: tuple[TensorSpec, ...] = (
+    TensorSpec(INPUT_WORD_IDS, "int32", (DISTINCT,),
+               "word id of each token_chars row (models with a word-embedding branch)",
+               in_every_model=False, when="has_word_branch"),
+)
+TENSORS = {t.name: t for t in (*INPUT_SPECS, *BRANCH_SPECS, *OUTPUT_SPECS)}
+
+
+def input_specs(options: ElmoOptions) -> tuple[TensorSpec, ...]:
+    """The inputs of a model with ``options``, in graph order."""
+    base = tuple(t for t in INPUT_SPECS if t.present(options))
+    present = tuple(t for t in BRANCH_SPECS if t.present(options))
+    return (*base[:1], *present, *base[1:])
+
 INPUTS = tuple(t.name for t in INPUT_SPECS)
 REQUIRED_INPUTS = tuple(t.name for t in INPUT_SPECS if not t.optional)
 OUTPUTS = tuple(t.name for t in OUTPUT_SPECS)
@@ -178,6 +205,14 @@ def check_graph(
                 problems.append(f"input {spec.name} is missing")
             continue
         problems += _check_tensor(spec, *have, options)
+    for spec in BRANCH_SPECS:
+        if spec.present(options) and spec.name in inputs:
+            problems += _check_tensor(spec, *inputs[spec.name], options)
+        elif spec.present(options):
+            problems.append(f"input {spec.name} is missing (the options say {spec.when})")
+        elif spec.name in inputs or spec.name in initializers:
+            problems.append(f"input {spec.name} is not in the contract of a model without "
+                            f"{spec.when} (nothing would feed it)")
     for name in inputs:
         if name not in TENSORS or name in OUTPUTS:
             problems.append(f"input {name} is not in the contract (nothing would feed it)")
@@ -242,10 +277,17 @@ class ModelInfo:
     source: dict[str, Any] = field(default_factory=dict)
     parity: dict[str, Any] = field(default_factory=dict)
     quantization: dict[str, Any] = field(default_factory=lambda: {"mode": "none"})
+    # the learned vocabularies of a code-point model (ELMoForManyLangs); None: bilm-tf bytes
+    vocabulary: codepoints.CodepointScheme | None = None
 
     @property
     def max_chars(self) -> int:
         return self.options.max_characters_per_token
+
+    @property
+    def char_scheme(self) -> str:
+        """The char-id scheme's name: ``bilm-tf-bytes`` or ``codepoint-vocab``."""
+        return chars.SCHEME_NAME if self.vocabulary is None else codepoints.SCHEME_NAME
 
 
 def make_metadata(
@@ -253,16 +295,26 @@ def make_metadata(
     source: dict[str, Any],
     parity: dict[str, Any] | None = None,
     quantization: dict[str, Any] | None = None,
+    vocabulary: codepoints.CodepointScheme | None = None,
 ) -> dict[str, str]:
-    """metadata_props for an exported model (all values are strings)."""
+    """metadata_props for an exported model (all values are strings).
+
+    ``vocabulary``: the vocabularies of a code-point model (required exactly
+    when ``options.char_vocabulary`` is "codepoint"; written as version 3).
+    """
     from .. import __version__
 
+    if (vocabulary is None) != (options.char_vocabulary == "bytes"):
+        raise ValueError("a vocabulary goes with char_vocabulary 'codepoint', and only there")
+    version = FORMAT_VERSION if vocabulary is None else CODEPOINT_FORMAT_VERSION
+    char_ids = (json.dumps({**chars.scheme(), "max_chars": options.max_characters_per_token})
+                if vocabulary is None else codepoints.dumps(vocabulary))
     return {
         KEY_FORMAT: FORMAT_NAME,
-        KEY_VERSION: str(FORMAT_VERSION),
+        KEY_VERSION: str(version),
         KEY_PRODUCER: f"elmo-edge {__version__}",
         KEY_OPTIONS: options.to_json(),
-        KEY_CHARS: json.dumps({**chars.scheme(), "max_chars": options.max_characters_per_token}),
+        KEY_CHARS: char_ids,
         KEY_LAYOUT: json.dumps(LAYOUT),
         KEY_SOURCE: json.dumps(source, sort_keys=True),
         KEY_PARITY: json.dumps(parity or {}, sort_keys=True),
@@ -286,13 +338,14 @@ def parse_metadata(meta: dict[str, str], where: str) -> ModelInfo:
             f"expected {FORMAT_NAME!r}); convert ELMo weights with `elmo convert`"
         )
     version = meta.get(KEY_VERSION)
-    if version != str(FORMAT_VERSION):
+    if version not in [str(v) for v in READABLE_VERSIONS]:
         older = version is not None and version.isdigit() and int(version) < FORMAT_VERSION
         advice = ("re-export it with this elmo-edge (`elmo export` / `elmo convert`)" if older
                   else "upgrade elmo-edge")
         raise ModelError(
             f"{where}: elmo-edge model format version {version!r} is not supported "
-            f"(this runtime reads version {FORMAT_VERSION}); {advice}"
+            f"(this runtime reads versions {' and '.join(map(str, READABLE_VERSIONS))}); "
+            f"{advice}"
         )
     try:
         options = parse_options(_json_field(meta, KEY_OPTIONS, where))
@@ -301,10 +354,11 @@ def parse_metadata(meta: dict[str, str], where: str) -> ModelInfo:
     except Exception as e:  # OptionsError and friends
         raise ModelError(f"{where}: embedded options are invalid: {e}") from None
     scheme = _json_field(meta, KEY_CHARS, where)
-    if isinstance(scheme, dict):  # files before the scheme had a name are bilm-tf bytes
+    vocabulary = _vocabulary(scheme, options, version, where)
+    if isinstance(scheme, dict) and vocabulary is None:  # no name: bilm-tf bytes
         scheme = {"scheme": chars.SCHEME_NAME, **scheme}
     expected = {**chars.scheme(), "max_chars": options.max_characters_per_token}
-    if scheme != expected:
+    if vocabulary is None and scheme != expected:
         raise ModelError(
             f"{where}: model uses char ids {scheme}, this runtime produces {expected}"
         )
@@ -314,7 +368,33 @@ def parse_metadata(meta: dict[str, str], where: str) -> ModelInfo:
         source=_json_field(meta, KEY_SOURCE, where) if KEY_SOURCE in meta else {},
         parity=_json_field(meta, KEY_PARITY, where) if KEY_PARITY in meta else {},
         quantization=_json_field(meta, KEY_QUANT, where) if KEY_QUANT in meta else {"mode": "none"},
+        vocabulary=vocabulary,
     )
+
+
+def _vocabulary(scheme: Any, options: ElmoOptions, version: str | None,
+                where: str) -> codepoints.CodepointScheme | None:
+    """The code-point vocabularies of a version-3 model, checked against its options."""
+    named = scheme.get("scheme") if isinstance(scheme, dict) else None
+    codepoint = options.char_vocabulary == "codepoint"
+    if codepoint != (named == codepoints.SCHEME_NAME) or codepoint != (
+            version == str(CODEPOINT_FORMAT_VERSION)):
+        raise ModelError(f"{where}: format version {version}, char-id scheme {named!r} and "
+                         f"options char_cnn.vocabulary {options.char_vocabulary!r} disagree")
+    if not codepoint:
+        return None
+    vocab = codepoints.from_metadata(scheme, where)
+    problems = []
+    if len(vocab.chars) + 1 != options.n_characters:
+        problems.append(f"{len(vocab.chars)} chars for n_characters {options.n_characters}")
+    if vocab.max_chars != options.max_characters_per_token:
+        problems.append(f"max_chars {vocab.max_chars} vs {options.max_characters_per_token}")
+    n_words = len(vocab.words) if vocab.words is not None else 0
+    if n_words != options.n_words:
+        problems.append(f"{n_words} words for word_embedding.n_words {options.n_words}")
+    if problems:
+        raise ModelError(f"{where}: vocabularies do not fit the options: {'; '.join(problems)}")
+    return vocab
 
 
 def char_ids_feed(ids: np.ndarray) -> dict[str, np.ndarray]:

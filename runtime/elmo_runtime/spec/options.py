@@ -18,6 +18,8 @@ from ..errors import OptionsError
 from .chars import CHAR_VOCAB, N_CHARACTERS
 
 ACTIVATIONS = ("relu", "tanh")
+CHAR_VOCABULARIES = ("bytes", "codepoint")
+MIN_CODEPOINT_ROWS = 7  # <bos> <eos> <oov> <pad> <bow> <eow> + the zero row
 FORGET_BIAS = 1.0  # added to the forget gate at run time, never stored in B (ELMO_SPEC, LSTM)
 
 
@@ -37,6 +39,16 @@ class ElmoOptions:
     activation: str
     n_highway: int
     filters: tuple[tuple[int, int], ...]
+    # "bytes": bilm-tf's UTF-8 ids; "codepoint": a learned code-point vocabulary of
+    # n_characters - 1 entries (ELMoForManyLangs; elmo_runtime.spec.codepoints)
+    char_vocabulary: str = "bytes"
+    word_dim: int = 0  # width of a word-embedding branch before the projection (0: none)
+    n_words: int = 0  # rows of its table
+
+    @property
+    def has_word_branch(self) -> bool:
+        """Whether token vectors also use a word embedding (graph input ``word_ids``)."""
+        return self.word_dim > 0
 
     @property
     def n_filters(self) -> int:
@@ -65,7 +77,7 @@ class ElmoOptions:
             lstm["cell_clip"] = self.cell_clip
         if self.proj_clip is not None:
             lstm["proj_clip"] = self.proj_clip
-        return {
+        out: dict[str, Any] = {
             "lstm": lstm,
             "char_cnn": {
                 "embedding": {"dim": self.char_embed_dim},
@@ -76,6 +88,11 @@ class ElmoOptions:
                 "filters": [list(f) for f in self.filters],
             },
         }
+        if self.char_vocabulary != "bytes":
+            out["char_cnn"]["vocabulary"] = self.char_vocabulary
+        if self.word_dim:
+            out["word_embedding"] = {"dim": self.word_dim, "n_words": self.n_words}
+        return out
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -83,10 +100,12 @@ class ElmoOptions:
     def n_parameters(self) -> int:
         """Learned values of a biLM with these options (char_embed has 261 rows, W_P_0 counted)."""
         e, f, p, d = self.char_embed_dim, self.n_filters, self.projection_dim, self.lstm_dim
-        cnn = CHAR_VOCAB * e + sum(w * e * n + n for w, n in self.filters)
+        rows = CHAR_VOCAB if self.char_vocabulary == "bytes" else self.n_characters - 1
+        cnn = rows * e + sum(w * e * n + n for w, n in self.filters)
         highway = self.n_highway * 2 * (f * f + f)
         lstm = 2 * self.n_layers * (2 * p * 4 * d + 4 * d + d * p)
-        return cnn + highway + f * p + p + lstm
+        words = self.n_words * self.word_dim
+        return cnn + highway + (self.word_dim + f) * p + p + lstm + words
 
 
 def _get(d: dict, key: str, where: str, kind: type | tuple[type, ...]) -> Any:
@@ -142,7 +161,16 @@ def parse_options(data: dict[str, Any]) -> ElmoOptions:
             f"options: char_cnn.activation must be one of {ACTIVATIONS}, found {activation!r}"
         )
     n_chars = _get(cnn, "n_characters", "char_cnn.", int)
-    if n_chars not in N_CHARACTERS:
+    vocabulary = cnn.get("vocabulary", "bytes")
+    if vocabulary not in CHAR_VOCABULARIES:
+        raise OptionsError(f"options: char_cnn.vocabulary must be one of {CHAR_VOCABULARIES}, "
+                           f"found {vocabulary!r}")
+    word_dim, n_words = _word_embedding(data)
+    if vocabulary == "codepoint":
+        if n_chars < MIN_CODEPOINT_ROWS:
+            raise OptionsError(f"options: char_cnn.n_characters of a code-point vocabulary must "
+                               f"be at least {MIN_CODEPOINT_ROWS}, found {n_chars}")
+    elif n_chars not in N_CHARACTERS:
         raise OptionsError(
             f"options: char_cnn.n_characters must be {' or '.join(map(str, N_CHARACTERS))}, "
             f"found {n_chars}"
@@ -175,14 +203,27 @@ def parse_options(data: dict[str, Any]) -> ElmoOptions:
         activation=activation,
         n_highway=n_highway,
         filters=tuple(filters),
+        char_vocabulary=vocabulary,
+        word_dim=word_dim,
+        n_words=n_words,
     )
+
+
+def _word_embedding(data: dict[str, Any]) -> tuple[int, int]:
+    """(dim, n_words) of the optional ``word_embedding`` section; (0, 0) when absent."""
+    if "word_embedding" not in data:
+        return 0, 0
+    section = _get(data, "word_embedding", "", dict)
+    dim = _positive(_get(section, "dim", "word_embedding.", int), "word_embedding.dim")
+    n_words = _positive(_get(section, "n_words", "word_embedding.", int), "word_embedding.n_words")
+    return dim, n_words
 
 
 def load_options(path: str | Path) -> ElmoOptions:
     """Read and validate an options.json file."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise OptionsError(f"{path}: no such options file") from None
     except (OSError, UnicodeDecodeError) as e:
