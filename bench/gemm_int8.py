@@ -3,12 +3,15 @@
     python bench/gemm_int8.py [--threads 2]
 
 The ceiling for the int8 model's speed-up: one-node models (``MatMul`` with a
-constant weight, and its ``quantize_dynamic`` QInt8 version, i.e. what
-``elmo quantize --mode int8`` makes of the LSTM) timed on the shapes of the
-original-size model: one recurrent step at batch 1 and 32, the cell projection
-at batch 32, and a hoisted input projection over 864 steps. Also prints the
-CPU's SIMD flags: without AVX-512 VNNI / AVX-VNNI, int8 products run on AVX2
-``vpmaddubsw``, at most ~2× the float32 FMA rate.
+constant weight) timed on the shapes of the original-size model (one recurrent
+step at batch 1 and 32, the cell projection at batch 32, a hoisted input
+projection over 864 steps) in float32 and in two int8 forms: what ``elmo
+quantize --mode int8`` makes of it (exact: 7-bit weights, one activation scale
+per row, computed in the graph) and onnxruntime's ``quantize_dynamic`` QInt8
+(per-tensor activations, one fused ``DynamicQuantizeMatMul``: the former mode,
+inexact on AVX2). Also prints the CPU's SIMD flags: without AVX-512 VNNI /
+AVX-VNNI, int8 products run on AVX2 ``vpmaddubsw``, at most ~2× the float32
+FMA rate.
 """
 
 from __future__ import annotations
@@ -79,22 +82,29 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
+    from elmo_runtime.quantize.int8 import quantize_int8
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     logging.disable(logging.WARNING)  # quantize_dynamic's "consider pre-processing"
     print(f"# SIMD flags: {simd_flags()}; onnxruntime {ort.__version__}, {args.threads} threads")
-    print("| shape | M×K×N | fp32 GFLOP/s | int8 GOP/s | int8 / fp32 |")
+    print("| shape | M×K×N | fp32 GFLOP/s | exact int8 GOP/s (× fp32) "
+          "| per-tensor int8 GOP/s (× fp32) |")
     print("|---|---|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         for what, m, k, n in SHAPES:
-            fp32, int8 = Path(tmp) / f"{k}x{n}.onnx", Path(tmp) / f"{k}x{n}.int8.onnx"
+            fp32 = Path(tmp) / f"{k}x{n}.onnx"
+            exact, former = fp32.with_suffix(".exact.onnx"), fp32.with_suffix(".former.onnx")
             matmul_model(k, n, fp32)
-            quantize_dynamic(fp32, int8, weight_type=QuantType.QInt8)
+            model = onnx.load(str(fp32))
+            quantize_int8(model)  # x is unbounded here: per-row scales computed in the graph
+            onnx.save(model, str(exact))
+            quantize_dynamic(fp32, former, weight_type=QuantType.QInt8)
             x = np.random.default_rng(1).standard_normal((m, k)).astype(np.float32)
-            t32, t8 = (seconds_per_run(p, x, args.threads) for p in (fp32, int8))
+            t32, t8, tf = (seconds_per_run(p, x, args.threads) for p in (fp32, exact, former))
             flops = 2 * m * k * n
-            print(f"| {what} | {m}×{k}×{n} | {flops / t32 / 1e9:.1f} | {flops / t8 / 1e9:.1f} "
-                  f"| {t32 / t8:.2f} |")
+            print(f"| {what} | {m}×{k}×{n} | {flops / t32 / 1e9:.1f} "
+                  f"| {flops / t8 / 1e9:.1f} ({t32 / t8:.2f}×) "
+                  f"| {flops / tf / 1e9:.1f} ({t32 / tf:.2f}×) |")
 
 
 if __name__ == "__main__":

@@ -241,7 +241,7 @@ def worker_torch(spec: dict[str, Any]) -> dict[str, Any]:
     from elmo_export.presets import load_preset
     from elmo_export.weights import random_weights
     from elmo_runtime.batching import plan_batches
-    from elmo_runtime.spec.chars import batch_to_ids
+    from elmo_runtime.spec.chars import pack
 
     torch.set_num_threads(spec["threads"])
     options = load_preset(spec["preset"])
@@ -250,8 +250,9 @@ def worker_torch(spec: dict[str, Any]) -> dict[str, Any]:
 
     @torch.inference_mode()
     def run(batch: list[list[str]]) -> None:
-        ids, _ = batch_to_ids(batch, options.max_characters_per_token)
-        layers = model(torch.from_numpy(ids).long()).layers.numpy()
+        packed = pack(batch, options.max_characters_per_token)  # the graph's inputs, as ONNX
+        layers = model(torch.from_numpy(packed.token_chars).long(),
+                       torch.from_numpy(packed.token_index).long()).layers.numpy()
         _ = [layers[j, :, 1 : 1 + len(s)].copy() for j, s in enumerate(batch)]
 
     def run_all() -> None:

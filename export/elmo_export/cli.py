@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 from elmo_runtime.errors import CONVERT_HINT, ElmoError
+from elmo_runtime.files import format_mib
 from elmo_runtime.spec.contract import PARITY_ATOL
 
 
@@ -48,7 +49,7 @@ def convert_command(options_json: str, weights_hdf5: str | None, output: str,
         raise ElmoError("--config is for ELMoForManyLangs model directories")
     if weights_hdf5 is None:
         raise ElmoError("missing WEIGHTS_HDF5: elmo convert OPTIONS_JSON WEIGHTS_HDF5 -o M.onnx "
-                        "(or an ELMoForManyLangs model directory: elmo convert MODEL_DIR -o M.onnx)")
+                        "(or an ELMoForManyLangs model: elmo convert MODEL_DIR -o M.onnx)")
     try:
         import h5py  # noqa: F401  (read_weights needs it; say so before any work)
 
@@ -60,6 +61,7 @@ def convert_command(options_json: str, weights_hdf5: str | None, output: str,
 
     click.echo(f"converting {weights_hdf5} ({options_json}) …", err=True)
     report = convert(options_json, weights_hdf5, output, atol=atol)
-    size = Path(output).stat().st_size / 2**20
-    click.echo(f"wrote {output} ({size:.1f} MiB); max |ONNX − float64 reference| = "
-               f"{report.max_abs_diff:.2g} (tolerance {atol:g} x max(1, |output|))", err=True)
+    size = format_mib(Path(output).stat().st_size)
+    click.echo(f"wrote {output} ({size}); max |ONNX − float64 reference| = "
+               f"{report.max_abs_diff:.2g}, tolerance applied {report.tolerance:.2g} "
+               f"({atol:g} x max(1, |output|))", err=True)

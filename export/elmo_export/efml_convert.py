@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 import numpy as np
 from elmo_runtime.errors import EXPORT_HINT, ElmoError, OptionsError
-from elmo_runtime.files import sha256_file
+from elmo_runtime.files import format_mib, sha256_file
 from elmo_runtime.spec import codepoints
 from elmo_runtime.spec.options import ElmoOptions, parse_options
 
@@ -124,6 +124,7 @@ def convert_command_efml(model_dir: str, extra: str | None, output: str, config:
                         f"weights_only=True): {EXPORT_HINT}") from None
     click.echo(f"converting ELMoForManyLangs model {model_dir} …", err=True)
     report = convert(model_dir, output, config, atol=atol)
-    size = Path(output).stat().st_size / 2**20
-    click.echo(f"wrote {output} ({size:.1f} MiB); max |ONNX − float64 reference| = "
-               f"{report.max_abs_diff:.2g} (tolerance {atol:g} x max(1, |output|))", err=True)
+    size = format_mib(Path(output).stat().st_size)
+    click.echo(f"wrote {output} ({size}); max |ONNX − float64 reference| = "
+               f"{report.max_abs_diff:.2g}, tolerance applied {report.tolerance:.2g} "
+               f"({atol:g} x max(1, |output|))", err=True)

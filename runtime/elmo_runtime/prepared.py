@@ -316,9 +316,10 @@ def fold_matmul_bias(proto: Any) -> int:
     nodes, folded = [], 0
     for node in graph.node:
         mm = producer.get(node.input[0]) if node.op_type == "Add" and len(node.input) == 2 else None
+        mm = mm if mm is not None and mm.op_type == "MatMul" and len(mm.input) == 2 else None
         w = inits.get(mm.input[1]) if mm is not None else None
         b = inits.get(node.input[1]) if mm is not None else None
-        if (mm is None or mm.op_type != "MatMul" or w is None or b is None or len(w.dims) != 2
+        if (mm is None or w is None or b is None or len(w.dims) != 2
                 or list(b.dims) != [w.dims[1]] or uses.get(mm.output[0]) != 1
                 or mm.output[0] in outputs):
             nodes.append(node)

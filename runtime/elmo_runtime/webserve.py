@@ -47,7 +47,8 @@ def contract_json() -> dict[str, Any]:
     return {
         "generated_by": "python -m elmo_runtime.webserve (from elmo_runtime.spec.contract)",
         "format": contract.FORMAT_NAME,
-        "format_version": contract.FORMAT_VERSION,
+        "format_version": contract.FORMAT_VERSION,  # the one elmo.mjs reads: bilm-tf byte ids
+        "python_reads": list(contract.READABLE_VERSIONS),
         "keys": {
             "format": contract.KEY_FORMAT,
             "format_version": contract.KEY_VERSION,

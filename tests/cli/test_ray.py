@@ -348,3 +348,18 @@ def test_more_actors_than_the_cluster_fails_in_seconds(toy_model_path: Path, tmp
     with ray_session(cpus=2), pytest.raises(ElmoError, match=message):
         embed_files([str(src)], tmp_path / "out", toy_model_path, actors=4, address="auto")
     assert not (tmp_path / "out" / "part-00000.parquet").exists()
+
+
+def test_a_directory_input_is_identified_by_its_files(tmp_path: Path) -> None:
+    from elmo_runtime.output.rundir import input_info
+
+    corpus_dir = tmp_path / "corpus"
+    (corpus_dir / "sub").mkdir(parents=True)
+    (corpus_dir / "a.txt").write_text("a b\n")
+    (corpus_dir / "sub" / "b.txt").write_text("c\n")
+    first = input_info([str(corpus_dir)], content=True)[0]
+    assert first["size"] == 6
+    os.utime(corpus_dir / "a.txt", (1, 1))
+    assert input_info([str(corpus_dir)], content=True)[0] == first  # touch changes nothing
+    (corpus_dir / "sub" / "b.txt").write_text("d\n")
+    assert input_info([str(corpus_dir)], content=True)[0]["sha256"] != first["sha256"]

@@ -124,3 +124,10 @@ def test_pack_with_a_code_point_scheme():
     # no word branch: no word_ids; bilm-tf literal <S> is plain text here
     plain = chars.pack([["<S>"]], scheme=_vocab(words=False))
     assert plain.word_ids is None and plain.token_index.tolist() == [[0, 2, 1]]
+
+
+def test_vocabulary_must_fit_max_chars():
+    meta = contract.make_metadata(_options(), {"kind": "test"}, vocabulary=_vocab())
+    wider = codepoints.CodepointScheme(VOCAB_CHARS, 9, VOCAB_WORDS)
+    with pytest.raises(ModelError, match="max_chars 9 vs 8"):
+        contract.parse_metadata({**meta, contract.KEY_CHARS: codepoints.dumps(wider)}, "m")

@@ -59,6 +59,13 @@ def test_prepared_copy_gives_the_plain_vectors(built: tuple[Path, Path]) -> None
         assert np.abs(a - b).max() <= 1e-6
 
 
+def test_prepared_int8_copy_gives_the_plain_vectors(tmp_path: Path) -> None:
+    int8 = default_model_path().with_name("default.int8.onnx")
+    copy = prepared.prepare(int8, tmp_path / "cache")
+    for a, b in zip(_vectors(int8), _vectors(copy), strict=True):
+        assert np.abs(a - b).max() <= 1e-6
+
+
 def test_prepared_copy_memory_maps_packed_weights(built: tuple[Path, Path]) -> None:
     """The data file holds the weights and their pre-packed forms; Scan bodies hold none."""
     graph = onnx.load(str(built[1]), load_external_data=False)

@@ -531,12 +531,12 @@ def _matmul_integers(path: Path) -> list[tuple[onnx.NodeProto, dict[str, np.ndar
 
 
 def _pairwise_saturating(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """What AVX2's u8×s8 kernel computes: pairs of products summed into a saturating int16."""
-    a, b = a.astype(np.int64), b.astype(np.int64)
-    k = a.shape[-1] + a.shape[-1] % 2
-    a = np.pad(a, [(0, 0), (0, k - a.shape[-1])])
-    b = np.pad(b, [(0, k - b.shape[0]), (0, 0)])
-    pairs = a[:, 0::2, None] * b[None, 0::2] + a[:, 1::2, None] * b[None, 1::2]
+    """Row n of ``a`` times column n of ``b`` as AVX2's u8×s8 kernel sums it: pairs of
+    products added into a saturating int16 (``vpmaddubsw``), then exactly."""
+    a, b = a.astype(np.int64), b.T.astype(np.int64)  # (N, K) each
+    if a.shape[1] % 2:
+        a, b = np.pad(a, [(0, 0), (0, 1)]), np.pad(b, [(0, 0), (0, 1)])
+    pairs = a[:, 0::2] * b[:, 0::2] + a[:, 1::2] * b[:, 1::2]
     return np.clip(pairs, -(2**15), PAIR_LIMIT).sum(1)
 
 
@@ -544,21 +544,21 @@ def test_the_saturation_model_catches_full_range_weights():
     """The emulated AVX2 kernel differs from the exact product for 8-bit weights × 255."""
     a = np.full((1, 4), 255, np.uint8)
     b = np.full((4, 1), 127, np.int8)
-    assert _pairwise_saturating(a, b)[0, 0] == 2 * PAIR_LIMIT != (a.astype(int) @ b)[0, 0]
+    assert _pairwise_saturating(a, b)[0] == 2 * PAIR_LIMIT != (a.astype(int) @ b)[0, 0]
 
 
 @pytest.mark.parametrize("which", ["tiny", "bundled"])
 def test_no_int8_kernel_can_saturate_on_any_input(quantized, which):
-    """7-bit weights: the worst u8 input (255 where w > 0, 0 elsewhere) stays exact."""
+    """7-bit weights: the worst u8 inputs (255 where w > 0, or where w < 0) stay exact."""
     path = quantized["int8"] if which == "tiny" else BUNDLED / "default.int8.onnx"
     nodes = _matmul_integers(path)
     assert nodes
     for node, consts in nodes:
         w = consts[node.input[1]]
         assert w.dtype == np.int8 and np.abs(w.astype(int)).max() <= 63, node.name
-        worst = np.where(w.T > 0, 255, 0).astype(np.uint8)  # one row per output column
-        exact = worst.astype(np.int64) @ w.astype(np.int64)
-        assert (np.diag(_pairwise_saturating(worst, w)) == np.diag(exact)).all(), node.name
+        for worst in (np.where(w.T > 0, 255, 0), np.where(w.T < 0, 255, 0)):  # row n: column n
+            exact = (worst.astype(np.int64) * w.T.astype(np.int64)).sum(1)
+            assert (_pairwise_saturating(worst, w) == exact).all(), node.name
 
 
 def _tiny_model(node: onnx.NodeProto, consts: dict[str, np.ndarray], k: int) -> bytes:

@@ -19,7 +19,17 @@ from elmo_runtime.mix import ScalarMix
 from elmo_runtime.spec import contract
 from elmo_runtime.tokenize import tokenize
 from web_strings import texts
-from webutil import BLANK, CHROMIUM, FP32, INT8, REPO, VERSIONS_REFUSED, WEB, Page
+from webutil import (
+    BLANK,
+    CHROMIUM,
+    FP32,
+    INT8,
+    PYTHON_ONLY_VERSIONS,
+    REPO,
+    VERSIONS_REFUSED,
+    WEB,
+    Page,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +49,7 @@ def web_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     blank = folder / "blank.html"
     blank.write_text(BLANK, encoding="utf-8")
     files = {"model.onnx": FP32, "int8.onnx": INT8, "blank.html": blank}
-    for version in VERSIONS_REFUSED:  # the int8 model with another format version
+    for version in VERSIONS_REFUSED + PYTHON_ONLY_VERSIONS:  # the int8 model, another version
         proto = onnx.load(str(INT8))
         meta = {p.key: p.value for p in proto.metadata_props}
         onnx.helper.set_model_props(proto, {**meta, contract.KEY_VERSION: version})
@@ -153,13 +163,15 @@ def test_browser_equals_python_for_every_mix(blank_page: Page, model: Path) -> N
 def test_unknown_format_version_is_refused_by_name(
     blank_page: Page, web_files: dict[str, Path]
 ) -> None:
-    refused = {}
+    """A version neither runtime reads: refused before onnxruntime loads, naming the version,
+    with the Python runtime's advice; a version only Python reads is refused by name too."""
+    python_advice = {}
     for version in VERSIONS_REFUSED:
-        name = f"v{version}.onnx"
-        proto = onnx.load(str(web_files[name]), load_external_data=False)
+        proto = onnx.load(str(web_files[f"v{version}.onnx"]), load_external_data=False)
         with pytest.raises(ModelError) as python:
-            contract.parse_metadata({p.key: p.value for p in proto.metadata_props}, name)
-        refused[name] = str(python.value)
+            contract.parse_metadata({p.key: p.value for p in proto.metadata_props}, "m")
+        python_advice[version] = str(python.value).rsplit("; ", 1)[1]
+    names = [f"v{v}.onnx" for v in (*VERSIONS_REFUSED, *PYTHON_ONLY_VERSIONS)]
     got = blank_page.page.evaluate(
         """async (names) => {
           const m = await import('./elmo.mjs');
@@ -170,9 +182,16 @@ def test_unknown_format_version_is_refused_by_name(
           }
           return out;
         }""",
-        list(refused),
+        names,
     )
-    assert got == refused
+    for version, advice in python_advice.items():
+        assert got[f"v{version}.onnx"] == (
+            f"v{version}.onnx: elmo-edge model format version '{version}' is not supported "
+            f"(elmo.mjs reads version {contract.FORMAT_VERSION}); {advice}")
+    for version in PYTHON_ONLY_VERSIONS:
+        assert got[f"v{version}.onnx"].startswith(
+            f"v{version}.onnx: elmo-edge model format version '{version}' is read by the Python "
+            "runtime but not by elmo.mjs")
 
 
 def test_tokenizer_and_char_ids_in_chromium_equal_python(blank_page: Page) -> None:

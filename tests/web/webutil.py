@@ -20,7 +20,10 @@ MODELS = REPO / "runtime" / "elmo_runtime" / "models"
 FP32 = MODELS / "default.onnx"
 INT8 = MODELS / "default.int8.onnx"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-VERSIONS_REFUSED = (str(contract.FORMAT_VERSION + 1), "1")
+# Unknown to both runtimes (newer, older), and read by Python only (a code-point vocabulary)
+VERSIONS_REFUSED = (str(max(contract.READABLE_VERSIONS) + 1), "1")
+PYTHON_ONLY_VERSIONS = tuple(str(v) for v in contract.READABLE_VERSIONS
+                             if v != contract.FORMAT_VERSION)
 BLANK = ("<!doctype html><meta charset='utf-8'><link rel='icon' href='data:,'>"
          "<title>elmo test</title>")
 

@@ -1,7 +1,9 @@
 // An elmo-edge model describes itself in the ONNX ModelProto's metadata_props; onnxruntime-web
 // does not expose them, so they are read here from the model bytes (the top-level protobuf
 // fields only: the graph, field 7, is skipped by its length) and checked as
-// elmo_runtime/spec/contract.py's parse_metadata checks them, with the same messages.
+// elmo_runtime/spec/contract.py's parse_metadata checks them, with the same advice. elmo.mjs
+// reads the bilm-tf byte char-id format (contract.format_version); a version only the Python
+// runtime reads (contract.python_reads, e.g. a code-point vocabulary) is refused by name.
 
 const METADATA_PROPS = 14; // ModelProto.metadata_props: repeated StringStringEntryProto
 const decoder = new TextDecoder('utf-8', { fatal: false });
@@ -104,13 +106,18 @@ export function checkMetadata(meta, contract, where) {
   }
   const version = meta[k.format_version];
   const expected = String(contract.format_version);
+  if (version !== expected && contract.python_reads.map(String).includes(version)) {
+    throw new Error(`${where}: elmo-edge model format version ${pyRepr(version)} is read by the `
+      + `Python runtime but not by elmo.mjs, which reads version ${expected} (bilm-tf byte char `
+      + 'ids); use a model exported with those');
+  }
   if (version !== expected) {
     const older = version !== undefined && /^[0-9]+$/.test(version)
       && Number(version) < contract.format_version;
     const advice = older ? 're-export it with this elmo-edge (`elmo export` / `elmo convert`)'
       : 'upgrade elmo-edge';
     throw new Error(`${where}: elmo-edge model format version ${pyRepr(version)} is not supported `
-      + `(this runtime reads version ${expected}); ${advice}`);
+      + `(elmo.mjs reads version ${expected}); ${advice}`);
   }
   const options = jsonField(meta, k.options, where);
   const lstm = options?.lstm ?? {};

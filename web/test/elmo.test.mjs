@@ -51,8 +51,13 @@ test('the bundled model\'s metadata reads and checks', () => {
 test('unknown format versions and other files are refused by name', () => {
   const meta = readMetadata(new Uint8Array(readFileSync(MODEL)), 'm.onnx');
   const v = contract.format_version;
-  assert.throws(() => checkMetadata({ ...meta, 'elmo_edge.format_version': String(v + 1) }, contract, 'm.onnx'),
-    { message: `m.onnx: elmo-edge model format version '${v + 1}' is not supported (this runtime reads version ${v}); upgrade elmo-edge` });
+  const unknown = Math.max(...contract.python_reads) + 1;
+  assert.throws(() => checkMetadata({ ...meta, 'elmo_edge.format_version': String(unknown) }, contract, 'm.onnx'),
+    { message: `m.onnx: elmo-edge model format version '${unknown}' is not supported (elmo.mjs reads version ${v}); upgrade elmo-edge` });
+  for (const other of contract.python_reads.filter((x) => x !== v)) {
+    assert.throws(() => checkMetadata({ ...meta, 'elmo_edge.format_version': String(other) }, contract, 'm.onnx'),
+      new RegExp(`version '${other}' is read by the Python runtime but not by elmo.mjs`));
+  }
   assert.throws(() => checkMetadata({ ...meta, 'elmo_edge.format_version': '0' }, contract, 'm.onnx'),
     /re-export it with this elmo-edge/);
   assert.throws(() => checkMetadata({}, contract, 'x.onnx'), /x.onnx: not an elmo-edge model/);

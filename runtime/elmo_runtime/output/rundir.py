@@ -69,20 +69,32 @@ def model_fingerprint(path: Path, info: ModelInfo) -> dict[str, Any]:
 def input_info(paths: Iterable[str], content: bool = False) -> list[dict[str, Any]]:
     """Path and size of each input, and with ``content`` the sha256 of its bytes.
 
-    stdin ("-") and URLs have neither size nor hash.
+    A directory's size is that of its files, its hash covers each file's
+    relative path and sha256. stdin ("-") and URLs have neither size nor hash.
     """
     out = []
     for path in paths:
         entry: dict[str, Any] = {"path": path}
         if path != "-" and "://" not in path:
             try:
-                entry["size"] = os.stat(path).st_size
-                if content:
-                    entry["sha256"] = sha256_file(path)
+                entry |= _content(Path(path), content)
             except OSError as e:
                 raise ElmoError(f"{path}: cannot read the input ({e.strerror})") from None
         out.append(entry)
     return out
+
+
+def _content(path: Path, content: bool) -> dict[str, Any]:
+    if not path.is_dir():
+        return {"size": path.stat().st_size, **({"sha256": sha256_file(path)} if content else {})}
+    files = sorted(p for p in path.rglob("*") if p.is_file())
+    entry: dict[str, Any] = {"size": sum(p.stat().st_size for p in files)}
+    if content:
+        digest = hashlib.sha256()
+        for p in files:
+            digest.update(f"{p.relative_to(path).as_posix()}\0{sha256_file(p)}\n".encode())
+        entry["sha256"] = digest.hexdigest()
+    return entry
 
 
 def remove(path: Path) -> None:

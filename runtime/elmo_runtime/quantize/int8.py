@@ -32,7 +32,9 @@ per-row one (measured: "input1 zero point must be a scalar").
 onnxruntime fuses ``MatMulInteger → Cast → Mul(·, a_scale·b_scale)`` into its
 ``MatMulIntegerToFloat`` kernel when the scale product is a ``Mul`` node; for
 the fixed scales that product is written as ``DequantizeLinear(1, s) ·
-s_col``, which constant folding leaves alone (its value is ``s · s_col``).
+s_col``, which constant folding leaves alone (its value is ``s · s_col``);
+the ``DequantizeLinear`` sits in the main graph, computed once per run rather
+than at every step of a ``Scan`` (measured: ~15% of the batch-1 time).
 """
 
 from __future__ import annotations
@@ -73,12 +75,37 @@ def quantize_int8(model: onnx.ModelProto, per_channel: bool = True) -> dict[str,
     Returns the count of rewritten MatMuls per activation scheme (:data:`SCHEMES`).
     """
     counts: Counter[str] = Counter()
-    _rewrite_graph(model.graph, Ranges(model.graph), per_channel, counts)
+    outer = _Outer(model.graph)
+    _rewrite_graph(model.graph, Ranges(model.graph), per_channel, counts, outer)
+    outer.prepend()
     return {scheme: counts[scheme] for scheme in SCHEMES}
 
 
+class _Outer:
+    """Constants of the main graph that subgraphs read (computed once, not at every step)."""
+
+    def __init__(self, graph: onnx.GraphProto) -> None:
+        self.graph = graph
+        self.nodes: list[onnx.NodeProto] = []
+
+    def fixed_scale(self, step: float) -> str:
+        """``DequantizeLinear(1, step)``: the value ``step``, left alone by constant folding."""
+        name = f"q8_fixed_scale_{len(self.nodes)}"
+        self.graph.initializer.extend([numpy_helper.from_array(np.uint8(1), f"{name}_one"),
+                                       numpy_helper.from_array(np.float32(step), f"{name}_step")])
+        self.nodes.append(helper.make_node(
+            "DequantizeLinear", [f"{name}_one", f"{name}_step"], [name], name=name))
+        return name
+
+    def prepend(self) -> None:
+        nodes = [*self.nodes, *self.graph.node]
+        self.graph.ClearField("node")
+        self.graph.node.extend(nodes)
+
+
 def _rewrite_graph(
-    graph: onnx.GraphProto, ranges: Ranges, per_channel: bool, counts: Counter[str]
+    graph: onnx.GraphProto, ranges: Ranges, per_channel: bool, counts: Counter[str],
+    outer: _Outer,
 ) -> None:
     for node in graph.node:
         for attr in node.attribute:
@@ -89,7 +116,7 @@ def _rewrite_graph(
             if node.op_type == "Scan":
                 n_scan = next(a.i for a in node.attribute if a.name == "num_scan_inputs")
                 known = state_bounds(body, len(body.input) - n_scan)
-            _rewrite_graph(body, Ranges(body, known), per_channel, counts)
+            _rewrite_graph(body, Ranges(body, known), per_channel, counts, outer)
     weights = {t.name: t for t in graph.initializer if t.data_type == TensorProto.FLOAT}
     uses = Counter(name for g in all_graphs(graph) for node in g.node for name in node.input)
     nodes: list[onnx.NodeProto] = []
@@ -99,7 +126,7 @@ def _rewrite_graph(
         if w is None or len(w.dims) != 2:
             nodes.append(node)
             continue
-        emit = _Emitter(graph, node.output[0])
+        emit = _Emitter(graph, node.output[0], outer)
         wq, col_scale = quantize_weight(numpy_helper.to_array(w), per_channel)
         scheme = emit.matmul(node.input[0], wq, col_scale, ranges.of(node.input[0]))
         counts[scheme] += 1
@@ -128,8 +155,8 @@ def _keep_bias_apart(nodes: list[onnx.NodeProto], rewritten: set[str], constants
 class _Emitter:
     """The nodes and constants replacing one MatMul whose output is ``out``."""
 
-    def __init__(self, graph: onnx.GraphProto, out: str) -> None:
-        self.graph, self.out, self.prefix = graph, out, f"{out}_q8"
+    def __init__(self, graph: onnx.GraphProto, out: str, outer: _Outer) -> None:
+        self.graph, self.out, self.prefix, self.outer = graph, out, f"{out}_q8", outer
         self.nodes: list[onnx.NodeProto] = []
 
     def const(self, name: str, value: Any, dtype: Any) -> str:
@@ -152,9 +179,9 @@ class _Emitter:
             scheme = "static"
             top = hi if nonnegative else max(-lo, hi)
             levels = UNSIGNED_LEVELS if nonnegative else SYMMETRIC_LEVELS
-            step = self.const("step", top / levels if top > 0 else 1.0, np.float32)
-            q = self.op("QuantizeLinear", [x, step, zp], "x")
-            a_scale = self.op("DequantizeLinear", [self.const("one", 1, np.uint8), step], "a_scale")
+            value = np.float32(top / levels if top > 0 else 1.0)
+            q = self.op("QuantizeLinear", [x, self.const("step", value, np.float32), zp], "x")
+            a_scale = self.outer.fixed_scale(float(value))
         elif nonnegative:
             scheme = "per_row_nonnegative"
             top = self.op("ReduceMax", [x], "row_max", axes=[-1], keepdims=1)

@@ -150,8 +150,13 @@ class CodepointScheme:
         return meta
 
 
-def from_metadata(meta: Any, where: str) -> CodepointScheme:
-    """Rebuild the scheme from :meth:`CodepointScheme.to_metadata`; ModelError if malformed."""
+def from_metadata(meta: Any, where: str, n_characters: int | None = None,
+                  max_chars: int | None = None, n_words: int | None = None) -> CodepointScheme:
+    """Rebuild the scheme from :meth:`CodepointScheme.to_metadata`.
+
+    ModelError if malformed, or if it does not fit a model's options: its
+    ``n_characters`` (entries + 1), ``max_chars`` or ``n_words`` (0: no words).
+    """
     if not isinstance(meta, dict) or meta.get("scheme") != SCHEME_NAME:
         raise ModelError(f"{where}: char-id scheme is not {SCHEME_NAME!r}")
     if meta.get("id_shift") != ID_SHIFT:
@@ -169,13 +174,29 @@ def from_metadata(meta: Any, where: str) -> CodepointScheme:
         if not ok:
             raise ModelError(f"{where}: metadata {key} vocabulary is not a {{entry: id}} object")
         vocabs[key] = vocab
-    max_chars = meta.get("max_chars")
-    if not isinstance(max_chars, int) or isinstance(max_chars, bool):
+    width = meta.get("max_chars")
+    if not isinstance(width, int) or isinstance(width, bool):
         raise ModelError(f"{where}: metadata max_chars is missing")
     try:
-        return CodepointScheme(vocabs["chars"], max_chars, vocabs["words"])
+        scheme = CodepointScheme(vocabs["chars"], width, vocabs["words"])
     except ModelError as e:
         raise ModelError(f"{where}: {e}") from None
+    _check_fits(scheme, where, n_characters, max_chars, n_words)
+    return scheme
+
+
+def _check_fits(scheme: CodepointScheme, where: str, n_characters: int | None,
+                max_chars: int | None, n_words: int | None) -> None:
+    problems = []
+    if n_characters is not None and len(scheme.chars) + 1 != n_characters:
+        problems.append(f"{len(scheme.chars)} chars for n_characters {n_characters}")
+    if max_chars is not None and scheme.max_chars != max_chars:
+        problems.append(f"max_chars {scheme.max_chars} vs {max_chars}")
+    words = len(scheme.words) if scheme.words is not None else 0
+    if n_words is not None and words != n_words:
+        problems.append(f"{words} words for word_embedding.n_words {n_words}")
+    if problems:
+        raise ModelError(f"{where}: vocabularies do not fit the options: {'; '.join(problems)}")
 
 
 def dumps(scheme: CodepointScheme) -> str:

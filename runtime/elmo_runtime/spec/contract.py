@@ -383,18 +383,9 @@ def _vocabulary(scheme: Any, options: ElmoOptions, version: str | None,
                          f"options char_cnn.vocabulary {options.char_vocabulary!r} disagree")
     if not codepoint:
         return None
-    vocab = codepoints.from_metadata(scheme, where)
-    problems = []
-    if len(vocab.chars) + 1 != options.n_characters:
-        problems.append(f"{len(vocab.chars)} chars for n_characters {options.n_characters}")
-    if vocab.max_chars != options.max_characters_per_token:
-        problems.append(f"max_chars {vocab.max_chars} vs {options.max_characters_per_token}")
-    n_words = len(vocab.words) if vocab.words is not None else 0
-    if n_words != options.n_words:
-        problems.append(f"{n_words} words for word_embedding.n_words {options.n_words}")
-    if problems:
-        raise ModelError(f"{where}: vocabularies do not fit the options: {'; '.join(problems)}")
-    return vocab
+    return codepoints.from_metadata(scheme, where, n_characters=options.n_characters,
+                                    max_chars=options.max_characters_per_token,
+                                    n_words=options.n_words)
 
 
 def char_ids_feed(ids: np.ndarray) -> dict[str, np.ndarray]:
