@@ -10,8 +10,9 @@ inexact on AVX2 and batch-dependent; a reference row only). Every model runs
 in this process through the project's session factory, token cache off
 (the graph's own speed): batch 1 (``--b1-sentences`` sentences one at a time)
 and batch 32 (``--sentences`` sentences in batches of 32). Rounds alternate
-between the models and each figure is the best round, so that a noisy
-neighbour on a shared machine slows all rows alike. Ratios are against the
+between the models (in reverse order every other round) and each figure is
+the best round, so that a noisy neighbour on a shared machine slows all rows
+alike. Ratios are against the
 float32 row of the same run; the issue's targets: int8 ≥ 4.5× at batch 1,
 ≥ 2.0× at batch 32, file ≤ 30% of float32.
 """
@@ -80,7 +81,8 @@ def measure(paths: dict[str, Path], args: argparse.Namespace) -> dict[str, dict[
     inf = float("inf")
     best: dict[str, dict[str, float]] = {n: {"b1": inf, "b32": inf} for n in paths}
     for r in range(args.rounds):
-        for name, session in sessions.items():
+        order = list(sessions.items())
+        for name, session in order if r % 2 == 0 else order[::-1]:  # no model always first
             for key, feeds in (("b1", b1), ("b32", b32)):
                 start = time.perf_counter()
                 for feed in feeds:

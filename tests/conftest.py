@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,7 @@ import pytest
 from elmo_runtime.spec import chars, contract
 from elmo_runtime.spec.options import ElmoOptions, load_options, parse_options
 from onnx import TensorProto, helper, numpy_helper
-from util import fixture_dir
+from util import FIXTURES_MISSING, fixture_dir, missing_fixtures
 
 FLOAT = TensorProto.FLOAT
 TOY_OPTIONS = parse_options(
@@ -45,8 +45,22 @@ TOY_OPTIONS = parse_options(
 def bilm_fixtures() -> Path:
     path = fixture_dir()
     if not (path / "options.json").is_file():
-        pytest.skip(f"bilm-tf fixtures not found at {path} (set ELMO_FIXTURES)")
+        missing_fixtures(f"{FIXTURES_MISSING} at {path} (set ELMO_FIXTURES)")
     return path
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> Iterator[None]:
+    """One line at the end when the bilm-tf fixtures were missing: a green run skipped them."""
+    yield
+    skipped = terminalreporter.stats.get("skipped", [])
+    count = sum(FIXTURES_MISSING in str(getattr(r, "longrepr", "")) for r in skipped)
+    if count:
+        terminalreporter.write_line(
+            f"{count} tests skipped: {FIXTURES_MISSING} at {fixture_dir()}; set ELMO_FIXTURES "
+            "to the bilm-tf fixture directory (ELMO_REQUIRE_FIXTURES=1 makes this a failure)",
+            yellow=True,
+        )
 
 
 @pytest.fixture(scope="session")

@@ -10,15 +10,17 @@ from pathlib import Path
 
 import click
 from elmo_runtime.errors import CONVERT_HINT, ElmoError
-from elmo_runtime.files import format_mib
+from elmo_runtime.files import check_not_an_input, format_mib
+from elmo_runtime.models import HDF5_MAGIC, sniff
 from elmo_runtime.spec.contract import PARITY_ATOL
 
 
 @click.command("convert")
 @click.argument("options_json", metavar="OPTIONS_JSON|MODEL_DIR", type=click.Path())
 @click.argument("weights_hdf5", required=False, type=click.Path(dir_okay=False))
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-              help="Where to write the ONNX model.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Where to write the ONNX model [default: WEIGHTS_HDF5 (or MODEL_DIR) with "
+                   "the suffix .onnx].")
 @click.option("--from", "source_format", default="auto", show_default=True,
               type=click.Choice(["auto", "bilm-tf", "elmoformanylangs"]),
               help="Input format; auto: a directory is an ELMoForManyLangs model.")
@@ -28,7 +30,7 @@ from elmo_runtime.spec.contract import PARITY_ATOL
 @click.option("--atol", default=PARITY_ATOL, show_default=True,
               help="Largest ONNX-vs-reference difference accepted by the parity check "
                    "(times the output's largest absolute value, at least 1).")
-def convert_command(options_json: str, weights_hdf5: str | None, output: str,
+def convert_command(options_json: str, weights_hdf5: str | None, output: str | None,
                     source_format: str, config_file: str | None, atol: float) -> None:
     """Convert ELMo weights to ONNX: bilm-tf / AllenNLP OPTIONS_JSON WEIGHTS_HDF5, or an
     ELMoForManyLangs (HIT-SCIR, 44 languages) MODEL_DIR.
@@ -44,12 +46,20 @@ def convert_command(options_json: str, weights_hdf5: str | None, output: str,
                                                and Path(options_json).is_dir()):
         from .efml_convert import convert_command_efml
 
+        output = output or _default_output(options_json)
+        check_not_an_input(output, [options_json, *([weights_hdf5] if weights_hdf5 else [])])
+
         return convert_command_efml(options_json, weights_hdf5, output, config_file, atol)
     if config_file is not None:
         raise ElmoError("--config is for ELMoForManyLangs model directories")
     if weights_hdf5 is None:
         raise ElmoError("missing WEIGHTS_HDF5: elmo convert OPTIONS_JSON WEIGHTS_HDF5 -o M.onnx "
                         "(or an ELMoForManyLangs model: elmo convert MODEL_DIR -o M.onnx)")
+    if sniff(options_json) == HDF5_MAGIC:
+        raise ElmoError(f"{options_json}: is an HDF5 file, not an options.json — arguments "
+                        "swapped? elmo convert OPTIONS_JSON WEIGHTS_HDF5 -o M.onnx")
+    output = output or _default_output(weights_hdf5)
+    check_not_an_input(output, [options_json, weights_hdf5])
     try:
         import h5py  # noqa: F401  (read_weights needs it; say so before any work)
 
@@ -65,3 +75,10 @@ def convert_command(options_json: str, weights_hdf5: str | None, output: str,
     click.echo(f"wrote {output} ({size}); max |ONNX − float64 reference| = "
                f"{report.max_abs_diff:.2g}, tolerance applied {report.tolerance:.2g} "
                f"({atol:g} x max(1, |output|))", err=True)
+
+
+def _default_output(source: str) -> str:
+    """``-o`` when it is not given: the source with the suffix .onnx (said on stderr)."""
+    output = str(Path(source).with_suffix(".onnx"))
+    click.echo(f"no -o given: writing {output}", err=True)
+    return output

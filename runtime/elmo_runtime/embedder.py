@@ -20,7 +20,7 @@ import numpy as np
 
 from .batching import DEFAULT_BATCH_SIZE, bucketed, chunks, in_order, max_tokens_for
 from .errors import ElmoError, InputError, first_line
-from .mix import Mix, ScalarMix, check_mix, load_mix, make_mix
+from .mix import Mix, ScalarMix, check_mix, load_mix, make_mix, mix_spec
 from .models import resolve_model
 from .session import open_session
 from .spec import contract
@@ -59,7 +59,11 @@ def check_sentence(sentence: object, index: int) -> None:
 class Embedder:
     """ELMo vectors from an exported elmo-edge ONNX model.
 
-    ``model``: path of the .onnx file (None: the bundled default model).
+    ``model``: path of the .onnx file, or a bundled model's name (None: the
+    bundled default model). Every other parameter is keyword-only (AllenNLP's
+    ``ElmoEmbedder(options_file, weight_file)`` does not carry over: convert
+    those files with ``elmo convert`` first; passing them is a ModelError
+    that says so).
     ``stateful``: carry LSTM states across calls by batch row (bilm-tf style).
     ``provider``: "auto", "cpu" or "cuda"; ``threads``: intra-op threads.
     ``mix``: None or "all" (every layer, ``(L+1, n, 2P)``), "top", "average",
@@ -74,7 +78,8 @@ class Embedder:
 
     Attributes: ``model_path`` (Path of the .onnx file), ``info``
     (:class:`~elmo_runtime.spec.contract.ModelInfo` from its metadata), ``mix``
-    (the resolved mix, or None for all layers), ``stateful``, ``token_cache``.
+    (the resolved mix: None for all layers, "top" or a :class:`ScalarMix`),
+    ``stateful``, ``token_cache``.
     Literal ``"<S>"`` / ``"</S>"`` tokens are the sentence-boundary rows, as in
     bilm-tf and AllenNLP (:mod:`elmo_runtime.spec.chars`).
     """
@@ -82,6 +87,7 @@ class Embedder:
     def __init__(
         self,
         model: str | Path | None = None,
+        *,
         stateful: bool = False,
         provider: str = "auto",
         threads: int | None = None,
@@ -120,12 +126,22 @@ class Embedder:
         )
 
     @property
-    def mix(self) -> Mix | None:
-        """The resolved layer mix (None: every layer is returned, ``(L+1, n, 2P)``).
+    def mix(self) -> str | ScalarMix | None:
+        """The resolved layer mix: None (every layer, ``(L+1, n, 2P)``), "top" or a ScalarMix.
 
-        Engines and writers read this instead of re-parsing the ``mix`` argument.
+        "average" resolves to the :class:`ScalarMix` of equal weights, a mix
+        file to its ScalarMix. Engines and writers read this
+        (:func:`elmo_runtime.mix.mix_spec`) instead of re-parsing the
+        ``mix`` argument.
         """
-        return self._mix
+        if self._mix is None or isinstance(self._mix, ScalarMix):
+            return self._mix
+        return mix_spec(self._mix)
+
+    def __repr__(self) -> str:
+        mix = self.mix if isinstance(self.mix, ScalarMix) else repr(mix_spec(self.mix))
+        return (f"Embedder({str(self.model_path)!r}, mix={mix}, stateful={self.stateful}, "
+                f"providers={self.providers})")
 
     @property
     def providers(self) -> list[str]:

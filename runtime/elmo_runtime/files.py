@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+
+from .errors import ElmoError
 
 HASH_BLOCK = 1 << 20
 PARTIAL = ".partial-"
@@ -83,3 +85,28 @@ def write_text_atomic(path: str | Path, text: str) -> None:
 def format_mib(size: int) -> str:
     """A size in bytes as every command prints one: ``"11.5 MiB"`` (2**20 bytes)."""
     return f"{size / 2**20:.1f} MiB"
+
+
+def check_not_an_input(output: str | os.PathLike, inputs: Iterable[str | os.PathLike]) -> None:
+    """ElmoError if ``output`` is one of ``inputs`` (same path, a symlink or a hard link).
+
+    The one same-file check of every command that writes (``elmo embed``,
+    ``elmo convert``): called before anything is written. "-" (stdin) and
+    URLs are never the same file; an ``output`` that does not exist yet is none.
+    """
+    try:
+        out = os.stat(output)
+    except OSError:
+        return  # not there yet: it cannot be an input
+    for path in inputs:
+        if str(path) == "-" or "://" in str(path):
+            continue
+        try:
+            same = os.path.samestat(out, os.stat(path))
+        except OSError:
+            continue
+        if same:
+            raise ElmoError(
+                f"{output}: is the input {path} (the same file); choose another output, "
+                "nothing was written"
+            )

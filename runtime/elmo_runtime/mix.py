@@ -120,6 +120,8 @@ def make_mix(mode: str | os.PathLike, n_layers: int) -> Mix:
         return ScalarMix([0.0] * n_layers, gamma=1.0)
     if isinstance(mode, os.PathLike) or (isinstance(mode, str) and Path(mode).exists()):
         return load_mix(mode, n_layers)
+    if isinstance(mode, str) and (mode.lower().endswith(".json") or os.sep in mode):
+        raise MixError(f"{mode}: no such mix file")
     raise MixError(
         f"unknown mix {mode!r}: not one of {', '.join(MODES)} and no such mix file"
     )

@@ -7,9 +7,8 @@ the graph onnxruntime has already optimized, written with its weights *and*
 their pre-packed forms in an external data file
 (``session.save_external_prepacked_constant_initializers``); loading it
 memory-maps that file, so the weights are neither on the heap nor held twice.
-Before preparing, weights that live inside a ``Scan`` body are moved to the
-main graph (:func:`hoist_scan_initializers`): onnxruntime keeps a body's raw
-weights alive next to their packed copies, the main graph's it releases.
+Before that, :mod:`elmo_runtime.prepare_graph` rewrites the graph so that
+onnxruntime holds nothing twice (weights of ``Scan`` bodies, biased projections).
 
 Where: a user cache (``$ELMO_EDGE_CACHE``, else ``$XDG_CACHE_HOME/elmo-edge``,
 else ``~/.cache/elmo-edge``), under ``prepared/<sha256 of the model>/<key>``
@@ -48,14 +47,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from .errors import ElmoError
-from .files import write_text_atomic
+from .files import sha256_file, write_text_atomic
 
 RECIPE = "p2"  # bump when the way a copy is made changes: older copies are then rebuilt
 GRAPH, DATA, MANIFEST = "model.onnx", "model.onnx.data", "manifest.json"
-MIN_EXTERNAL_BYTES = 1024  # initializers at least this big go to the memory-mapped file
 MIN_MODEL_BYTES = 32 << 20  # smaller models load as they are (load_path)
 SAMPLES, SAMPLE_BYTES = 16, 1 << 16
 ENV_CACHE, ENV_SWITCH = "ELMO_EDGE_CACHE", "ELMO_EDGE_PREPARED"
@@ -106,15 +102,6 @@ def copy_key() -> str:
 
     cpu = hashlib.sha256(cpu_features().encode()).hexdigest()[:12]
     return f"{RECIPE}-ort{ort.__version__}-{cpu}"
-
-
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    """Hex sha256 of a file's bytes (streamed)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def sample_sha256(path: Path) -> str:
@@ -258,104 +245,10 @@ def load_path(model: str | Path, provider: str = "cpu", min_bytes: int | None = 
         return model
 
 
-def hoist_scan_initializers(proto: Any, min_bytes: int = MIN_EXTERNAL_BYTES) -> int:
-    """Move big initializers of ``Scan``/``Loop`` bodies into the main graph, in place.
-
-    The body then names them from the outer scope, which ONNX allows; results
-    do not change. onnxruntime pre-packs outer-scope weights for the body's
-    kernels and releases the originals, which it does not for a body's own
-    initializers. Returns how many were moved (0 when already hoisted).
-    """
-    import onnx
-
-    moved = 0
-    for node in proto.graph.node:
-        for attr in node.attribute:
-            if attr.type != onnx.AttributeProto.GRAPH:
-                continue
-            body, keep = attr.g, []
-            for tensor in body.initializer:
-                if _nbytes(tensor) < min_bytes:
-                    keep.append(tensor)
-                    continue
-                new = f"{node.name}__{tensor.name}"
-                for inner in body.node:
-                    for i, name in enumerate(inner.input):
-                        if name == tensor.name:
-                            inner.input[i] = new
-                tensor.name = new
-                proto.graph.initializer.append(tensor)
-                moved += 1
-            del body.initializer[:]
-            body.initializer.extend(keep)
-    return moved
-
-
-def fold_matmul_bias(proto: Any) -> int:
-    """Rewrite ``Add(MatMul(x, W), b)`` of the main graph as one ``Gemm``, in place.
-
-    ``W`` a 2-D and ``b`` a 1-D initializer; ``x`` of any rank >= 2 is viewed
-    as 2-D (``Reshape`` aliases, it copies nothing). onnxruntime does not fuse
-    a 3-D MatMul with its bias, and its Add is not in place: the LSTM input
-    projection of a batch (steps x 4 x lstm_dim floats) was held twice.
-    Results change by float rounding only. Returns how many were rewritten.
-    """
-    from onnx import helper, numpy_helper
-
-    graph = proto.graph
-    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), 0)
-    if opset < 15:  # Shape's start/end attributes
-        return 0
-    inits = {t.name: t for t in graph.initializer}
-    producer = {o: n for n in graph.node for o in n.output}
-    uses: dict[str, int] = {}
-    for n in graph.node:
-        for name in n.input:
-            uses[name] = uses.get(name, 0) + 1
-    outputs = {o.name for o in graph.output}
-    nodes, folded = [], 0
-    for node in graph.node:
-        mm = producer.get(node.input[0]) if node.op_type == "Add" and len(node.input) == 2 else None
-        mm = mm if mm is not None and mm.op_type == "MatMul" and len(mm.input) == 2 else None
-        w = inits.get(mm.input[1]) if mm is not None else None
-        b = inits.get(node.input[1]) if mm is not None else None
-        if (mm is None or w is None or b is None or len(w.dims) != 2
-                or list(b.dims) != [w.dims[1]] or uses.get(mm.output[0]) != 1
-                or mm.output[0] in outputs):
-            nodes.append(node)
-            continue
-        x, y, tag = mm.input[0], node.output[0], f"{mm.name or mm.output[0]}__fold"
-        flat = numpy_helper.from_array(np.array([-1, w.dims[0]], np.int64), f"{tag}_flat")
-        last = numpy_helper.from_array(np.array([w.dims[1]], np.int64), f"{tag}_n")
-        graph.initializer.extend([flat, last])
-        if mm in nodes:
-            nodes.remove(mm)
-        nodes += [
-            helper.make_node("Shape", [x], [f"{tag}_lead"], name=f"{tag}_shape", end=-1),
-            helper.make_node("Concat", [f"{tag}_lead", last.name], [f"{tag}_shape_out"],
-                             name=f"{tag}_concat", axis=0),
-            helper.make_node("Reshape", [x, flat.name], [f"{tag}_x2"], name=f"{tag}_flatten"),
-            helper.make_node("Gemm", [f"{tag}_x2", mm.input[1], node.input[1]], [f"{tag}_y2"],
-                             name=f"{tag}_gemm"),
-            helper.make_node("Reshape", [f"{tag}_y2", f"{tag}_shape_out"], [y],
-                             name=f"{tag}_unflatten"),
-        ]
-        folded += 1
-    del graph.node[:]
-    graph.node.extend(nodes)
-    return folded
-
-
-def _nbytes(tensor: Any) -> int:
-    if tensor.external_data:
-        return int(next((e.value for e in tensor.external_data if e.key == "length"), 0))
-    return len(tensor.raw_data) or tensor.ByteSize()
-
-
 def _build(model: Path, tmp: Path, sha: str, key: str) -> None:
     """Prepare ``model`` into ``tmp`` in a child process and write the manifest."""
-    proc = subprocess.run([sys.executable, "-m", "elmo_runtime.prepared", str(model), str(tmp)],
-                          capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "elmo_runtime.prepare_graph", str(model),
+                           str(tmp), DATA, GRAPH], capture_output=True, text=True)
     if proc.returncode != 0:
         lines = proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"]
         raise PrepareError(f"{model}: onnxruntime could not prepare it: {lines[-1]}")
@@ -368,33 +261,6 @@ def _build(model: Path, tmp: Path, sha: str, key: str) -> None:
     _write_json(tmp / MANIFEST, {"source_sha256": sha, "key": key, "recipe": RECIPE,
                                  "onnxruntime": ort.__version__, "cpu": cpu_features(),
                                  "files": files})
-
-
-def _make(model: Path, out_dir: Path) -> None:
-    """Child process: hoist, then let onnxruntime write the optimized, pre-packed model."""
-    import onnx
-
-    from .session import create_session
-
-    proto = onnx.load(str(model))
-    hoist_scan_initializers(proto)
-    fold_matmul_bias(proto)
-    staged = out_dir / "staged.onnx"
-    onnx.save(proto, str(staged), save_as_external_data=True, location="staged.data",
-              size_threshold=MIN_EXTERNAL_BYTES)
-    del proto
-    config = {
-        "session.optimized_model_external_initializers_file_name": DATA,
-        "session.optimized_model_external_initializers_min_size_in_bytes": str(MIN_EXTERNAL_BYTES),
-        "session.save_external_prepacked_constant_initializers": "1",
-    }
-    create_session(staged, "cpu", threads=1, config=config,
-                   optimized_model_path=out_dir / GRAPH)
-    staged.unlink()
-    (out_dir / "staged.data").unlink(missing_ok=True)
-    for name in (GRAPH, DATA):
-        with open(out_dir / name, "rb") as f:
-            os.fsync(f.fileno())
 
 
 def _clean_siblings(final: Path) -> None:
@@ -424,7 +290,3 @@ def _write_json(path: Path, value: dict[str, Any]) -> None:
     """Write JSON atomically (:func:`elmo_runtime.files.write_text_atomic`: temp, fsync, rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, json.dumps(value, indent=1))
-
-
-if __name__ == "__main__":  # the child process of _build: python -m elmo_runtime.prepared SRC OUT
-    _make(Path(sys.argv[1]), Path(sys.argv[2]))

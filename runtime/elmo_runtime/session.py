@@ -22,6 +22,7 @@ import onnxruntime as ort
 
 from . import prepared
 from .errors import GPU_HINT, ElmoError, ModelError, ProviderError, first_line
+from .models import check_model_file
 from .spec import contract
 from .spec.contract import ModelInfo
 
@@ -63,8 +64,7 @@ def create_session(
         where = IN_MEMORY
     else:
         path = Path(model)
-        if not path.is_file():
-            raise ModelError(f"{path}: no such model file")
+        check_model_file(path)  # a directory, a missing file, bilm-tf weights: one line
         if not os.access(path, os.R_OK):
             raise ModelError(f"{path}: cannot read the model file (permission denied)")
         source = where = str(path)
@@ -87,6 +87,7 @@ def open_session(
     follow the contract. A big model on the CPU loads from its prepared copy
     (:func:`elmo_runtime.prepared.load_path`: pre-packed weights memory-mapped).
     """
+    check_model_file(path)  # before the prepared cache or onnxruntime reads it
     path = Path(path)
     session = create_session(prepared.load_path(path, provider), provider, threads)
     return session, check_contract(session, str(path))

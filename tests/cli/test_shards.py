@@ -443,3 +443,62 @@ def test_killed_subprocess_resumes_to_the_uninterrupted_output(
     for (i, a), (j, e) in zip(got, expected, strict=True):
         assert i == j
         np.testing.assert_array_equal(a, e)
+
+
+# ---------------------------------------------------------------- what a resume may change
+
+
+def test_stateless_resume_takes_another_batch_size(
+    corpus: tuple[Path, list[np.ndarray]], toy_model_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lowering --batch-size after a crash resumes: stateless vectors do not depend on it."""
+    src, expected = corpus
+    out = src.parent / "out"
+    args = ("embed", src, out, "-m", toy_model_path, "--shard-size", 3)
+    with monkeypatch.context() as m:
+        interrupt_after(m, 4)
+        assert run(*args, "--batch-size", 64).exit_code == 130
+    assert "(1 resumed)" in ok(run(*args, "--batch-size", 2)).stderr
+    assert "already complete" in ok(run(*args, "--batch-size", 5)).stderr
+    assert "batch_size" not in read_manifest(out)["settings"]
+    assert_same(out, expected)
+
+
+def test_stateful_resume_still_refuses_another_batch_size(tmp_path: Path,
+                                                          toy_model_path: Path) -> None:
+    src = tmp_path / "in.txt"
+    src.write_bytes(LINES)
+    out = tmp_path / "out"
+    args = ("embed", src, out, "-m", toy_model_path, "--shard-size", 3, "--stateful")
+    ok(run(*args, "--batch-size", 2))
+    assert read_manifest(out)["settings"]["batch_size"] == 2
+    one_line_error(run(*args, "--batch-size", 3),
+                   "holds the output of another run (batch_size 2, now 3)")
+
+
+def test_a_rerun_without_shard_size_takes_the_recorded_one(
+    corpus: tuple[Path, list[np.ndarray]], toy_model_path: Path
+) -> None:
+    src, expected = corpus
+    out = src.parent / "out"
+    ok(run("embed", src, out, "-m", toy_model_path, "--shard-size", 3))
+    result = ok(run("embed", src, out, "-m", toy_model_path))
+    assert f"{out}: already complete (8 sentences in 3 shards, verified)" in result.stderr
+    assert read_manifest(out)["settings"]["shard_size"] == 3
+    one_line_error(run("embed", src, out, "-m", toy_model_path, "--shard-size", 4),
+                   "(shard_size 3, now 4)")
+    assert_same(out, expected)
+
+
+@pytest.mark.parametrize("name", ["x.npz", "x.hdf5", "x.parquet"])
+def test_a_shard_directory_named_like_a_file_is_refused(
+    tmp_path: Path, toy_model_path: Path, name: str
+) -> None:
+    src = tmp_path / "in.txt"
+    src.write_bytes(LINES)
+    result = run("embed", src, tmp_path / name, "-m", toy_model_path, "--shard-size", 2)
+    one_line_error(result, f"{tmp_path / name}: looks like a file name")
+    assert not (tmp_path / name).exists()
+    with_slash = run("embed", src, f"{tmp_path / name}/", "-m", toy_model_path, "--shard-size", 2)
+    ok(with_slash)  # a name ending with / is a directory, whatever its extension
+    assert (tmp_path / name / MANIFEST).is_file()

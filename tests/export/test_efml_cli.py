@@ -74,6 +74,10 @@ def test_elmo_embed_all_matches_their_package(oracle_model, converted, tmp_path)
     for flags in ((), ("--token-cache", 0), ("--batch-size", 2)):
         ours = _embed(converted, CLI_SENTENCES, tmp_path, "--all", *flags)
         assert _max_diff(ours, theirs) <= ATOL, flags
+    h5py = pytest.importorskip("h5py")
+    _cli("embed", "-m", converted, tmp_path / "in.txt", tmp_path / "out.hdf5", "--all")
+    with h5py.File(tmp_path / "out.hdf5", "r") as f:
+        assert _max_diff([f[str(i)][...] for i in range(len(CLI_SENTENCES))], theirs) <= ATOL
 
 
 @pytest.mark.slow
@@ -159,3 +163,23 @@ def test_convert_refuses_by_name(tmp_path):
     assert "Traceback" not in result.output and not (tmp_path / "x.onnx").exists()
     result = CliRunner().invoke(main, ["convert", str(d), "extra.hdf5", "-o", "x.onnx"])
     assert result.exit_code != 0 and "one directory" in result.output
+
+
+def test_convert_from_and_config_flags(tmp_path):
+    """--from elmoformanylangs and --config FILE, when config.json's file is not found."""
+    from click.testing import CliRunner
+    from elmo_runtime.cli import main
+    from elmo_runtime.session import describe_model
+
+    d = efml_random.write_random_model(tmp_path / "m", words=["Haus"])
+    moved = tmp_path / "elsewhere.json"
+    (d / "model_config.json").rename(moved)
+    out = tmp_path / "m.onnx"
+    result = CliRunner().invoke(main, ["convert", str(d), "-o", str(out)])
+    assert result.exit_code != 0 and "--config FILE" in result.output
+    result = CliRunner().invoke(main, ["convert", str(d), "-o", str(out), "--from",
+                                       "elmoformanylangs", "--config", str(moved)])
+    assert result.exit_code == 0, result.output
+    info = describe_model(out)
+    assert info["source"]["config"] == "elsewhere.json" and info["vocabulary"]["words"] == 5
+    assert "word_ids" in [a["name"] for a in info["inputs"]]

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from elmo_runtime import Embedder, prepared
+from elmo_runtime import Embedder, prepare_graph, prepared
 from elmo_runtime.embedder import default_model_path
 
 SENTENCES = [["The", "cat", "sat", "on", "the", "mat", "."],
@@ -75,7 +75,8 @@ def test_prepared_copy_memory_maps_packed_weights(built: tuple[Path, Path]) -> N
     for node in graph.graph.node:
         for attr in node.attribute:
             if attr.type == onnx.AttributeProto.GRAPH:
-                assert all(len(t.raw_data) < prepared.MIN_EXTERNAL_BYTES and not t.external_data
+                small = prepare_graph.MIN_EXTERNAL_BYTES
+                assert all(len(t.raw_data) < small and not t.external_data
                            for t in attr.g.initializer)
     data = built[1].with_name(prepared.DATA)
     assert data.stat().st_size > default_model_path().stat().st_size  # weights + packed copies
@@ -85,9 +86,9 @@ def test_hoisting_is_idempotent() -> None:
     proto = onnx.load(str(default_model_path()))
     bodies = sum(len(a.g.initializer) for n in proto.graph.node for a in n.attribute
                  if a.type == onnx.AttributeProto.GRAPH)
-    moved = prepared.hoist_scan_initializers(proto)
+    moved = prepare_graph.hoist_scan_initializers(proto)
     assert 0 < moved <= bodies
-    assert prepared.hoist_scan_initializers(proto) == 0
+    assert prepare_graph.hoist_scan_initializers(proto) == 0
     onnx.checker.check_model(proto)
 
 
@@ -95,12 +96,12 @@ def test_bias_folding_keeps_one_projection_buffer() -> None:
     """Add(MatMul(x, W), b) becomes one Gemm over a flattened view; the graph stays valid."""
     proto = onnx.load(str(default_model_path()))
     adds = sum(n.op_type == "Add" for n in proto.graph.node)
-    folded = prepared.fold_matmul_bias(proto)
+    folded = prepare_graph.fold_matmul_bias(proto)
     assert folded >= 4  # the LSTM input projections at least
     assert sum(n.op_type == "Add" for n in proto.graph.node) == adds - folded
     assert sum(n.op_type == "Gemm" for n in proto.graph.node) == folded
     onnx.checker.check_model(proto)
-    assert prepared.fold_matmul_bias(proto) == 0
+    assert prepare_graph.fold_matmul_bias(proto) == 0
 
 
 def test_open_session_loads_the_prepared_copy(cache: Path, monkeypatch: pytest.MonkeyPatch

@@ -514,6 +514,11 @@ def test_fp16_batch_dependence_stays_within_its_documented_limit(quantized, tiny
 def test_the_bundled_int8_model_is_batch_independent():
     path = BUNDLED / "default.int8.onnx"
     assert _quant(path)["scheme"] == "elmo-edge exact int8 v1"
+    # fixed scales: the 8 products of the LSTM steps (h ∈ ±proj_clip, σ·tanh ∈ [-1, 1]) and
+    # layer 1's input projections (layer 0's clipped h); per token: the highway and
+    # projection (ReLU mixes: ≥ 0) and layer 0's input projections (token vectors)
+    assert _quant(path)["activation_schemes"] == {
+        "static": 10, "per_row_nonnegative": 2, "per_row_symmetric": 2}
     assert max(_alone_vs_batched(path).values()) <= 1e-5
 
 
@@ -521,10 +526,13 @@ def _bodies_and_top(graph: onnx.GraphProto) -> list[onnx.GraphProto]:
     return [graph, *_subgraphs(graph)]
 
 
-def _matmul_integers(path: Path) -> list[tuple[onnx.NodeProto, dict[str, np.ndarray]]]:
-    """Every MatMulInteger with the constants of its graph."""
+def _matmul_integers(
+    path: Path, bodies_only: bool = False
+) -> list[tuple[onnx.NodeProto, dict[str, np.ndarray]]]:
+    """Every MatMulInteger (of the Scan bodies only) with the constants of its graph."""
     found = []
-    for g in _bodies_and_top(onnx.load(str(path)).graph):
+    graph = onnx.load(str(path)).graph
+    for g in _subgraphs(graph) if bodies_only else _bodies_and_top(graph):
         consts = {t.name: onnx.numpy_helper.to_array(t) for t in g.initializer}
         found.extend((n, consts) for n in g.node if n.op_type == "MatMulInteger")
     return found
@@ -574,8 +582,8 @@ def _tiny_model(node: onnx.NodeProto, consts: dict[str, np.ndarray], k: int) -> 
 
 def test_a_matmul_integer_from_the_graph_equals_numpys_integer_product(quantized):
     """The recurrent product of an LSTM step, extracted with its weights: exact, worst case too."""
-    node, consts = next((n, c) for n, c in _matmul_integers(quantized["int8"])
-                        if "_W" in n.input[1] and n.input[2] in c and c[n.input[2]] == 128)
+    node, consts = next((n, c) for n, c in _matmul_integers(quantized["int8"], bodies_only=True)
+                        if c[n.input[2]] == 128)
     w = consts[node.input[1]]
     zero_point = int(consts[node.input[2]])
     session = ort.InferenceSession(_tiny_model(node, consts, w.shape[0]),

@@ -38,8 +38,10 @@ def _mix(ctx: click.Context, mix_file: str | None) -> str:
 
 
 @click.command()
-@click.argument("inputs", metavar="INPUT...", nargs=-1, required=True)
-@click.argument("output")
+# Both optional for click, checked below: with nargs=-1 first, click fills OUTPUT before
+# INPUT, so its own message for `elmo embed in.txt` would blame INPUT.
+@click.argument("inputs", metavar="INPUT...", nargs=-1, required=False)
+@click.argument("output", metavar="OUTPUT", required=False)
 @click.option("--model", "-m", metavar="NAME|PATH",
               help="A bundled model by name (default, default-int8) or an elmo-edge .onnx file "
               "[default: default].")
@@ -91,7 +93,7 @@ def _mix(ctx: click.Context, mix_file: str | None) -> str:
               help="Where a local Ray keeps its files and logs [default: a new temp dir, "
               "removed after].")
 @click.pass_context
-def embed(ctx: click.Context, inputs: tuple[str, ...], output: str, model: str | None,
+def embed(ctx: click.Context, inputs: tuple[str, ...], output: str | None, model: str | None,
           mix_file: str | None, fmt: str | None, threads: int | None, ray_temp_dir: str | None,
           **options: object) -> None:
     """Embed INPUT (one whitespace-tokenized sentence a line, "-" = stdin) into OUTPUT.
@@ -107,6 +109,10 @@ def embed(ctx: click.Context, inputs: tuple[str, ...], output: str, model: str |
     corrupt. With --engine ray, OUTPUT is a directory of Parquet files and
     several INPUTs may be given.
     """
+    if output is None:
+        raise click.UsageError("missing INPUT and OUTPUT: elmo embed INPUT OUTPUT")
+    if not inputs:
+        raise click.UsageError(f"missing OUTPUT (after INPUT {output}): elmo embed INPUT OUTPUT")
     mix = _mix(ctx, mix_file)
     for mode in MODES:
         options.pop(mode)

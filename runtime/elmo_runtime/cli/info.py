@@ -9,11 +9,41 @@ import click
 
 from ..files import format_mib
 
+WIDTH = 100  # plain metadata values longer than this together go one a line
 NOT_RECORDED = "× max(1, |reference output|) (the applied value was not recorded at export)"
 
 
+def _value(v: Any) -> str:
+    """One metadata value, readable: floats to 6 digits, dicts as k=v, lists of dicts by item."""
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    if isinstance(v, dict):
+        return _kv(v)
+    if isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+        return "; ".join(_kv(x) for x in v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_value(x) for x in v) + "]"
+    return str(v)
+
+
 def _kv(d: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v}" for k, v in d.items()) or "-"
+    return ", ".join(f"{k}={_value(v)}" for k, v in d.items()) or "-"
+
+
+def _block(d: dict[str, Any]) -> list[str]:
+    """A metadata dict as lines: its plain values on the first, each nested one on its own."""
+    nested = {k: v for k, v in d.items() if isinstance(v, (dict, list))}
+    plain = _kv({k: v for k, v in d.items() if k not in nested})
+    if len(plain) > WIDTH:  # one value a line
+        lines = [_kv({k: v}) for k, v in d.items() if k not in nested]
+    else:
+        lines = [] if plain == "-" and nested else [plain]
+    for key, value in nested.items():
+        if isinstance(value, dict) and any(isinstance(x, (dict, list)) for x in value.values()):
+            lines += [f"{key}: {line}" for line in _block(value)]
+        else:
+            lines.append(f"{key}: {_value(value)}")
+    return lines
 
 
 def _shape(arg: dict[str, Any]) -> str:
@@ -37,11 +67,16 @@ def format_parity(parity: dict[str, Any]) -> str:
     if diff is None or atol is None:
         return f"{where}{shapes}: {_kv(parity)}"
     tolerance = parity.get("tolerance")
-    if tolerance is None:
-        held = f"tolerance atol {atol:.1e} {NOT_RECORDED}"
+    if tolerance is None:  # a model exported before the applied value was recorded
+        return (f"{where}{shapes}: passed at export with max |diff| {diff:.2e}; "
+                f"tolerance atol {atol:.1e} {NOT_RECORDED}")
     else:
         held = f"tolerance applied {tolerance:.2e} (atol {atol:.1e} × {tolerance / atol:.3g})"
     return f"{where}{shapes}: max |diff| {diff:.2e}, {held}"
+
+
+def _rows(name: str, lines: list[str]) -> list[tuple[str, str]]:
+    return [(name if i == 0 else "", line) for i, line in enumerate(lines)]
 
 
 def _family(d: dict[str, Any]) -> str:
@@ -72,7 +107,7 @@ def format_info(d: dict[str, Any]) -> str:
         ),
         ("producer", d["producer"]),
         ("family", _family(d)),
-        ("source", _kv(d["source"])),
+        *_rows("source", _block(d["source"])),
         (
             "char CNN",
             f"{len(filters)} filters {filters} ({sum(n for _, n in filters)} outputs), "
@@ -90,7 +125,7 @@ def format_info(d: dict[str, Any]) -> str:
         ("parameters", f"{d['n_parameters']:,} ({d['n_parameters'] / 1e6:.1f}M)"),
         *(("inputs" if i == 0 else "", _shape(a)) for i, a in enumerate(d["inputs"])),
         *(("outputs" if i == 0 else "", _shape(a)) for i, a in enumerate(d["outputs"])),
-        ("quantization", _kv(d["quantization"])),
+        *_rows("quantization", _block(d["quantization"])),
         ("parity", format_parity(d["parity"])),
     ]
     return "\n".join(f"{k:<13} {v}" for k, v in rows)
@@ -112,12 +147,16 @@ def describe(model: str | None) -> dict[str, Any]:
 
 @click.command()
 @click.argument("model", required=False)
+@click.option("--model", "-m", "model_option", metavar="NAME|PATH",
+              help="The model, as in the other commands (the same as MODEL).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
-def info(model: str | None, as_json: bool) -> None:
+def info(model: str | None, model_option: str | None, as_json: bool) -> None:
     """Describe MODEL (a path or a bundled name; default: the bundled default model).
 
     Options, size, interface, quantization, and the parity measured at export
     with the tolerance actually applied.
     """
-    summary = describe(model)
+    if model is not None and model_option is not None:
+        raise click.UsageError("give the model once: MODEL or --model, not both")
+    summary = describe(model if model is not None else model_option)
     click.echo(json.dumps(summary, indent=2) if as_json else format_info(summary))

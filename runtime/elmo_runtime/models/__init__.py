@@ -7,6 +7,9 @@ for this). :func:`resolve_model` turns what a user passes (None, a bundled
 name or a path) into the path of an .onnx file. A ``str`` that is a bundled
 name means that model; a :class:`~pathlib.Path`, or any string that is not
 a name, is a path (``./default`` for a file named "default").
+:func:`check_model_file` is what every command says about a path that is not
+a model (a directory, a missing file, bilm-tf/AllenNLP weights or options):
+the session factory calls it before onnxruntime sees the file.
 
 ``python -m elmo_runtime.models`` checks the registry against the files (exit
 1 on a mismatch); ``--update`` rewrites the measured fields (size, sha256,
@@ -27,6 +30,8 @@ from ..errors import ModelError
 REGISTRY = "registry.json"
 DEFAULT = "default"
 MEASURED = ("size_bytes", "sha256", "layers", "dim", "parameters", "quantization")
+HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+CONVERT_IT = "convert them first: elmo convert OPTIONS_JSON WEIGHTS_HDF5 -o M.onnx"
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,38 @@ def resolve_model(model: str | os.PathLike | None) -> Path:
             raise ModelError(f"no bundled {which} in this installation; pass --model PATH")
         return entry.path
     return Path(model)
+
+
+def sniff(path: str | os.PathLike) -> bytes:
+    """The first 8 bytes of a file (b"" when it cannot be read)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(HDF5_MAGIC))
+    except OSError:
+        return b""
+
+
+def check_model_file(path: str | os.PathLike) -> None:
+    """ModelError, in one line, when ``path`` cannot be an ONNX model file.
+
+    A directory, a missing file (a bare name also lists the bundled models),
+    an HDF5 file or a JSON file (bilm-tf/AllenNLP weights or options: the
+    message says to run `elmo convert`). Reads at most 8 bytes.
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise ModelError(f"{p}: is a directory, not an .onnx model file")
+    if not p.is_file():
+        bare = os.sep not in str(path) and "/" not in str(path)
+        also = f" and not a bundled model ({', '.join(names())})" if bare else ""
+        raise ModelError(f"{p}: no such model file{also}")
+    head = sniff(p)
+    if head == HDF5_MAGIC:
+        raise ModelError(f"{p}: is an HDF5 file (bilm-tf/AllenNLP weights?), not an ONNX "
+                         f"model; {CONVERT_IT}")
+    if head.lstrip()[:1] == b"{" or p.suffix.lower() == ".json":
+        raise ModelError(f"{p}: is a JSON file (a bilm-tf/AllenNLP options.json?), not an "
+                         f"ONNX model; {CONVERT_IT}")
 
 
 def bundled_name(path: str | os.PathLike) -> str | None:

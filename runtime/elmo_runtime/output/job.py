@@ -15,6 +15,7 @@ and hands it to one engine:
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import os
 import stat
@@ -28,11 +29,11 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from ..batching import DEFAULT_BATCH_SIZE
 from ..corpus import read_lines
-from ..errors import ElmoError, UsageError
+from ..errors import RAY_HINT, ElmoError, UsageError
+from ..files import check_not_an_input
 from ..models import resolve_model
 from ..token_cache import DEFAULT_CACHE_MB
-from .shards import DEFAULT_SHARD_SIZE
-from .writers import FORMATS, check_extension, open_writer
+from .writers import FORMATS, check_extension, format_of, open_writer
 
 if TYPE_CHECKING:
     from ..embedder import Embedder
@@ -112,6 +113,8 @@ class EmbedJob:
                 raise ElmoError(f"{path}: no such input file")
         if self.layout != "file" and Path(self.output).exists() and not Path(self.output).is_dir():
             raise ElmoError(f"{self.output}: exists and is not a directory")
+        if self.layout == "shards":
+            self._check_directory_name()
         check_not_an_input(self.output, self.inputs)
         if self.layout == "file":
             message = check_extension(self.output, self.format)
@@ -120,6 +123,18 @@ class EmbedJob:
             parent = Path(self.output).parent
             if not parent.is_dir():
                 raise ElmoError(f"{self.output}: directory {parent} does not exist")
+
+    def _check_directory_name(self) -> None:
+        """ElmoError for a new shard directory named like a file (``x.npz``)."""
+        out = self.output
+        named = format_of(out)
+        if named is None or out.endswith(("/", os.sep)) or Path(out).is_dir():
+            return
+        raise ElmoError(
+            f"{out}: looks like a file name ({named}), but --shard-size writes a directory of "
+            f"shards; give a directory name (e.g. {Path(out).with_suffix('')}/ with --format "
+            f"{named}), or drop --shard-size for one file"
+        )
 
     def _check_ray(self) -> None:
         if self.format not in (None, "parquet"):
@@ -130,26 +145,8 @@ class EmbedJob:
             raise UsageError("--shard-size is for the local engine (Ray sizes its own files)")
         if "-" in self.inputs:
             raise UsageError("--engine ray reads files, not stdin")
-
-
-def check_not_an_input(output: str, inputs: tuple[str, ...]) -> None:
-    """ElmoError if ``output`` is one of ``inputs`` (same path, a symlink or a hard link)."""
-    try:
-        out = os.stat(output)
-    except OSError:
-        return  # not there yet: it cannot be an input
-    for path in inputs:
-        if path == "-" or "://" in path:
-            continue
-        try:
-            same = os.path.samestat(out, os.stat(path))
-        except OSError:
-            continue
-        if same:
-            raise ElmoError(
-                f"{output}: is the input {path} (the same file); choose another output, "
-                "nothing was written"
-            )
+        if importlib.util.find_spec("ray") is None:  # before the checks of files and OUTPUT
+            raise ElmoError(RAY_HINT)
 
 
 @dataclass
@@ -234,7 +231,7 @@ def _run_shards(job: EmbedJob, emb: Embedder, progress: Progress) -> JobResult:
             job.output,
             fmt=job.format or "hdf5",
             dtype=job.dtype,
-            shard_size=job.shard_size or DEFAULT_SHARD_SIZE,
+            shard_size=job.shard_size,  # None: the run's recorded size, else the default
             batch_size=job.batch_size,
             errors=job.errors,
             tokenize=job.tokenize,

@@ -90,7 +90,7 @@ def embed_sharded(
     *,
     fmt: str = "hdf5",
     dtype: str = "float32",
-    shard_size: int = DEFAULT_SHARD_SIZE,
+    shard_size: int | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     errors: str = "strict",
     tokenize: bool = False,
@@ -106,7 +106,14 @@ def embed_sharded(
     so a resumed run gives the same vectors as an uninterrupted one.
     ``progress`` is called with the number of lines done (embedded or
     verified) as the run goes on; exceptions it raises stop the run.
+    ``shard_size`` None: the size recorded by the run in ``directory`` when
+    there is one to resume, else :data:`DEFAULT_SHARD_SIZE`. ``batch_size``
+    is part of what identifies a run only when stateful (it decides which
+    row's state a sentence continues); stateless vectors do not depend on it,
+    so a resume may change it.
     """
+    if shard_size is None:
+        shard_size = DEFAULT_SHARD_SIZE if overwrite else recorded_shard_size(directory)
     if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size <= 0:
         raise ElmoError(f"shard size must be a positive integer, found {shard_size!r}")
     fmt = infer_format("", fmt)
@@ -118,13 +125,27 @@ def embed_sharded(
         "format": fmt,
         "dtype": check_dtype(dtype).name,
         "shard_size": shard_size,
-        "batch_size": batch_size,  # batches decide stateful rows and the last float bits
         "errors": errors,
     }
+    if emb.stateful:
+        settings["batch_size"] = batch_size  # the batch row decides which state continues
     with output_directory(
         directory, "local", settings, input_info([input_name]), overwrite
     ) as manifest:
         return _run(emb, stream, input_name, manifest, batch_size, progress)
+
+
+def recorded_shard_size(directory: str | Path) -> int:
+    """The shard size of the local run recorded in ``directory``, else the default."""
+    if not (Path(directory) / MANIFEST).is_file():
+        return DEFAULT_SHARD_SIZE
+    try:
+        data = read_manifest(directory)
+    except ElmoError:
+        return DEFAULT_SHARD_SIZE  # opening the directory reports the bad manifest
+    size = data.get("settings", {}).get("shard_size") if data.get("engine") == "local" else None
+    return size if isinstance(size, int) and not isinstance(size, bool) and size > 0 else (
+        DEFAULT_SHARD_SIZE)
 
 
 def _changed(manifest: Manifest, input_name: str, where: str) -> ElmoError:

@@ -109,7 +109,19 @@ class Ranges:
             return result
         if op in _SAME_AS_DATA:
             return self.of(ins[0])
+        if op == "Scan":
+            return self._scan_output(node, list(node.output).index(name))
         return UNBOUNDED
+
+    def _scan_output(self, node: onnx.NodeProto, k: int) -> Interval:
+        """Output ``k`` of a Scan: what its body writes there, states bounded as in the body."""
+        body = next(a.g for a in node.attribute if a.name == "body")
+        n_scan = next(a.i for a in node.attribute if a.name == "num_scan_inputs")
+        n_states = len(body.input) - n_scan
+        known = state_bounds(body, n_states)
+        if k < n_states and body.input[k].name not in known:
+            return UNBOUNDED  # a final state may still hold the unbounded initial one
+        return Ranges(body, known).of(body.output[k].name)
 
 
 def _array_range(value: np.ndarray) -> Interval:

@@ -7,6 +7,7 @@ never loads the model, Starlette or uvicorn.
 from __future__ import annotations
 
 import contextlib
+import errno
 from collections.abc import Iterator
 from types import FrameType
 
@@ -67,6 +68,27 @@ def _server_class() -> type:
     return Server
 
 
+def check_port(host: str, port: int) -> None:
+    """ElmoError (one line, exit 1) when ``host:port`` cannot be bound (in use, not allowed).
+
+    Binds and closes a socket as uvicorn will (SO_REUSEADDR); port 0 is any free port.
+    """
+    import socket
+
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+    except OSError as e:
+        reason = "is in use" if e.errno == errno.EADDRINUSE else f"cannot be bound ({e.strerror})"
+        raise ElmoError(f"elmo serve: port {port} on {host} {reason}; choose another --port") \
+            from None
+
+
 def run(config: ServeConfig, log_level: str = "warning", access_log: bool = False) -> None:
     """Load and warm up the model, then serve until SIGTERM/SIGINT (drained) or a bind error."""
     try:  # imported here: `elmo --help` stays fast and works without the extra
@@ -79,6 +101,7 @@ def run(config: ServeConfig, log_level: str = "warning", access_log: bool = Fals
             f"`elmo serve` needs {e.name}, from the serve extra: {SERVE_HINT}"
         ) from None
 
+    check_port(config.host, config.port)  # before the model loads: a busy port is one line
     service = Service(config)
     click.echo(
         f"elmo serve: {service.model_name} loaded and warmed up in {service.load_seconds:.2f} s "
