@@ -9,7 +9,9 @@ projection over 864 steps) in float32 and in two int8 forms: what ``elmo
 quantize --mode int8`` makes of it (exact: 7-bit weights, one activation scale
 per row, computed in the graph) and onnxruntime's ``quantize_dynamic`` QInt8
 (per-tensor activations, one fused ``DynamicQuantizeMatMul``: the former mode,
-inexact on AVX2). Also prints the CPU's SIMD flags: without AVX-512 VNNI /
+inexact on AVX2). Where the model bounds the input (the LSTM steps, layer 1's
+input projection) the one-node model clips it as the LSTM does, so the exact
+int8 uses the fixed scale it uses there. Also prints the CPU's SIMD flags: without AVX-512 VNNI /
 AVX-VNNI, int8 products run on AVX2 ``vpmaddubsw``, at most ~2× the float32
 FMA rate.
 """
@@ -27,21 +29,29 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-SHAPES = (  # (what, M, K, N) of x (M, K) @ W (K, N)
-    ("recurrent step, batch 1", 1, 512, 16384),
-    ("recurrent step, batch 32", 32, 512, 16384),
-    ("cell projection, batch 32", 32, 4096, 512),
-    ("input projection, 864 steps", 864, 512, 16384),
+SHAPES = (  # (what, M, K, N, bounded) of x (M, K) @ W (K, N)
+    # bounded: x = Clip(input, -3, 3) as h in the LSTM step, so the exact int8 uses a fixed
+    # scale as it does in the model; else per-row scales (layer 0's input projection)
+    ("recurrent step, batch 1", 1, 512, 16384, True),
+    ("recurrent step, batch 32", 32, 512, 16384, True),
+    ("cell projection, batch 32", 32, 4096, 512, True),
+    ("input projection, 864 steps (layer 1: fixed scale)", 864, 512, 16384, True),
+    ("input projection, 864 steps (layer 0: per row)", 864, 512, 16384, False),
 )
 
 
-def matmul_model(k: int, n: int, path: Path) -> None:
+def matmul_model(k: int, n: int, path: Path, bounded: bool = False) -> None:
     rng = np.random.default_rng(0)
     w = numpy_helper.from_array((rng.standard_normal((k, n)) / np.sqrt(k)).astype(np.float32), "W")
+    limits = [numpy_helper.from_array(np.float32(v), name) for name, v in (("lo", -3), ("hi", 3))]
+    nodes = [helper.make_node("MatMul", ["h" if bounded else "x", "W"], ["y"])]
+    if bounded:
+        nodes.insert(0, helper.make_node("Clip", ["x", "lo", "hi"], ["h"]))
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "W"], ["y"])], "mm",
+        nodes, "mm",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, k])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, n])], initializer=[w])
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, n])],
+        initializer=[w, *limits])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, str(path))
@@ -91,12 +101,12 @@ def main() -> None:
           "| per-tensor int8 GOP/s (× fp32) |")
     print("|---|---|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
-        for what, m, k, n in SHAPES:
-            fp32 = Path(tmp) / f"{k}x{n}.onnx"
+        for what, m, k, n, bounded in SHAPES:
+            fp32 = Path(tmp) / f"{k}x{n}.{bounded}.onnx"
             exact, former = fp32.with_suffix(".exact.onnx"), fp32.with_suffix(".former.onnx")
-            matmul_model(k, n, fp32)
+            matmul_model(k, n, fp32, bounded)
             model = onnx.load(str(fp32))
-            quantize_int8(model)  # x is unbounded here: per-row scales computed in the graph
+            quantize_int8(model)
             onnx.save(model, str(exact))
             quantize_dynamic(fp32, former, weight_type=QuantType.QInt8)
             x = np.random.default_rng(1).standard_normal((m, k)).astype(np.float32)

@@ -22,26 +22,19 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 from elmo_runtime.corpus import read_sentences
 from elmo_runtime.embedder import Embedder, default_model_path
 from elmo_runtime.output.ray_engine import HEADROOM_CPUS, embed_dataset, ray_session, read_lines
 from elmo_runtime.output.writers import PARQUET_OPTIONS, open_writer
+from serve import make_sentences  # bench/serve.py: the same seeded sentences
 
 
 def make_corpus(path: Path, lines: int, seed: int = 0) -> int:
-    """Seeded sentences of 3–60 tokens (mean ~20) drawn Zipf-like from 5,000 made-up words."""
-    rng = np.random.default_rng(seed)
-    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
-    words = ["".join(rng.choice(letters, size=rng.integers(1, 11))) for _ in range(5000)]
-    ranks = np.minimum(rng.zipf(1.3, size=lines * 60), 5000) - 1
-    lengths = np.clip(rng.normal(20, 9, size=lines).astype(int), 3, 60)
-    text, start = [], 0
-    for n in lengths:
-        text.append(" ".join(words[i] for i in ranks[start : start + n]))
-        start += n
-    path.write_text("\n".join(text) + "\n")
-    return int(lengths.sum())
+    """bench/serve.py's seeded sentences (3–60 tokens, Zipf-like made-up words), one a
+    line; returns the number of tokens."""
+    sentences = make_sentences(lines, seed)
+    path.write_text("\n".join(" ".join(s) for s in sentences) + "\n")
+    return sum(len(s) for s in sentences)
 
 
 def one_process(src: Path, out: Path, model: Path, threads: int, batch_size: int) -> float:

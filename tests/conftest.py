@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -49,10 +49,8 @@ def bilm_fixtures() -> Path:
     return path
 
 
-@pytest.hookimpl(hookwrapper=True)
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> Iterator[None]:
-    """One line at the end when the bilm-tf fixtures were missing: a green run skipped them."""
-    yield
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """One line in the summary when the bilm-tf fixtures were missing: a green run skipped them."""
     skipped = terminalreporter.stats.get("skipped", [])
     count = sum(FIXTURES_MISSING in str(getattr(r, "longrepr", "")) for r in skipped)
     if count:

@@ -1,4 +1,4 @@
-"""Helpers shared by the reference, fixture and weight tests (no pytest fixtures here)."""
+"""Helpers shared by the tests: bilm-tf fixtures, small options, the CLI in-process."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner, Result
 
 FIXTURE_FILES = (
     "options.json",
@@ -137,3 +138,58 @@ EDGE_BATCH = [
     ["naïve", "日本語", "🙂", "Zürich"],
     ["one"],
 ]
+
+
+def run_elmo(*args: object, input: bytes | None = None, env: dict | None = None) -> Result:
+    """``elmo ARGS...`` in-process (click's runner, stderr apart); each argument str()-ed."""
+    from elmo_runtime.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args], input=input, env=env)
+
+
+def one_line_error(result: Result, message: str, code: int = 1) -> None:
+    """The command failed with exit status ``code``, no traceback, ``message`` in one line.
+
+    An ElmoError (1) is ``Error: ...``; an interrupt (130) and an internal error
+    (2) are said plainly; a usage error (2) ends click's usage text with ``Error: ...``.
+    """
+    from elmo_runtime.cli import EXIT_INTERRUPTED
+
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    lines = result.stderr.strip().splitlines()
+    if not (code == 2 and lines and lines[0].startswith("Usage:")):
+        assert len(lines) == 1, result.stderr
+    if code != EXIT_INTERRUPTED and not message.startswith("internal error"):
+        assert lines[-1].startswith("Error: "), result.stderr
+    assert message in lines[-1], result.stderr
+
+
+def break_build(monkeypatch: pytest.MonkeyPatch, module: object) -> None:
+    """Make ``module.build_model`` write a graph off by 0.01 in ``CNN_proj/b_proj``."""
+    real_build = module.build_model
+
+    def broken(options, weights):
+        weights = dict(weights)
+        weights["CNN_proj/b_proj"] = weights["CNN_proj/b_proj"] + 0.01
+        return real_build(options, weights)
+
+    monkeypatch.setattr(module, "build_model", broken)
+
+
+def interrupt_after(monkeypatch: pytest.MonkeyPatch, sentences: int) -> None:
+    """Make the next run raise KeyboardInterrupt (as a signal would) after ``sentences``."""
+    from elmo_runtime.embedder import Embedder
+
+    real = Embedder.embed_sentences
+    done = 0
+
+    def interrupted(self, items, batch_size=64):
+        nonlocal done
+        for out in real(self, items, batch_size):
+            if done == sentences:
+                raise KeyboardInterrupt
+            done += 1
+            yield out
+
+    monkeypatch.setattr(Embedder, "embed_sentences", interrupted)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 from elmo_runtime.errors import CONVERT_HINT, ElmoError
-from elmo_runtime.files import check_not_an_input, format_mib
+from elmo_runtime.files import check_not_an_input
 from elmo_runtime.models import HDF5_MAGIC, sniff
 from elmo_runtime.spec.contract import PARITY_ATOL
 
@@ -63,7 +63,7 @@ def convert_command(options_json: str, weights_hdf5: str | None, output: str | N
     try:
         import h5py  # noqa: F401  (read_weights needs it; say so before any work)
 
-        from .convert import convert
+        from .convert import convert, written_line
     except ImportError as e:
         raise ElmoError(
             f"`elmo convert` needs the convert extra ({e.name} is not installed): {CONVERT_HINT}"
@@ -71,10 +71,7 @@ def convert_command(options_json: str, weights_hdf5: str | None, output: str | N
 
     click.echo(f"converting {weights_hdf5} ({options_json}) …", err=True)
     report = convert(options_json, weights_hdf5, output, atol=atol)
-    size = format_mib(Path(output).stat().st_size)
-    click.echo(f"wrote {output} ({size}); max |ONNX − float64 reference| = "
-               f"{report.max_abs_diff:.2g}, tolerance applied {report.tolerance:.2g} "
-               f"({atol:g} x max(1, |output|))", err=True)
+    click.echo(written_line(output, report, atol), err=True)
 
 
 def _default_output(source: str) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import onnx
 from elmo_runtime.errors import ElmoError
-from elmo_runtime.files import atomic_path, sha256_file
+from elmo_runtime.files import atomic_path, format_mib, sha256_file
 from elmo_runtime.spec import contract
 from elmo_runtime.spec.options import ElmoOptions, load_options
 
@@ -53,6 +53,15 @@ def write_model(proto: onnx.ModelProto, options: ElmoOptions, path: str | Path,
             tmp.write_bytes(proto.SerializeToString())
     except OSError as e:
         raise ElmoError(f"{path}: cannot write ({e.strerror})") from None
+
+
+def written_line(output: str | Path, report: ParityReport, atol: float) -> str:
+    """What `elmo convert` says once ``output`` is written: its size in MiB, the largest
+    |ONNX - reference| and the tolerance it was held to (``atol`` x the output's scale)."""
+    size = format_mib(Path(output).stat().st_size)
+    return (f"wrote {output} ({size}); max |ONNX − float64 reference| = "
+            f"{report.max_abs_diff:.2g}, tolerance applied {report.tolerance:.2g} "
+            f"({atol:g} x max(1, |output|))")
 
 
 def numpy_reference_name() -> str:

@@ -33,6 +33,7 @@ from typing import BinaryIO, NamedTuple
 import numpy as np
 from elmo_runtime.corpus import BOM
 from elmo_runtime.errors import ElmoError
+from elmo_runtime.files import read_text
 from elmo_runtime.spec.chars import pack
 
 BOS, EOS, UNK = "<S>", "</S>", "<UNK>"
@@ -90,12 +91,7 @@ class Vocab:
         (an integer count), and as :class:`Vocab` does.
         """
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8-sig")
-        except FileNotFoundError:
-            raise DataError(f"{path}: no such vocabulary file") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise DataError(f"{path}: cannot read the vocabulary ({e})") from None
+        text = read_text(path, DataError, "vocabulary file", encoding="utf-8-sig")
         tokens = []
         for lineno, line in enumerate(text.split("\n"), 1):
             fields = line.split()

@@ -11,17 +11,16 @@ for it without the model directory.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import click
 import numpy as np
 from elmo_runtime.errors import EXPORT_HINT, ElmoError, OptionsError
-from elmo_runtime.files import format_mib, sha256_file
+from elmo_runtime.files import sha256_file
 from elmo_runtime.spec import codepoints
 from elmo_runtime.spec.options import ElmoOptions, parse_options
 
-from .convert import check_directory, numpy_reference_name, write_model
+from .convert import check_directory, numpy_reference_name, write_model, written_line
 from .efml import (
     CHAR_DIC,
     ENCODER,
@@ -35,7 +34,7 @@ from .efml import (
 )
 from .efml_map import elmo_weights, options_dict, scheme
 from .onnx_graph import build_model
-from .parity import DEFAULT_ATOL, ParityReport, check_parity
+from .parity import DEFAULT_ATOL, ParityReport, SentenceMaker, check_parity, sentences_of
 from .reference import NumpyBiLM
 
 # tokens the parity sentences mix in: literal boundaries, likely-unseen characters
@@ -50,34 +49,23 @@ def efml_options(model: EfmlModel) -> ElmoOptions:
         raise EfmlError(f"{model.directory}: {e}") from None
 
 
-def vocab_sentences(vocab: codepoints.CodepointScheme
-                    ) -> Callable[[np.random.Generator, int, int], list[list[str]]]:
+def vocab_sentences(vocab: codepoints.CodepointScheme) -> SentenceMaker:
     """A parity-sentence generator over ``vocab``: its words, tokens of its characters,
     literal boundaries, unseen characters and tokens longer than max_chars."""
     specials = set(codepoints.CHAR_SPECIALS) | set(codepoints.WORD_SPECIALS)
-    letters = [c for c in vocab.chars if len(c) == 1]
+    pool = [c for c in vocab.chars if len(c) == 1] or list("abc")
     words = [w for w in (vocab.words or {}) if w not in specials]
 
-    def make(rng: np.random.Generator, batch: int, max_len: int) -> list[list[str]]:
-        lengths = rng.integers(0, max_len + 1, size=batch)
-        lengths[0] = max_len
-        sentences = []
-        for n in lengths:
-            sentence = []
-            for _ in range(n):
-                r = rng.random()
-                if r < 0.3 and words:
-                    sentence.append(str(words[rng.integers(len(words))]))
-                elif r < 0.35:
-                    sentence.append(_EXTRAS[rng.integers(len(_EXTRAS))])
-                else:
-                    size = vocab.max_chars + 3 if r > 0.97 else int(rng.integers(1, 12))
-                    pool = letters or list("abc")
-                    sentence.append("".join(pool[i] for i in rng.integers(len(pool), size=size)))
-            sentences.append(sentence)
-        return sentences
+    def token(rng: np.random.Generator) -> str:
+        r = rng.random()
+        if r < 0.3 and words:
+            return str(words[rng.integers(len(words))])
+        if r < 0.35:
+            return _EXTRAS[rng.integers(len(_EXTRAS))]
+        size = vocab.max_chars + 3 if r > 0.97 else int(rng.integers(1, 12))
+        return "".join(pool[i] for i in rng.integers(len(pool), size=size))
 
-    return make
+    return sentences_of(token)
 
 
 def convert(model_dir: str | Path, output: str | Path, config: str | Path | None = None,
@@ -124,7 +112,4 @@ def convert_command_efml(model_dir: str, extra: str | None, output: str, config:
                         f"weights_only=True): {EXPORT_HINT}") from None
     click.echo(f"converting ELMoForManyLangs model {model_dir} …", err=True)
     report = convert(model_dir, output, config, atol=atol)
-    size = format_mib(Path(output).stat().st_size)
-    click.echo(f"wrote {output} ({size}); max |ONNX − float64 reference| = "
-               f"{report.max_abs_diff:.2g}, tolerance applied {report.tolerance:.2g} "
-               f"({atol:g} x max(1, |output|))", err=True)
+    click.echo(written_line(output, report, atol), err=True)

@@ -21,14 +21,7 @@ from elmo_runtime.spec import contract
 from elmo_runtime.spec.options import FORGET_BIAS, ElmoOptions
 from onnx import TensorProto, helper, numpy_helper
 
-from .weights import (
-    PROJECTION,
-    WORD_EMBED,
-    Weights,
-    check_weights,
-    has_projection,
-    lstm_prefix,
-)
+from .weights import PROJECTION, WORD_EMBED, Weights, check_weights, has_projection, lstm_prefix
 
 OPSET = 17
 IR_VERSION = 8  # readable by onnxruntime >= 1.10

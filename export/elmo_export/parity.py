@@ -31,6 +31,8 @@ _ALPHABET = list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789
 ]
 
 Reference = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
+# (rng, batch size, max tokens) -> sentences of tokens
+SentenceMaker = Callable[[np.random.Generator, int, int], list[list[str]]]
 
 
 class ExportError(ElmoError):
@@ -56,20 +58,26 @@ class ParityReport:
         }
 
 
+def sentences_of(token: Callable[[np.random.Generator], str]) -> SentenceMaker:
+    """A maker of ``batch`` sentences of random lengths in [0, max_len] (the first of
+    exactly max_len), each token drawn by ``token(rng)``."""
+
+    def make(rng: np.random.Generator, batch: int, max_len: int) -> list[list[str]]:
+        lengths = rng.integers(0, max_len + 1, size=batch)
+        lengths[0] = max_len
+        return [[token(rng) for _ in range(n)] for n in lengths]
+
+    return make
+
+
+def _random_token(rng: np.random.Generator) -> str:
+    size = int(rng.choice([1, 2, 5, 9, 60])) if rng.random() < 0.1 else int(rng.integers(1, 12))
+    return "".join(rng.choice(_ALPHABET, size=size))
+
+
 def random_sentences(rng: np.random.Generator, batch: int, max_len: int) -> list[list[str]]:
     """Sentences of random lengths in [0, max_len] (one of exactly max_len) of random tokens."""
-    lengths = rng.integers(0, max_len + 1, size=batch)
-    lengths[0] = max_len
-    sentences = []
-    for n in lengths:
-        sentence = []
-        for _ in range(n):
-            size = int(rng.choice([1, 2, 5, 9, 60])) if rng.random() < 0.1 else int(
-                rng.integers(1, 12)
-            )
-            sentence.append("".join(rng.choice(_ALPHABET, size=size)))
-        sentences.append(sentence)
-    return sentences
+    return sentences_of(_random_token)(rng, batch, max_len)
 
 
 def check_parity(
@@ -81,7 +89,7 @@ def check_parity(
     shapes: tuple[tuple[int, int], ...] = PARITY_SHAPES,
     seed: int = 0,
     scheme: chars.TokenScheme | None = None,
-    sentences: Callable[[np.random.Generator, int, int], list[list[str]]] = random_sentences,
+    sentences: SentenceMaker = random_sentences,
 ) -> ParityReport:
     """Run the graph and ``reference`` (a feed → outputs function) on the same inputs.
 

@@ -18,14 +18,7 @@ import numpy as np
 from elmo_runtime.spec import contract
 from elmo_runtime.spec.options import FORGET_BIAS, ElmoOptions
 
-from .weights import (
-    PROJECTION,
-    WORD_EMBED,
-    Weights,
-    check_weights,
-    has_projection,
-    lstm_prefix,
-)
+from .weights import PROJECTION, WORD_EMBED, Weights, check_weights, has_projection, lstm_prefix
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

@@ -15,6 +15,7 @@ without any ``W_P_0`` describes such a model (:func:`has_projection`).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from elmo_runtime.errors import ElmoError
@@ -107,16 +108,41 @@ def read_weights(path: str | Path, options: ElmoOptions) -> Weights:
     weights: Weights = {}
     with f:
         for name in weight_shapes(options):
-            if name not in f:
+            if not _plain_path(f, name, path):
                 continue
             ds = f[name]
             if not isinstance(ds, h5py.Dataset):
                 raise WeightsError(f"{path}: {name!r} is a group, expected a dataset")
             if not np.issubdtype(ds.dtype, np.floating):
                 raise WeightsError(f"{path}: dataset {name!r} has dtype {ds.dtype}, expected float")
+            if ds.external is not None or ds.is_virtual:
+                kind = "external raw files" if ds.external is not None else "a virtual dataset"
+                raise WeightsError(
+                    f"{path}: dataset {name!r} keeps its data in {kind} (other files); refused: "
+                    "a weights file must hold its own data"
+                )
             weights[name] = np.asarray(ds[...], dtype=np.float32)
     check_weights(weights, options, str(path))
     return weights
+
+
+def _plain_path(f: Any, name: str, path: Path) -> bool:
+    """Whether ``name`` exists in ``f`` through hard links only (each path part checked
+    before anything is opened); external and soft links raise :class:`WeightsError`."""
+    import h5py
+
+    parts = name.split("/")
+    for i in range(1, len(parts) + 1):
+        sub = "/".join(parts[:i])
+        link = f.get(sub, getlink=True)
+        if link is None:
+            return False
+        if not isinstance(link, h5py.HardLink):
+            kind = "an external link" if isinstance(link, h5py.ExternalLink) else "a soft link"
+            raise WeightsError(
+                f"{path}: {sub!r} is {kind}; refused: a weights file must hold its own data"
+            )
+    return True
 
 
 def write_weights(path: str | Path, weights: Weights, options: ElmoOptions) -> None:

@@ -1,4 +1,5 @@
-"""Small file helpers shared by both sides: hashing and the one atomic write.
+"""Small file helpers shared by both sides: hashing, reading with one-line errors and
+the one atomic write.
 
 Every output of elmo-edge (embeddings, shards, manifests, models, checkpoints,
 corpora) is written through :func:`atomic_path`: to ``.{name}.partial-{pid}``
@@ -11,10 +12,13 @@ marker that tells a temp file of a killed run.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import stat
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import Any
 
 from .errors import ElmoError
 
@@ -60,14 +64,40 @@ def publish(tmp: str | Path, path: str | Path) -> None:
         fsync_path(Path(path).parent)
 
 
+def check_regular_output(path: str | Path) -> None:
+    """ElmoError unless ``path`` is absent or a regular file (not a symlink, device, FIFO,
+    socket or directory): the rename of :func:`atomic_path` would replace such a node
+    (as root, ``/dev/full`` itself), so every output is checked before anything is written."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return  # not there yet (or unreachable: the write will say why)
+    if stat.S_ISREG(st.st_mode):
+        return
+    if stat.S_ISLNK(st.st_mode):
+        kind = "a symbolic link (its target is not followed)"
+    elif stat.S_ISDIR(st.st_mode):
+        kind = "a directory"
+    elif stat.S_ISFIFO(st.st_mode):
+        kind = "a FIFO"
+    elif stat.S_ISSOCK(st.st_mode):
+        kind = "a socket"
+    else:
+        kind = "a device"
+    raise ElmoError(f"{path}: is {kind}, not a regular file; write to a regular file path")
+
+
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """A temp path beside ``path``: published over ``path`` when the block succeeds, else removed.
 
     Whatever happens inside the block (an error, Ctrl-C), no half-written file
     is ever left under the final name, and what is renamed is on the disk.
+    An existing ``path`` that is not a regular file is refused first
+    (:func:`check_regular_output`).
     """
     path = Path(path)
+    check_regular_output(path)
     tmp = partial_path(path)
     try:
         yield tmp
@@ -80,6 +110,29 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     """Replace ``path`` with ``text`` (UTF-8) through :func:`atomic_path`."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def read_text(path: Path, error: type[ElmoError], what: str, encoding: str = "utf-8") -> str:
+    """The text of ``path``; ``error`` when it is absent (``{path}: no such {what}``) or
+    unreadable or not in ``encoding`` (``{path}: cannot read the {what} (...)``)."""
+    try:
+        return path.read_text(encoding=encoding)
+    except FileNotFoundError:
+        raise error(f"{path}: no such {what}") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise error(f"{path}: cannot read the {what} ({e})") from None
+
+
+def read_json(path: Path, error: type[ElmoError], what: str, encoding: str = "utf-8") -> Any:
+    """The JSON value in ``path``; ``error`` as :func:`read_text` does, and naming the line
+    when the text is not JSON."""
+    text = read_text(path, error, what, encoding)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise error(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+    except RecursionError:
+        raise error(f"{path}: JSON nested too deeply to read") from None
 
 
 def format_mib(size: int) -> str:

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from .errors import MixError
+from .files import read_json
 
 LAYER_NORM_EPS = 1e-12
 MODES = ("all", "top", "average")
@@ -120,8 +121,6 @@ def make_mix(mode: str | os.PathLike, n_layers: int) -> Mix:
         return ScalarMix([0.0] * n_layers, gamma=1.0)
     if isinstance(mode, os.PathLike) or (isinstance(mode, str) and Path(mode).exists()):
         return load_mix(mode, n_layers)
-    if isinstance(mode, str) and (mode.lower().endswith(".json") or os.sep in mode):
-        raise MixError(f"{mode}: no such mix file")
     raise MixError(
         f"unknown mix {mode!r}: not one of {', '.join(MODES)} and no such mix file"
     )
@@ -171,14 +170,7 @@ def check_mix(mix: ScalarMix, n_layers: int, where: str = "mix") -> ScalarMix:
 def load_mix(path: str | os.PathLike, n_layers: int) -> ScalarMix:
     """Read a mix JSON file for a model with ``n_layers`` (L+1) layers."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise MixError(f"{path}: no such mix file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise MixError(f"{path}: cannot read the mix file ({e})") from None
-    except json.JSONDecodeError as e:
-        raise MixError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+    data = read_json(path, MixError, "mix file")
     return check_mix(_parse(data, path), n_layers, str(path))
 
 

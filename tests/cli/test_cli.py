@@ -15,26 +15,16 @@ from typing import NamedTuple
 
 import numpy as np
 import pytest
-from click.testing import CliRunner, Result
 from elmo_runtime import __version__
-from elmo_runtime.cli import INTERRUPTS, count_lines, main, read_sentences
+from elmo_runtime.cli import INTERRUPTS, count_lines, read_sentences
 from elmo_runtime.embedder import Embedder
 from elmo_runtime.mix import ScalarMix, save_mix
 from elmo_runtime.spec import contract
+from util import interrupt_after
+from util import one_line_error as assert_error
+from util import run_elmo as run
 
 h5py = pytest.importorskip("h5py")
-
-
-def run(*args: object, input: bytes | None = None, env: dict | None = None) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args], input=input, env=env)
-
-
-def assert_error(result: Result, message: str, code: int = 1) -> None:
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert message in lines[0]
 
 
 def load_npz(path: Path) -> tuple[list[np.ndarray], dict[str, str]]:
@@ -346,15 +336,7 @@ def test_internal_error_is_one_line(
 def test_interrupt_leaves_no_output(
     toy_model_path: Path, text_file: Callable, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = Embedder.embed_sentences
-
-    def interrupted(self, sentences, batch_size=64):
-        for i, out in enumerate(real(self, sentences, batch_size)):
-            if i == 2:
-                raise KeyboardInterrupt
-            yield out
-
-    monkeypatch.setattr(Embedder, "embed_sentences", interrupted)
+    interrupt_after(monkeypatch, 2)
     src = text_file(b"a\nb\nc\nd\n")
     result = run("embed", src, src.parent / "o.hdf5", "-m", toy_model_path)
     assert_error(result, "interrupted", code=130)

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner, Result
-from elmo_runtime.cli import count_lines, main
+from elmo_runtime.cli import count_lines
 from elmo_runtime.corpus import read_lines, split_cr
 from elmo_runtime.embedder import Embedder
 from elmo_runtime.errors import InputError, UsageError
@@ -18,21 +17,10 @@ from elmo_runtime.mix import ScalarMix, save_mix
 from elmo_runtime.output.job import EmbedJob
 from elmo_runtime.output.shards import iter_vectors
 from elmo_runtime.tokenize import tokenize
+from util import one_line_error
+from util import run_elmo as run
 
 h5py = pytest.importorskip("h5py")
-
-
-def run(*args: object, input: bytes | None = None) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args], input=input)
-
-
-def one_line_error(result: Result, message: str, code: int = 1) -> None:
-    assert result.exit_code == code, result.output
-    assert "Traceback" not in result.output
-    lines = result.stderr.strip().splitlines()
-    if code == 1:
-        assert len(lines) == 1, result.stderr
-    assert message in lines[-1], result.stderr
 
 
 def npz(path: Path) -> tuple[list[np.ndarray], dict[str, str]]:

@@ -14,33 +14,22 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 from conftest import TOY_OPTIONS, toy_model
-from elmo_runtime.cli import main
-from elmo_runtime.embedder import Embedder
 from elmo_runtime.output.shards import MANIFEST, iter_vectors, read_manifest
 from elmo_runtime.spec import contract
 from test_cli import elmo_command
+from util import interrupt_after, one_line_error
+from util import run_elmo as run
 
 h5py = pytest.importorskip("h5py")
 
 LINES = b"The cat sat\n\nhello  world\nx\ny z\nw\nlast one here\na b\n"
 
 
-def run(*args: object, input: bytes | None = None) -> Result:
-    return CliRunner().invoke(main, [str(a) for a in args], input=input)
-
-
 def ok(result: Result) -> Result:
     assert result.exit_code == 0, result.output
     return result
-
-
-def one_line_error(result: Result, message: str, code: int = 1) -> None:
-    assert result.exit_code == code, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert message in lines[0], lines[0]
 
 
 def single_file(path: Path) -> list[np.ndarray]:
@@ -56,8 +45,11 @@ def assert_same(directory: Path, expected: list[np.ndarray]) -> None:
         np.testing.assert_array_equal(a, e)
 
 
+Corpus = tuple[Path, list[np.ndarray]]  # the input file, its vectors from a single-file run
+
+
 @pytest.fixture
-def corpus(tmp_path: Path, toy_model_path: Path) -> tuple[Path, list[np.ndarray]]:
+def corpus(tmp_path: Path, toy_model_path: Path) -> Corpus:
     """The input file and its vectors from a plain single-file run."""
     src = tmp_path / "in.txt"
     src.write_bytes(LINES)
@@ -74,7 +66,7 @@ def partials(directory: Path) -> list[str]:
 
 @pytest.mark.parametrize("fmt", ["hdf5", "npz", "parquet"])
 def test_shards_hold_what_the_single_file_holds(
-    corpus: tuple[Path, list[np.ndarray]], toy_model_path: Path, fmt: str
+    corpus: Corpus, toy_model_path: Path, fmt: str
 ) -> None:
     if fmt == "parquet":
         pytest.importorskip("pyarrow")
@@ -94,7 +86,7 @@ def test_shards_hold_what_the_single_file_holds(
 
 
 def test_hdf5_shard_is_allennlp_layout_keyed_by_input_line(
-    corpus: tuple[Path, list[np.ndarray]], toy_model_path: Path
+    corpus: Corpus, toy_model_path: Path
 ) -> None:
     src, expected = corpus
     out = src.parent / "out"
@@ -105,9 +97,7 @@ def test_hdf5_shard_is_allennlp_layout_keyed_by_input_line(
         np.testing.assert_array_equal(f["4"][...], expected[4])
 
 
-def test_a_directory_output_is_sharded(
-    corpus: tuple[Path, list[np.ndarray]], toy_model_path: Path
-) -> None:
+def test_a_directory_output_is_sharded(corpus: Corpus, toy_model_path: Path) -> None:
     src, expected = corpus
     ok(run("embed", src, f"{src.parent / 'new'}/", "-m", toy_model_path))
     (src.parent / "existing").mkdir()
@@ -125,9 +115,7 @@ def test_empty_input(tmp_path: Path, toy_model_path: Path) -> None:
     assert list(iter_vectors(tmp_path / "out")) == []
 
 
-def test_float16_halves_the_shards(
-    corpus: tuple[Path, list[np.ndarray]], toy_model_path: Path
-) -> None:
+def test_float16_halves_the_shards(corpus: Corpus, toy_model_path: Path) -> None:
     src, expected = corpus
     out = src.parent / "half"
     ok(run("embed", src, out, "-m", toy_model_path, "--shard-size", 3, "--dtype", "float16"))
@@ -140,24 +128,8 @@ def test_float16_halves_the_shards(
 # ---------------------------------------------------------------- resume
 
 
-def interrupt_after(monkeypatch: pytest.MonkeyPatch, sentences: int) -> None:
-    """Make the next run raise KeyboardInterrupt (as a signal would) after ``sentences``."""
-    real = Embedder.embed_sentences
-    done = 0
-
-    def interrupted(self, items, batch_size=64):
-        nonlocal done
-        for out in real(self, items, batch_size):
-            if done == sentences:
-                raise KeyboardInterrupt
-            done += 1
-            yield out
-
-    monkeypatch.setattr(Embedder, "embed_sentences", interrupted)
-
-
 def test_interrupted_run_resumes(
-    corpus: tuple[Path, list[np.ndarray]], toy_model_path: Path, monkeypatch: pytest.MonkeyPatch
+    corpus: Corpus, toy_model_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     src, expected = corpus
     out = src.parent / "out"
@@ -180,9 +152,7 @@ def test_interrupted_run_resumes(
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "delete"])
-def test_a_corrupted_shard_is_redone(
-    corpus: tuple[Path, list[np.ndarray]], toy_model_path: Path, damage: str
-) -> None:
+def test_a_corrupted_shard_is_redone(corpus: Corpus, toy_model_path: Path, damage: str) -> None:
     src, expected = corpus
     out = src.parent / "out"
     args = ("embed", src, out, "-m", toy_model_path, "--shard-size", 3)
@@ -203,9 +173,7 @@ def test_a_corrupted_shard_is_redone(
     assert_same(out, expected)
 
 
-def test_stale_temp_files_of_a_killed_run_are_removed(
-    corpus: tuple[Path, list[np.ndarray]], toy_model_path: Path
-) -> None:
+def test_stale_temp_files_of_a_killed_run_are_removed(corpus: Corpus, toy_model_path: Path) -> None:
     src, expected = corpus
     out = src.parent / "out"
     args = ("embed", src, out, "-m", toy_model_path, "--shard-size", 3)
@@ -252,7 +220,7 @@ def test_stdin_resumes_when_given_the_same_lines(
 
 
 def test_another_runs_directory_is_refused_unless_overwrite(
-    corpus: tuple[Path, list[np.ndarray]], toy_model_path: Path, tmp_path: Path
+    corpus: Corpus, toy_model_path: Path, tmp_path: Path
 ) -> None:
     src, expected = corpus
     out = src.parent / "out"
@@ -290,9 +258,7 @@ def test_another_runs_directory_is_refused_unless_overwrite(
         np.testing.assert_array_equal(a, e[-1])
 
 
-def test_changed_input_of_the_same_size_is_refused(
-    corpus: tuple[Path, list[np.ndarray]], toy_model_path: Path
-) -> None:
+def test_changed_input_of_the_same_size_is_refused(corpus: Corpus, toy_model_path: Path) -> None:
     src, _ = corpus
     out = src.parent / "out"
     args = ("embed", src, out, "-m", toy_model_path, "--shard-size", 3)
@@ -449,7 +415,7 @@ def test_killed_subprocess_resumes_to_the_uninterrupted_output(
 
 
 def test_stateless_resume_takes_another_batch_size(
-    corpus: tuple[Path, list[np.ndarray]], toy_model_path: Path, monkeypatch: pytest.MonkeyPatch
+    corpus: Corpus, toy_model_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Lowering --batch-size after a crash resumes: stateless vectors do not depend on it."""
     src, expected = corpus
@@ -477,7 +443,7 @@ def test_stateful_resume_still_refuses_another_batch_size(tmp_path: Path,
 
 
 def test_a_rerun_without_shard_size_takes_the_recorded_one(
-    corpus: tuple[Path, list[np.ndarray]], toy_model_path: Path
+    corpus: Corpus, toy_model_path: Path
 ) -> None:
     src, expected = corpus
     out = src.parent / "out"

@@ -19,7 +19,7 @@ import pytest
 from elmo_runtime.spec import contract
 from elmo_runtime.spec.chars import batch_to_ids
 from reference import ReferenceBiLM
-from util import EDGE_BATCH, require_fixtures, small_options
+from util import EDGE_BATCH, break_build, require_fixtures, small_options
 
 h5py = pytest.importorskip("h5py", reason="reading weight files needs h5py (convert extra)")
 
@@ -178,14 +178,7 @@ def test_missing_projection_with_a_smaller_projection_dim_is_refused(tmp_path):
 def test_convert_refuses_a_graph_that_disagrees(tmp_path, monkeypatch):
     options = small_options()
     weights = random_weights(options, seed=3)
-    real_build = convert_mod.build_model
-
-    def broken(options, weights):
-        weights = dict(weights)
-        weights["CNN_proj/b_proj"] = weights["CNN_proj/b_proj"] + 0.01
-        return real_build(options, weights)
-
-    monkeypatch.setattr(convert_mod, "build_model", broken)
+    break_build(monkeypatch, convert_mod)
     with pytest.raises(ExportError, match="differs from the float64 NumPy reference.*layers"):
         convert_mod.convert_weights(options, weights, tmp_path / "bad.onnx", {"kind": "test"})
     assert list(tmp_path.iterdir()) == []  # nothing written, not even a temp file

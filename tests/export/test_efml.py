@@ -82,7 +82,7 @@ def test_shipped_config_is_theirs():
     """Our copy of their shipped config equals the package's file (when installed)."""
     pkg = pytest.importorskip("importlib.util").find_spec("elmoformanylangs")
     if pkg is None or not pkg.submodule_search_locations:
-        pytest.skip("elmoformanylangs (dev extra) not installed")
+        pytest.skip("elmoformanylangs (oracle extra) not installed")
     configs = Path(list(pkg.submodule_search_locations)[0]) / "configs"
     for name, ours in efml.SHIPPED_CONFIGS.items():
         assert json.loads((configs / name).read_text()) == ours

@@ -1,7 +1,7 @@
 """ELMoForManyLangs conversion checked against their own package (the oracle).
 
 Random-weight models are built with their classes (``elmoformanylangs``,
-dev extra) in several configs, saved in their format, and embedded by their
+oracle extra) in several configs, saved in their format, and embedded by their
 ``sents2elmo`` (all layers, encoder state reset before each call: their
 encoder is stateful). Ours must agree per element within 1e-5: here the
 float64 NumPy forward (elmo_export.reference) on the converted weights and
@@ -59,12 +59,12 @@ def their_package():
     Their ``Highway.forward`` carries ``@overrides``, which on current
     ``overrides`` releases rejects the return annotation at import time.
     """
-    overrides = pytest.importorskip("overrides", reason="elmoformanylangs (dev extra) missing")
+    overrides = pytest.importorskip("overrides", reason="elmoformanylangs (oracle extra) missing")
     original = overrides.overrides
     overrides.overrides = lambda method: method
     try:
         pkg = pytest.importorskip("elmoformanylangs",
-                                  reason="elmoformanylangs (dev extra) not installed")
+                                  reason="elmoformanylangs (oracle extra) not installed")
         from elmoformanylangs import frontend
         from elmoformanylangs.modules.embedding_layer import EmbeddingLayer
     finally:

@@ -18,6 +18,7 @@ from elmo_export.weights import random_weights  # noqa: E402
 from elmo_runtime.spec import contract  # noqa: E402
 from elmo_runtime.spec.chars import batch_to_ids  # noqa: E402
 from elmo_runtime.spec.options import parse_options  # noqa: E402
+from util import break_build  # noqa: E402
 
 SMALL = {
     "lstm": {"dim": 24, "projection_dim": 8, "n_layers": 2, "cell_clip": 3, "proj_clip": 3,
@@ -122,14 +123,7 @@ def test_metadata_describes_the_model(small_onnx):
 
 
 def test_export_refuses_a_graph_that_disagrees(small_model, tmp_path, monkeypatch):
-    real_build = onnx_export.build_model
-
-    def broken(options, weights):
-        weights = dict(weights)
-        weights["CNN_proj/b_proj"] = weights["CNN_proj/b_proj"] + 0.01
-        return real_build(options, weights)
-
-    monkeypatch.setattr(onnx_export, "build_model", broken)
+    break_build(monkeypatch, onnx_export)
     out = tmp_path / "bad.onnx"
     with pytest.raises(ExportError, match="layers: max abs diff"):
         export_onnx(small_model, out, {"kind": "test"})

@@ -236,3 +236,75 @@ def test_write_refuses_nan_and_leaves_no_file(tmp_path, options, fixture_files):
     with pytest.raises(WeightsError, match="char_embed"):
         write_weights(out, w, options)
     assert list(tmp_path.iterdir()) == []
+
+
+# Datasets whose data lives in other files: a stranger's weights.hdf5 must not make
+# convert read /etc/passwd or another hdf5 file into the model (breaker finding 1).
+B_PROJ = "CNN_proj/b_proj"
+
+
+def _secret(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_bytes(b"root:x:0:0:root:/root:/bin/bash\ndaemon:x:1:1:daemon:/usr/sbin:/u")
+    return secret
+
+
+def test_external_raw_storage_refused(weights_copy, options, tmp_path):
+    secret = _secret(tmp_path)
+    with h5py.File(weights_copy, "r+") as f:
+        shape = f[B_PROJ].shape
+        del f[B_PROJ]
+        f.create_dataset(B_PROJ, shape=shape, dtype="f4", external=[(str(secret), 0, 4 * shape[0])])
+    with pytest.raises(WeightsError, match="external raw files") as err:
+        read_weights(weights_copy, options)
+    assert B_PROJ in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("target_is_hdf5", [True, False])
+def test_external_link_refused(weights_copy, options, tmp_path, target_is_hdf5):
+    other = tmp_path / "other.h5"
+    if target_is_hdf5:
+        with h5py.File(weights_copy, "r") as src, h5py.File(other, "w") as dst:
+            dst.create_dataset("b", data=src[B_PROJ][...])
+    else:
+        other = _secret(tmp_path)
+    with h5py.File(weights_copy, "r+") as f:
+        del f[B_PROJ]
+        f[B_PROJ] = h5py.ExternalLink(str(other), "/b")
+    with pytest.raises(WeightsError, match="external link") as err:
+        read_weights(weights_copy, options)
+    assert B_PROJ in str(err.value)
+
+
+def test_external_link_on_a_group_refused(weights_copy, options, tmp_path):
+    other = tmp_path / "other.h5"
+    with h5py.File(weights_copy, "r") as src, h5py.File(other, "w") as dst:
+        src.copy("CNN_proj", dst, name="CNN_proj")
+    with h5py.File(weights_copy, "r+") as f:
+        del f["CNN_proj"]
+        f["CNN_proj"] = h5py.ExternalLink(str(other), "/CNN_proj")
+    with pytest.raises(WeightsError, match="'CNN_proj' is an external link"):
+        read_weights(weights_copy, options)
+
+
+def test_soft_link_refused(weights_copy, options):
+    with h5py.File(weights_copy, "r+") as f:
+        f["spare"] = f[B_PROJ][...]
+        del f[B_PROJ]
+        f[B_PROJ] = h5py.SoftLink("/spare")
+    with pytest.raises(WeightsError, match="soft link"):
+        read_weights(weights_copy, options)
+
+
+def test_virtual_dataset_refused(weights_copy, options, tmp_path):
+    other = tmp_path / "other.h5"
+    with h5py.File(weights_copy, "r") as src, h5py.File(other, "w") as dst:
+        dst.create_dataset("b", data=src[B_PROJ][...])
+        shape = src[B_PROJ].shape
+    layout = h5py.VirtualLayout(shape=shape, dtype="f4")
+    layout[:] = h5py.VirtualSource(str(other), "b", shape=shape)
+    with h5py.File(weights_copy, "r+") as f:
+        del f[B_PROJ]
+        f.create_virtual_dataset(B_PROJ, layout)
+    with pytest.raises(WeightsError, match="virtual dataset"):
+        read_weights(weights_copy, options)

@@ -1,8 +1,10 @@
 """Backpressure and shutdown of `elmo serve`: 429 when full, SIGTERM drains, drain timeout.
 
-Requests are held "in progress" deterministically by sending their headers
-and half their body: the service counts a request from its headers on, so
-no test depends on how fast the model is.
+Requests are held deterministically by sending their headers and half their
+body: such a request is *reading* (``elmo_requests_reading``) and holds no
+``--max-concurrent-requests`` slot (a slow client cannot block the service); a
+slot is taken once the body is in, for the model's work, so the 429 test fills
+the slots with requests whose work takes seconds.
 """
 
 from __future__ import annotations
@@ -44,8 +46,8 @@ class Held:
         return response.status, json.loads(data)
 
 
-def _wait_in_flight(server: Server, count: int) -> None:
-    key = ("elmo_requests_in_flight", ())
+def _wait_in_flight(server: Server, count: int, gauge: str = "elmo_requests_in_flight") -> None:
+    key = (gauge, ())
     deadline = time.monotonic() + TIMEOUT
     while server.metrics().get(key, 0) < count:
         assert time.monotonic() < deadline, f"never {count} requests in flight"
@@ -80,22 +82,39 @@ def _sentences(seed: int, count: int) -> list[list[str]]:
     return [[rng.choice(words) for _ in range(rng.randint(1, 20))] for _ in range(count)]
 
 
+def _long(seed: int, count: int = 16) -> list[list[str]]:
+    """Sentences of 100 tokens never seen before (no token-cache hits): seconds of work."""
+    rng = random.Random(seed)
+    return [[f"{rng.choice(WORDS.split())}{rng.randint(0, 10**6)}" for _ in range(100)]
+            for _ in range(count)]
+
+
 def test_429_when_full_while_the_accepted_stay_correct(offline):
-    server = start_server("--max-concurrent-requests", "2", "--mix", "top")
+    server = start_server("--max-concurrent-requests", "2", "--mix", "top", "--token-cache", "0")
     try:
-        held = [Held(server, "/embed", {"inputs": _sentences(k, 5)}) for k in range(2)]
-        _wait_in_flight(server, 2)
+        answers: list[tuple[int, dict]] = [(0, {})] * 2
+
+        def busy(k: int) -> None:
+            answers[k] = server.post("/embed", {"inputs": _long(k), "pooling": "mean"}, key=None)
+
+        workers = [threading.Thread(target=busy, args=(k,)) for k in range(2)]
+        for t in workers:
+            t.start()
+        _wait_in_flight(server, 2)  # both bodies in: the two slots are taken by model work
         for path, body in (("/embed", {"inputs": ["a"]}), ("/v1/embeddings", {"input": "a"})):
             status, headers, answer = server.request("POST", path, body, key=None)
             assert status == 429 and headers.get("retry-after") == "1"
             error = json.loads(answer)["error"]
             assert "--max-concurrent-requests 2" in error["message"] and error["code"] == 429
-        assert server.request("GET", "/health")[0] == 200  # not an embedding request
-        for k, h in enumerate(held):
-            status, answer = h.finish()
+        for t in workers:
+            t.join(TIMEOUT)
+        for k, (status, answer) in enumerate(answers):
             assert status == 200
-            for tokens, got in zip(_sentences(k, 5), answer["embeddings"], strict=True):
-                np.testing.assert_allclose(decode(got), expected(offline, tokens, "top"), atol=1e-5)
+            for tokens, got in zip(_long(k), answer["embeddings"], strict=True):
+                np.testing.assert_allclose(
+                    decode(got), expected(offline, tokens, "top", "mean"), atol=1e-5
+                )
+        assert server.request("GET", "/health")[0] == 200  # not an embedding request
         assert server.post("/embed", {"inputs": ["free again"]}, key=None)[0] == 200
         refused = ("elmo_requests_total", (("code", "429"), ("endpoint", "/embed")))
         assert server.metrics()[refused] == 1
@@ -126,7 +145,7 @@ def test_sigterm_under_load_answers_every_accepted_request(offline):
     for t in threads:
         t.start()
     held = [Held(server, "/embed", {"inputs": _sentences(k, 4)}) for k in range(6)]
-    _wait_in_flight(server, 6)
+    _wait_in_flight(server, 6, "elmo_requests_reading")
     server.proc.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + TIMEOUT
     while not _refused(server.port):  # it stops accepting…
@@ -152,9 +171,18 @@ def test_sigterm_under_load_answers_every_accepted_request(offline):
 
 
 def test_drain_timeout_bounds_the_shutdown():
-    server = start_server("--drain-timeout", "1")
+    server = start_server("--drain-timeout", "1", "--body-timeout", "60")
     held = Held(server, "/embed", {"inputs": ["never finished"]})
-    _wait_in_flight(server, 1)
+    _wait_in_flight(server, 1, "elmo_requests_reading")
     server.proc.send_signal(signal.SIGINT)
     assert server.proc.wait(TIMEOUT) == 0  # without the timeout it would wait for the client
+    # the unfinished request is answered: one line of JSON, 503 (was uvicorn's text/plain 500)
+    response = http.client.HTTPResponse(held.sock)
+    response.begin()
+    assert response.status == 503 and response.getheader("content-type") == "application/json"
+    error = json.loads(response.read())["error"]
+    assert "--drain-timeout 1" in error["message"] and error["code"] == 503
     held.sock.close()
+    stderr = "".join(server.stderr)
+    assert "Traceback" not in stderr and "CancelledError" not in stderr, stderr
+    assert "not drained: 1 request(s) answered 503" in stderr

@@ -27,4 +27,6 @@ def test_a_busy_port_is_one_line_and_exit_1(monkeypatch: pytest.MonkeyPatch) -> 
         result = CliRunner().invoke(main, ["serve", "--port", str(port)])
     assert result.exit_code == 1, result.output
     lines = result.stderr.strip().splitlines()
-    assert lines == [f"Error: elmo serve: port {port} on 127.0.0.1 is in use; choose another --port"]
+    assert lines == [
+        f"Error: elmo serve: port {port} on 127.0.0.1 is in use; choose another --port"
+    ]

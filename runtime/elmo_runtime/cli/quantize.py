@@ -77,10 +77,11 @@ def quantize_command(
     no_check: bool,
     force: bool,
 ) -> None:
-    from ..models import resolve_model
+    from ..models import check_model_file, resolve_model
     from ..quantize import load_sentences, quantize_model
 
     model = str(resolve_model(model))  # a bundled name ("default") or a path
+    check_model_file(model)  # a directory, bilm-tf weights/options: one line, before reading
     if check_file is not None and no_check:
         raise click.UsageError("--check FILE and --no-check exclude each other")
     sentences = load_sentences(check_file) if check_file is not None else None

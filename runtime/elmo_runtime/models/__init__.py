@@ -83,7 +83,10 @@ def get(name: str) -> BundledModel:
 
 
 def resolve_model(model: str | os.PathLike | None) -> Path:
-    """The .onnx path for ``model``: None = the default, a bundled name, or a path."""
+    """The .onnx path for ``model``: None = the default, a bundled name, or a path.
+
+    A path is not checked here (:func:`check_model_file` does that where it is opened).
+    """
     if model is None or (isinstance(model, str) and model in names()):
         entry = get(DEFAULT if model is None else model)
         if not entry.path.is_file():
@@ -111,9 +114,9 @@ def check_model_file(path: str | os.PathLike) -> None:
     """
     p = Path(path)
     if p.is_dir():
-        raise ModelError(f"{p}: is a directory, not an .onnx model file")
+        raise ModelError(f"{p}: no such model file: it is a directory (give the .onnx file)")
     if not p.is_file():
-        bare = os.sep not in str(path) and "/" not in str(path)
+        bare = os.sep not in str(path) and "/" not in str(path) and not p.suffix
         also = f" and not a bundled model ({', '.join(names())})" if bare else ""
         raise ModelError(f"{p}: no such model file{also}")
     head = sniff(p)

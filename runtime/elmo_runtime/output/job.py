@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from ..batching import DEFAULT_BATCH_SIZE
 from ..corpus import read_lines
 from ..errors import RAY_HINT, ElmoError, UsageError
-from ..files import check_not_an_input
+from ..files import check_not_an_input, check_regular_output
 from ..models import resolve_model
 from ..token_cache import DEFAULT_CACHE_MB
 from .writers import FORMATS, check_extension, format_of, open_writer
@@ -123,6 +123,7 @@ class EmbedJob:
             parent = Path(self.output).parent
             if not parent.is_dir():
                 raise ElmoError(f"{self.output}: directory {parent} does not exist")
+            check_regular_output(self.output)  # a device/FIFO/symlink: before the model loads
 
     def _check_directory_name(self) -> None:
         """ElmoError for a new shard directory named like a file (``x.npz``)."""

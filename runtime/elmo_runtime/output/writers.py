@@ -29,6 +29,7 @@ name is left untouched.
 from __future__ import annotations
 
 import json
+import shutil
 import zipfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
@@ -38,8 +39,13 @@ from typing import Any
 
 import numpy as np
 
+try:
+    import resource
+except ImportError:  # Windows: no file-size limit to honour
+    resource = None  # type: ignore[assignment]
+
 from ..errors import H5PY_HINT, PYARROW_HINT, ElmoError, UsageError
-from ..files import partial_path, publish
+from ..files import check_regular_output, partial_path, publish
 
 FORMATS = ("hdf5", "npz", "parquet")
 DTYPES = ("float32", "float16")
@@ -113,6 +119,28 @@ def _write_errors(path: Path) -> Iterator[None]:
         raise ElmoError(f"{path}: cannot write the output ({e})") from None
 
 
+HDF5_HEADROOM = 4 << 20  # bytes kept free beyond each array: hdf5 metadata and cache flushes
+
+
+def check_room(tmp: Path, nbytes: int, path: Path) -> None:
+    """ElmoError unless the disk and the process's file-size limit (RLIMIT_FSIZE) leave
+    room for ``nbytes`` more bytes in ``tmp`` plus :data:`HDF5_HEADROOM`."""
+    need = nbytes + HDF5_HEADROOM
+    free = shutil.disk_usage(tmp.parent).free
+    if free < need:
+        raise ElmoError(
+            f"{path}: cannot write the output (no space left on the device: "
+            f"{free} bytes free, {need} needed); nothing was written"
+        )
+    if resource is not None:
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if limit != resource.RLIM_INFINITY and tmp.stat().st_size + need > limit:
+            raise ElmoError(
+                f"{path}: cannot write the output (it would pass the file-size limit of "
+                f"{limit} bytes, ulimit -f); nothing was written"
+            )
+
+
 class Writer(ABC):
     """Appends one array per sentence, keyed by ``first_index`` + its position."""
 
@@ -172,16 +200,24 @@ class AllenNlpWriter(Writer):
 
 
 class Hdf5Writer(AllenNlpWriter):
+    """hdf5 output. libhdf5 cannot survive a failed write (h5py prints tracebacks from its
+    finalizers, then the process segfaults), so room for each write is checked first
+    (:func:`check_room`): a full disk or a file-size limit is one ElmoError, the temp file
+    is closed and removed by :func:`open_writer`."""
+
     def __init__(self, tmp: Path, path: Path, dtype: str = "float32", first_index: int = 0):
         super().__init__(path, dtype, first_index)
         self._h5py = import_h5py()
+        self._tmp = tmp
         with _write_errors(self.path):
             self._file = self._h5py.File(tmp, "w")
 
     def _store(self, key: str, array: np.ndarray) -> None:
+        check_room(self._tmp, array.nbytes, self.path)
         self._file.create_dataset(key, data=array)
 
     def _close_with_index(self, sentence_to_index: str) -> None:
+        check_room(self._tmp, len(sentence_to_index.encode("utf-8")), self.path)
         dtype = self._h5py.string_dtype(encoding="utf-8")
         self._file.create_dataset(SENTENCE_TO_INDEX, (1,), dtype=dtype)[0] = sentence_to_index
         self._file.close()
@@ -318,6 +354,7 @@ def check_output(path: str | Path) -> Path:
         raise ElmoError(f"{path}: directory {directory} does not exist")
     if path.is_dir():
         raise ElmoError(f"{path}: is a directory; give a file name for the output")
+    check_regular_output(path)  # a device, FIFO or symlink would be replaced by the rename
     return path
 
 

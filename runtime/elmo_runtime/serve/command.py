@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
-from collections.abc import Iterator
+import math
+from collections.abc import Callable, Iterator
 from types import FrameType
 
 import click
@@ -17,17 +18,20 @@ from ..errors import SERVE_HINT, ElmoError
 from ..session import PROVIDERS
 from ..token_cache import DEFAULT_CACHE_MB
 from .config import (
+    DEFAULT_BODY_TIMEOUT,
     DEFAULT_DRAIN_TIMEOUT,
     DEFAULT_MAX_BATCH_SIZE,
     DEFAULT_MAX_CLIENT_BATCH,
     DEFAULT_MAX_CONCURRENT,
     DEFAULT_MAX_INPUT_TOKENS,
+    DEFAULT_MAX_RESPONSE_MB,
     DEFAULT_PAYLOAD_LIMIT,
     DEFAULT_PORT,
     ServeConfig,
 )
 
 READY = "elmo serve: listening on http://{host}:{port}"
+DRAIN_GRACE = 5.0  # seconds uvicorn waits beyond --drain-timeout before cancelling itself
 
 
 def _server_class() -> type:
@@ -55,7 +59,7 @@ def _server_class() -> type:
                 yield
 
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-            self.service.draining = True
+            self.service.begin_drain()  # the app answers 503 itself at the deadline
             super().handle_exit(sig, frame)
 
         async def startup(self, sockets: list | None = None) -> None:
@@ -114,12 +118,42 @@ def run(config: ServeConfig, log_level: str = "warning", access_log: bool = Fals
         port=config.port,
         log_level=log_level,
         access_log=access_log,
-        timeout_graceful_shutdown=config.drain_timeout,
+        # a backstop only: the app answers what is left 503 at config.drain_timeout
+        timeout_graceful_shutdown=config.drain_timeout + DRAIN_GRACE,
         lifespan="on",
     )
     server = _server_class()(uv_config, service)
     server.run()  # exits 1 itself when it cannot bind (after logging why)
-    click.echo("elmo serve: drained and stopped", err=True)
+    if service.cancelled:
+        click.echo(
+            f"elmo serve: stopped, not drained: {service.cancelled} request(s) answered 503 at "
+            f"the drain deadline (--drain-timeout {config.drain_timeout:g})",
+            err=True,
+        )
+    else:
+        click.echo("elmo serve: drained and stopped", err=True)
+
+
+class Finite(click.ParamType):
+    """A finite number >= 0 (click's FloatRange lets nan and inf through)."""
+
+    name = "number"
+
+    def convert(self, value: object, param: click.Parameter | None,
+                ctx: click.Context | None) -> float:
+        try:
+            number = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number) or number < 0:
+            self.fail(f"{value!r} is not a finite number >= 0", param, ctx)
+        return number
+
+
+def _limit(flag: str, default: int, help: str, metavar: str | None = None) -> Callable:
+    """A ``--max-...`` option: a whole number >= 1 with its default shown."""
+    return click.option(flag, type=click.IntRange(min=1), default=default, show_default=True,
+                        metavar=metavar, help=help)
 
 
 @click.command("serve")
@@ -146,7 +180,7 @@ def run(config: ServeConfig, log_level: str = "warning", access_log: bool = Fals
 @click.option(
     "--token-cache",
     "token_cache_mb",
-    type=click.FloatRange(min=0),
+    type=Finite(),
     default=DEFAULT_CACHE_MB,
     show_default=True,
     metavar="MIB",
@@ -157,42 +191,15 @@ def run(config: ServeConfig, log_level: str = "warning", access_log: bool = Fals
     type=click.IntRange(min=1),
     help="Padded steps (sentences x (longest + 2)) per model run [default: the model's].",
 )
-@click.option(
-    "--max-batch-size",
-    type=click.IntRange(min=1),
-    default=DEFAULT_MAX_BATCH_SIZE,
-    show_default=True,
-    help="Sentences per model run.",
-)
-@click.option(
-    "--max-concurrent-requests",
-    type=click.IntRange(min=1),
-    default=DEFAULT_MAX_CONCURRENT,
-    show_default=True,
-    help="Embedding requests in progress at once; more are answered 429.",
-)
-@click.option(
-    "--max-client-batch-size",
-    type=click.IntRange(min=1),
-    default=DEFAULT_MAX_CLIENT_BATCH,
-    show_default=True,
-    help="Inputs per request; more are answered 413.",
-)
-@click.option(
-    "--max-input-tokens",
-    type=click.IntRange(min=1),
-    default=DEFAULT_MAX_INPUT_TOKENS,
-    show_default=True,
-    help="Tokens per input; a longer one is answered 413.",
-)
-@click.option(
-    "--payload-limit",
-    type=click.IntRange(min=1),
-    default=DEFAULT_PAYLOAD_LIMIT,
-    show_default=True,
-    metavar="BYTES",
-    help="Request body size; a larger one is answered 413.",
-)
+@_limit("--max-batch-size", DEFAULT_MAX_BATCH_SIZE, "Sentences per model run.")
+@_limit("--max-concurrent-requests", DEFAULT_MAX_CONCURRENT,
+        "Embedding requests in progress at once; more are answered 429.")
+@_limit("--max-client-batch-size", DEFAULT_MAX_CLIENT_BATCH,
+        "Inputs per request; more are answered 413.")
+@_limit("--max-input-tokens", DEFAULT_MAX_INPUT_TOKENS,
+        "Tokens per input; a longer one is answered 413.")
+@_limit("--payload-limit", DEFAULT_PAYLOAD_LIMIT,
+        "Request body size; a larger one is answered 413.", metavar="BYTES")
 @click.option(
     "--api-key",
     envvar="ELMO_API_KEY",
@@ -207,10 +214,36 @@ def run(config: ServeConfig, log_level: str = "warning", access_log: bool = Fals
 )
 @click.option(
     "--drain-timeout",
-    type=click.FloatRange(min=0),
+    type=Finite(),
     default=DEFAULT_DRAIN_TIMEOUT,
     show_default=True,
-    help="Seconds the accepted requests get to finish after SIGTERM/SIGINT.",
+    help="Seconds the accepted requests get to finish after SIGTERM/SIGINT; "
+    "what is left then is answered 503.",
+)
+@click.option(
+    "--body-timeout",
+    type=Finite(),
+    default=DEFAULT_BODY_TIMEOUT,
+    show_default=True,
+    help="Seconds a request body may take to arrive (408 after); a request takes a "
+    "--max-concurrent-requests slot only once its body is in.",
+)
+@click.option(
+    "--max-response-mb",
+    type=Finite(),
+    default=DEFAULT_MAX_RESPONSE_MB,
+    show_default=True,
+    metavar="MIB",
+    help="Largest answer, estimated from the request before any work; a larger one is "
+    "answered 413.",
+)
+@click.option(
+    "--allow-host",
+    "allowed_hosts",
+    multiple=True,
+    metavar="NAME",
+    help="A name the Host header may carry (repeatable) [default: 127.0.0.1, localhost, ::1 "
+    "when bound to loopback, any name otherwise]; others get 421 (DNS rebinding).",
 )
 @click.option(
     "--log-level",
@@ -237,6 +270,9 @@ def serve_command(
     api_key: str | None,
     cors: tuple[str, ...],
     drain_timeout: float,
+    body_timeout: float,
+    max_response_mb: float,
+    allowed_hosts: tuple[str, ...],
     log_level: str,
     access_log: bool,
 ) -> None:
@@ -264,5 +300,8 @@ def serve_command(
         api_key=api_key or None,
         cors_allow_origins=cors,
         drain_timeout=drain_timeout,
+        body_timeout=body_timeout,
+        max_response_mb=max_response_mb,
+        allowed_hosts=allowed_hosts,
     )
     run(config, log_level=log_level, access_log=access_log)

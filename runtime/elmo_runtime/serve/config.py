@@ -11,6 +11,9 @@ DEFAULT_MAX_CLIENT_BATCH = 256
 DEFAULT_MAX_INPUT_TOKENS = 1024
 DEFAULT_PAYLOAD_LIMIT = 2_000_000  # bytes, as text-embeddings-inference
 DEFAULT_DRAIN_TIMEOUT = 30.0  # seconds
+DEFAULT_BODY_TIMEOUT = 10.0  # seconds a client gets to send its whole request body
+DEFAULT_MAX_RESPONSE_MB = 100.0  # MiB of JSON one answer may take (estimated before the work)
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 @dataclass(frozen=True)
@@ -22,7 +25,11 @@ class ServeConfig:
     (False: split on whitespace); ``max_batch_tokens``: padded steps per model
     run (None: the Embedder's default for the model's width); ``max_batch_size``:
     sentences per model run;
-    ``payload_limit``: bytes; ``drain_timeout``: seconds.
+    ``payload_limit``: bytes; ``drain_timeout``: seconds; ``body_timeout``: seconds a
+    request body may take to arrive (408 after); ``max_response_mb``: MiB an answer may take,
+    estimated from the request before any work (413 above); ``allowed_hosts``: the names a
+    ``Host`` header may carry (empty: :data:`LOOPBACK_HOSTS` when bound to a loopback
+    address, any otherwise).
     """
 
     model: str | None = None
@@ -42,3 +49,14 @@ class ServeConfig:
     api_key: str | None = None
     cors_allow_origins: tuple[str, ...] = field(default_factory=tuple)
     drain_timeout: float = DEFAULT_DRAIN_TIMEOUT
+    body_timeout: float = DEFAULT_BODY_TIMEOUT
+    max_response_mb: float = DEFAULT_MAX_RESPONSE_MB
+    allowed_hosts: tuple[str, ...] = field(default_factory=tuple)
+
+    def host_names(self) -> tuple[str, ...] | None:
+        """The ``Host`` names accepted (lower case, no port), or None for any."""
+        if self.allowed_hosts:
+            return tuple(h.lower().strip("[]") for h in self.allowed_hosts)
+        if self.host.strip("[]") in LOOPBACK_HOSTS or self.host.startswith("127."):
+            return (*LOOPBACK_HOSTS, self.host.strip("[]").lower())
+        return None

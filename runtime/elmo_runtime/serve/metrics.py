@@ -47,7 +47,12 @@ class Metrics:
         self.queue_size = Gauge("elmo_queue_size", "Sentences waiting for the model.", registry=r)
         self.in_flight = Gauge(
             "elmo_requests_in_flight",
-            "Embedding requests accepted and not yet answered.",
+            "Embedding requests whose body has arrived, not yet answered.",
+            registry=r,
+        )
+        self.reading = Gauge(
+            "elmo_requests_reading",
+            "Embedding requests still receiving their body (within --body-timeout).",
             registry=r,
         )
         self.batch_size = Histogram(

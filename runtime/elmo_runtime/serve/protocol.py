@@ -82,13 +82,7 @@ def load_json(body: bytes) -> dict[str, Any]:
 def parse_embed(data: dict[str, Any], tokenizer: Tokenizer, limits: Limits) -> EmbedRequest:
     """Check a ``POST /embed`` body and turn its inputs into token lists."""
     _no_unknown(data, EMBED_FIELDS)
-    if "inputs" not in data:
-        raise ApiError(422, "inputs: required (a list of token lists or of strings)")
-    inputs = data["inputs"]
-    if isinstance(inputs, str):
-        inputs = [inputs]
-    if not isinstance(inputs, list):
-        raise ApiError(422, f"inputs: expected a list or a string, found {_kind(inputs)}")
+    inputs = _inputs(data, "inputs", "a list of token lists or of strings", "a list or a string")
     mix = data.get("mix")
     if mix is not None and mix not in MODES:
         raise ApiError(422, f"mix: expected one of {', '.join(MODES)}, found {_show(mix)}")
@@ -105,13 +99,8 @@ def parse_openai(
 ) -> OpenAIRequest:
     """Check a ``POST /v1/embeddings`` body (OpenAI's fields; ``user`` is ignored)."""
     _no_unknown(data, OPENAI_FIELDS)
-    if "input" not in data:
-        raise ApiError(422, "input: required (a string or a list of strings)")
-    inputs = data["input"]
-    if isinstance(inputs, str):
-        inputs = [inputs]
-    if not isinstance(inputs, list):
-        raise ApiError(422, f"input: expected a string or a list of strings, found {_kind(inputs)}")
+    strings = "a string or a list of strings"
+    inputs = _inputs(data, "input", strings, strings)
     for name in ("model", "user"):
         if data.get(name) is not None and not isinstance(data[name], str):
             raise ApiError(422, f"{name}: expected a string, found {_kind(data[name])}")
@@ -131,6 +120,24 @@ def parse_openai(
         sentences.append(tokenizer(text))
     _check_lengths(sentences, "input", limits, need_tokens=True)
     return OpenAIRequest(sentences, encoding)
+
+
+BYTES_PER_VALUE = {"float": 12, "base64": 16 / 3}  # JSON text of one float32, measured upper
+# bound for orjson floats ("-0.123456789," is 13 at most; 12 on average) and base64 of 4 bytes
+
+
+def check_response_size(values: Sequence[int], encoding: str, max_mb: float) -> None:
+    """413 when an answer of ``values`` float32 per input (in ``encoding``) is estimated
+    over ``max_mb`` MiB (``--max-response-mb``): refused before the model runs."""
+    total = sum(values)
+    size = total * BYTES_PER_VALUE[encoding]
+    if size > max_mb * 2**20:
+        raise ApiError(
+            413,
+            f"response: {total} values, about {size / 2**20:.0f} MiB, more than "
+            f"--max-response-mb {max_mb:g}; send fewer inputs, or ask for mix top/average, "
+            "pooling mean or encoding_format base64",
+        )
 
 
 def render_embed(vectors: Sequence[np.ndarray], mix: Mix, pooling: str, encoding: str) -> bytes:
@@ -181,6 +188,18 @@ def _encode(v: np.ndarray, encoding: str, with_shape: bool = False) -> Any:
         return v
     data = base64.b64encode(v.astype("<f4", copy=False).tobytes()).decode("ascii")
     return {"shape": list(v.shape), "data": data} if with_shape else data
+
+
+def _inputs(data: dict[str, Any], name: str, required: str, expected: str) -> list[Any]:
+    """``data[name]`` as a list (a string is a list of one); 422 when absent or not a list."""
+    if name not in data:
+        raise ApiError(422, f"{name}: required ({required})")
+    inputs = data[name]
+    if isinstance(inputs, str):
+        return [inputs]
+    if not isinstance(inputs, list):
+        raise ApiError(422, f"{name}: expected {expected}, found {_kind(inputs)}")
+    return inputs
 
 
 def _sentence(value: Any, where: str, tokenizer: Tokenizer) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Sequence
@@ -68,8 +69,25 @@ class Service:
         self._forward(WARMUP)
         self.load_seconds = time.perf_counter() - started
         self.model_name = Path(embedder.model_path).name
-        self.in_flight = 0
+        self.in_flight = 0  # requests whose body has arrived (the slots)
+        self.reading = 0  # requests still receiving their body
+        self.cancelled = 0  # requests answered 503 at the drain deadline
         self.draining = False
+        self.drain_deadline = asyncio.Event()  # set --drain-timeout s after the drain began
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def started(self) -> None:
+        """Called in the server's event loop when it starts (the app's lifespan)."""
+        self._loop = asyncio.get_running_loop()
+
+    def begin_drain(self) -> None:
+        """Stop taking work; ``drain_timeout`` s later :attr:`drain_deadline` is set, and every
+        unfinished request is answered 503. Safe to call from a signal handler."""
+        self.draining = True
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            timeout = self.config.drain_timeout
+            loop.call_soon_threadsafe(loop.call_later, timeout, self.drain_deadline.set)
 
     def _forward(self, sentences: Sequence[Sequence[str]]) -> list[np.ndarray]:
         """All layers ``(L+1, n, 2P)`` float32 of each sentence (runs in the model thread)."""
@@ -84,7 +102,6 @@ class Service:
         c = self.config
         return {
             "model": self.model_name,
-            "model_path": str(self.embedder.model_path),
             "model_size_bytes": os.path.getsize(self.embedder.model_path),
             "options": asdict(self.embedder.info.options),
             "producer": self.embedder.info.producer_version,
@@ -102,6 +119,8 @@ class Service:
                 "max_client_batch_size": c.max_client_batch_size,
                 "max_input_tokens": c.max_input_tokens,
                 "payload_limit": c.payload_limit,
+                "body_timeout": c.body_timeout,
+                "max_response_mb": c.max_response_mb,
             },
             "load_seconds": round(self.load_seconds, 3),
             "version": __version__,

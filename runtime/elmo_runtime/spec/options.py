@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import OptionsError
+from ..files import read_json
 from .chars import CHAR_VOCAB, N_CHARACTERS
 
 ACTIVATIONS = ("relu", "tanh")
@@ -222,16 +223,7 @@ def _word_embedding(data: dict[str, Any]) -> tuple[int, int]:
 def load_options(path: str | Path) -> ElmoOptions:
     """Read and validate an options.json file."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise OptionsError(f"{path}: no such options file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise OptionsError(f"{path}: cannot read options file ({e})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise OptionsError(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+    data = read_json(path, OptionsError, "options file", encoding="utf-8-sig")
     try:
         return parse_options(data)
     except OptionsError as e:
