@@ -211,8 +211,3 @@ class ReferenceBiLM:
             layers[b, :, :length] = full
             out_c[:, :, b], out_h[:, :, b] = c, h
         return ReferenceOutput(layers, mask, out_c, out_h, self.stats)
-
-
-def strip_boundaries(layers: np.ndarray, n_tokens: int) -> np.ndarray:
-    """(L+1, T, 2P) of one row -> (L+1, n, 2P) without <S> and </S>."""
-    return layers[:, 1 : 1 + n_tokens]

@@ -9,6 +9,10 @@
 * A line's key (AllenNLP's ``sentence_to_index``) is the line stripped of
   surrounding whitespace; its tokens are ``str.split()`` of it, or
   :func:`.tokenize.tokenize` of it with ``tokenize=True`` (raw text).
+* Memory is bounded per line too: a line longer than :data:`MAX_LINE_BYTES`
+  is refused while it is read (``/dev/zero`` is one endless line), and one of
+  more than :data:`MAX_TOKENS` tokens is refused (the model's memory grows
+  with a sentence's length), each with ``NAME:LINE`` in one line.
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ BOM = "\ufeff"
 _LONE_CR = re.compile(rb"(?<=\r)(?!\n)")
 
 Tokenizer = Callable[[str], list[str]]
+MAX_TOKENS = 10_000  # tokens a sentence may have (the Python API checks it too)
+MAX_LINE_BYTES = 8 << 20  # bytes a line may have (8 MiB)
 
 
 class Line(NamedTuple):
@@ -40,10 +46,31 @@ def split_cr(line: bytes) -> list[bytes]:
     return pieces[:-1] if pieces[-1] == b"" else pieces
 
 
-def iter_lines(stream: Iterable[bytes]) -> Iterator[bytes]:
-    """The lines of a binary stream, ending at ``"\\n"``, ``"\\r\\n"`` or a lone ``"\\r"``."""
-    for raw in stream:
-        yield from split_cr(raw)
+def iter_lines(stream: Iterable[bytes], name: str = "input") -> Iterator[bytes]:
+    """The lines of a binary stream, ending at ``"\\n"``, ``"\\r\\n"`` or a lone ``"\\r"``.
+
+    A stream with ``readline`` (a file, stdin) is read at most
+    :data:`MAX_LINE_BYTES` + 1 bytes at a time: a longer line raises InputError
+    (``NAME:LINE: a line longer than ...``) instead of filling the memory.
+    """
+    read = getattr(stream, "readline", None)
+    if read is None:  # lines already in memory
+        for raw in stream:
+            yield from split_cr(raw)
+        return
+    lineno, carry = 0, b""
+    while raw := carry + read(MAX_LINE_BYTES + 1 - len(carry)):
+        carry = b""
+        pieces = split_cr(raw)
+        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            *pieces, carry = pieces  # the last piece has not ended yet
+            if len(carry) > MAX_LINE_BYTES:
+                raise InputError(
+                    f"{name}:{lineno + len(pieces) + 1}: a line longer than {MAX_LINE_BYTES} "
+                    "bytes; is this a text file, one sentence a line?"
+                )
+        lineno += len(pieces)
+        yield from pieces
 
 
 def decode_line(line: bytes, name: str, lineno: int, errors: str = "strict") -> str:
@@ -72,19 +99,30 @@ def tokenizer(tokenize: bool) -> Tokenizer:
 
 
 def read_lines(
-    lines: Iterable[bytes], name: str, errors: str = "strict", tokenize: bool = False
+    lines: Iterable[bytes],
+    name: str,
+    errors: str = "strict",
+    tokenize: bool = False,
+    max_tokens: int = MAX_TOKENS,
 ) -> Iterator[Line]:
     """:class:`Line` (key, tokens) of each line of UTF-8 bytes, read one line per line yielded.
 
     ``lines`` is a binary stream or any iterable of byte lines (already
     split or not: a lone CR still ends a line). A blank line gives an empty
     key and no tokens. Control characters that are not whitespace stay
-    inside their tokens.
+    inside their tokens. InputError (naming ``name:line``) for a line over
+    :data:`MAX_LINE_BYTES` bytes or ``max_tokens`` tokens.
     """
     split = tokenizer(tokenize)
-    for lineno, line in enumerate(iter_lines(lines), 1):
+    for lineno, line in enumerate(iter_lines(lines, name), 1):
         key = decode_line(line, name, lineno, errors).strip()
-        yield Line(key, split(key))
+        tokens = split(key)
+        if len(tokens) > max_tokens:
+            raise InputError(
+                f"{name}:{lineno}: {len(tokens)} tokens, more than {max_tokens} (the most a "
+                "sentence may have); split the line"
+            )
+        yield Line(key, tokens)
 
 
 def read_sentences(

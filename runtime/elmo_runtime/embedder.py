@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .batching import DEFAULT_BATCH_SIZE, bucketed, chunks, in_order, max_tokens_for
+from .corpus import MAX_TOKENS
 from .errors import ElmoError, InputError, first_line
 from .mix import Mix, ScalarMix, check_mix, load_mix, make_mix, mix_spec
 from .models import resolve_model
@@ -26,8 +27,6 @@ from .session import open_session
 from .spec import contract
 from .spec.states import RowStates
 from .token_cache import DEFAULT_CACHE_MB, TokenCache, capacity_for
-
-DEFAULT_MODEL = "models/default.onnx"
 
 Sentence = Sequence[str]
 
@@ -38,7 +37,8 @@ def default_model_path() -> Path:
 
 
 def check_sentence(sentence: object, index: int) -> None:
-    """Raise InputError unless ``sentence`` is a list/tuple of non-empty strings."""
+    """Raise InputError unless ``sentence`` is a list/tuple of at most
+    :data:`~elmo_runtime.corpus.MAX_TOKENS` non-empty strings."""
     if isinstance(sentence, str):
         raise InputError(
             f"sentence {index}: expected a list of tokens, got a str; use text.split()"
@@ -46,6 +46,11 @@ def check_sentence(sentence: object, index: int) -> None:
     if not isinstance(sentence, (list, tuple)):
         raise InputError(
             f"sentence {index}: expected a list of tokens, got a {type(sentence).__name__}"
+        )
+    if len(sentence) > MAX_TOKENS:
+        raise InputError(
+            f"sentence {index}: {len(sentence)} tokens, more than {MAX_TOKENS} (the most a "
+            "sentence may have: memory grows with it); split it"
         )
     for j, token in enumerate(sentence):
         if not isinstance(token, str):

@@ -39,7 +39,6 @@ if TYPE_CHECKING:
     from ..embedder import Embedder
 
 ENGINES = ("local", "ray")
-MIX_MODES = ("all", "top", "average")
 RAY_ONLY = ("address", "actors", "gpus_per_actor", "ray_temp_dir")
 
 Progress = Callable[[int], None]

@@ -167,7 +167,7 @@ def _run(
     size, fmt = settings["shard_size"], settings["format"]
     done = {record["index"]: record for record in manifest.shards}
     run = ShardedRun()
-    lines = HashedLines(iter_lines(stream))
+    lines = HashedLines(iter_lines(stream, input_name))
     sentences = read_lines(lines, input_name, settings["errors"], settings["tokenize"])
     for index in itertools.count():
         first = next(sentences, None)

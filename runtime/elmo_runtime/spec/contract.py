@@ -164,7 +164,6 @@ def input_specs(options: ElmoOptions) -> tuple[TensorSpec, ...]:
     return (*base[:1], *present, *base[1:])
 
 INPUTS = tuple(t.name for t in INPUT_SPECS)
-REQUIRED_INPUTS = tuple(t.name for t in INPUT_SPECS if not t.optional)
 OUTPUTS = tuple(t.name for t in OUTPUT_SPECS)
 
 
