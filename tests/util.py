@@ -147,8 +147,9 @@ def run_elmo(*args: object, input: bytes | None = None, env: dict | None = None)
     return CliRunner().invoke(main, [str(a) for a in args], input=input, env=env)
 
 
-def one_line_error(result: Result, message: str, code: int = 1) -> None:
-    """The command failed with exit status ``code``, no traceback, ``message`` in one line.
+def one_line_error(result: Result, message: str = "", code: int = 1) -> str:
+    """The command failed with exit status ``code``, no traceback, nothing on stdout and
+    ``message`` in one line on stderr; returns that line.
 
     An ElmoError (1) is ``Error: ...``; an interrupt (130) and an internal error
     (2) are said plainly; a usage error (2) ends click's usage text with ``Error: ...``.
@@ -157,12 +158,14 @@ def one_line_error(result: Result, message: str, code: int = 1) -> None:
 
     assert result.exit_code == code, result.output
     assert "Traceback" not in result.output
+    assert result.stdout == "", result.output
     lines = result.stderr.strip().splitlines()
     if not (code == 2 and lines and lines[0].startswith("Usage:")):
         assert len(lines) == 1, result.stderr
     if code != EXIT_INTERRUPTED and not message.startswith("internal error"):
         assert lines[-1].startswith("Error: "), result.stderr
     assert message in lines[-1], result.stderr
+    return lines[-1]
 
 
 def break_build(monkeypatch: pytest.MonkeyPatch, module: object) -> None:

@@ -21,7 +21,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import pickle
 import random
+import re
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -29,7 +32,7 @@ from typing import Any
 import numpy as np
 import torch
 from elmo_runtime.errors import ElmoError, first_line
-from elmo_runtime.files import atomic_path
+from elmo_runtime.files import atomic_path, check_not_an_input
 from elmo_runtime.spec.chars import EMBED_ROWS
 from elmo_runtime.spec.options import ElmoOptions, parse_options
 
@@ -63,6 +66,16 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
         raise CheckpointError(f"{path}: cannot write the checkpoint ({e.strerror})") from None
 
 
+def refused_pickle(error: Exception) -> str:
+    """Why ``torch.load(weights_only=True)`` refused a file, without torch's advice to
+    turn the safety off: ``"the tensors-only loader refused it (Unsupported global:
+    GLOBAL os.system); nothing in it was run"``."""
+    found = re.search(r"Unsupported (?:operand \d+|global: GLOBAL \S+)|invalid load key[^\n]*",
+                      str(error))
+    detail = f" ({found.group(0)})" if found else ""
+    return f"the tensors-only loader refused it{detail}; nothing in it was run"
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read and check a checkpoint (file or output directory).
 
@@ -79,8 +92,14 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: cannot read the checkpoint ({e.strerror})") from None
     digest = hashlib.sha256(data).hexdigest()
     try:
-        ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle, zip and torch errors alike
+        with warnings.catch_warnings():  # torch's pickle-protocol warning: not a user error
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # torch's text advises weights_only=False: never
+        raise CheckpointError(
+            f"{path}: not a readable elmo-edge checkpoint: {refused_pickle(e)}"
+        ) from None
+    except Exception as e:  # zip and torch errors alike
         raise CheckpointError(
             f"{path}: not a readable elmo-edge checkpoint ({first_line(e)})"
         ) from None
@@ -137,6 +156,10 @@ def export_checkpoint(path: str | Path, output: str | Path, fmt: str = "onnx",
     vocab.txt. The ONNX model records ``checkpoint_sha256``: the hash of the
     bytes its weights were read from.
     """
+    source = checkpoint_path(path)
+    names = ("weights.hdf5", "options.json", "vocab.txt")
+    for target in [Path(output)] if fmt == "onnx" else [Path(output) / n for n in names]:
+        check_not_an_input(target, [source])  # before anything is read or written
     model, ckpt = load_bilm(path)
     if fmt == "onnx":
         from .onnx_export import DEFAULT_ATOL, export_onnx

@@ -16,12 +16,13 @@ import json
 import math
 import os
 import pickle
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from elmo_runtime.errors import ElmoError, first_line
+from elmo_runtime.errors import ElmoError
 from elmo_runtime.spec import codepoints
 
 CONFIG_FILE = "config.json"
@@ -236,10 +237,13 @@ def load_state_dict(path: Path) -> dict[str, np.ndarray]:
     if not path.is_file():
         raise EfmlError(f"{path}: missing")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise EfmlError(f"{path}: not a plain state dict; refused without running it "
-                        f"({first_line(e)})") from None
+        with warnings.catch_warnings():  # torch's pickle-protocol warning: not a user error
+            warnings.simplefilter("ignore")
+            data = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # torch's text advises weights_only=False: never
+        from .checkpoint import refused_pickle
+
+        raise EfmlError(f"{path}: not a plain state dict: {refused_pickle(e)}") from None
     except Exception as e:  # truncated zip, not a torch file, ...
         raise EfmlError(f"{path}: not a readable torch.save file ({type(e).__name__}: "
                         f"{str(e).strip()[:200]})") from None

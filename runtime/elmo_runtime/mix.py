@@ -35,6 +35,9 @@ FIELDS = ("weights", "gamma", "do_layer_norm")
 Mix = Callable[[np.ndarray], np.ndarray]
 
 
+MAX_VALUE = 1e6  # |weight| and |gamma| of a mix: gamma 1e308 turned every vector into inf
+
+
 class ScalarMix:
     """A learned weighting of the L+1 layers: softmax(weights) times gamma."""
 
@@ -94,6 +97,9 @@ def _number(value: Any, name: str) -> float:
         raise MixError(f"{name} must be numbers, found {value!r}")
     if not math.isfinite(value):
         raise MixError(f"{name} must be finite, found {value!r}")
+    if abs(value) > MAX_VALUE:
+        raise MixError(f"{name} must be within ±{MAX_VALUE:g} (larger ones overflow the "
+                       f"vectors to inf), found {value!r}")
     return float(value)
 
 

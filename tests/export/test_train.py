@@ -42,6 +42,7 @@ from elmo_runtime.errors import ElmoError, OptionsError  # noqa: E402
 from elmo_runtime.spec import contract  # noqa: E402
 from elmo_runtime.spec.chars import pack  # noqa: E402
 from elmo_runtime.spec.options import load_options  # noqa: E402
+from util import one_line_error, run_elmo  # noqa: E402
 
 SENTENCES = [["neural", "networks", "are", "models", "."], ["a", "net"], []]
 
@@ -244,11 +245,7 @@ def test_export_hdf5_round_trips(trained: Path, tmp_path: Path) -> None:
 
 
 def _cli_error(args: list[str]) -> str:
-    result = CliRunner().invoke(main, args)
-    assert result.exit_code == 1, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
-    return lines[0]
+    return one_line_error(run_elmo(*args))
 
 
 def test_bad_input_is_one_clear_line(data: dict[str, Path], tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import http.client
 import json
 import os
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -140,3 +142,26 @@ def expected(
     """What the library gives for one sentence alone (mean over its tokens if pooled)."""
     v = offline[mix].embed_sentence(tokens)
     return v.mean(axis=-2) if pooling == "mean" else v
+
+
+# What the serve tests' fixtures give (each test module declares the fixture): no
+# tests/serve/conftest.py, because a second module named ``conftest`` shadows
+# tests/conftest.py for `from conftest import ...` when tests/cli and tests/serve run together.
+
+
+def shared_server() -> Iterator[Server]:
+    """The bundled model with small limits and an API key (mix: all), stopped cleanly."""
+    s = start_server(
+        "--api-key", API_KEY,
+        "--max-client-batch-size", "40",
+        "--max-input-tokens", "60",
+        "--payload-limit", "100000",
+    )  # fmt: skip
+    yield s
+    assert s.stop() == 0, "".join(s.stderr)
+
+
+@functools.cache
+def reference_embedders() -> dict[str, Embedder]:
+    """The library on the same (bundled) model, one Embedder per mix: the reference vectors."""
+    return {mix: Embedder(mix=mix) for mix in ("all", "top", "average")}

@@ -165,3 +165,11 @@ def test_non_finite_numbers_refused_in_one_line(flag: str, value: str) -> None:
     result = run_elmo("serve", flag, value)
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "is not a finite number >= 0" in result.stderr.strip().splitlines()[-1]
+
+
+def test_a_body_that_is_not_utf8_says_so(guarded: Server) -> None:
+    status, _, data = guarded.request("POST", "/embed", raw=b'{"inputs": ["\xff\xfe"]}')
+    assert status == 400
+    assert json.loads(data)["error"]["message"] == (
+        "request body: not valid UTF-8 (byte 0xff at offset 13)"  # was "str is not valid
+    )  # UTF-8: surrogates not allowed", orjson's words about Python strings

@@ -19,7 +19,13 @@ import time
 
 import numpy as np
 import pytest
-from serve_util import Server, decode, expected, start_server
+from serve_util import Server, decode, expected, reference_embedders, start_server
+
+
+@pytest.fixture(scope="session")
+def offline():
+    return reference_embedders()
+
 
 TIMEOUT = 60.0
 WORDS = "the bank raised rates as boats drift by a river bank at dawn"

@@ -12,7 +12,26 @@ import threading
 import numpy as np
 import pytest
 from elmo_runtime.tokenize import tokenize
-from serve_util import API_KEY, Server, decode, expected, start_server
+from serve_util import (
+    API_KEY,
+    Server,
+    decode,
+    expected,
+    reference_embedders,
+    shared_server,
+    start_server,
+)
+
+
+@pytest.fixture(scope="module")
+def server():
+    yield from shared_server()
+
+
+@pytest.fixture(scope="session")
+def offline():
+    return reference_embedders()
+
 
 TEXT = (
     "The bank raised its interest rates . They sat on the river bank and watched "

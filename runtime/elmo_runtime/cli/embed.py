@@ -13,6 +13,7 @@ from ..output.shards import DEFAULT_SHARD_SIZE
 from ..output.writers import DTYPES, FORMATS
 from ..session import PROVIDERS
 from ..token_cache import DEFAULT_CACHE_MB
+from .params import Finite
 from .progress import line_progress
 
 MODES = ("all", "top", "average")
@@ -67,7 +68,7 @@ def _mix(ctx: click.Context, mix_file: str | None) -> str:
               help="Stored float type; float16 halves the size.")
 @click.option("--stateful", is_flag=True,
               help="Carry LSTM states across batches by row (bilm-tf style).")
-@click.option("--token-cache", "token_cache_mb", type=click.FloatRange(min=0),
+@click.option("--token-cache", "token_cache_mb", type=Finite(),
               default=DEFAULT_CACHE_MB, show_default=True, metavar="MIB",
               help="Memory (MiB; per actor with --engine ray) for the vectors of tokens seen "
               "before, so the char CNN runs once per distinct token; 0 turns it off. Results do "
@@ -87,7 +88,7 @@ def _mix(ctx: click.Context, mix_file: str | None) -> str:
 @click.option("--actors", type=click.IntRange(min=1),
               help="Ray actors, one onnxruntime session each [default: as many as the CPUs "
               "allow].")
-@click.option("--gpus-per-actor", type=click.FloatRange(min=0), default=0.0,
+@click.option("--gpus-per-actor", type=Finite(), default=0.0,
               help="GPUs of each Ray actor (a fraction shares a GPU) [default: 0].")
 @click.option("--ray-temp-dir", metavar="DIR",
               help="Where a local Ray keeps its files and logs [default: a new temp dir, "

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import math
 from collections.abc import Callable, Iterator
 from types import FrameType
 
 import click
 
+from ..cli.params import Finite
 from ..errors import SERVE_HINT, ElmoError
 from ..session import PROVIDERS
 from ..token_cache import DEFAULT_CACHE_MB
@@ -134,25 +134,15 @@ def run(config: ServeConfig, log_level: str = "warning", access_log: bool = Fals
         click.echo("elmo serve: drained and stopped", err=True)
 
 
-class Finite(click.ParamType):
-    """A finite number >= 0 (click's FloatRange lets nan and inf through)."""
-
-    name = "number"
-
-    def convert(self, value: object, param: click.Parameter | None,
-                ctx: click.Context | None) -> float:
-        try:
-            number = float(value)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            self.fail(f"{value!r} is not a number", param, ctx)
-        if not math.isfinite(number) or number < 0:
-            self.fail(f"{value!r} is not a finite number >= 0", param, ctx)
-        return number
-
-
 def _limit(flag: str, default: int, help: str, metavar: str | None = None) -> Callable:
     """A ``--max-...`` option: a whole number >= 1 with its default shown."""
     return click.option(flag, type=click.IntRange(min=1), default=default, show_default=True,
+                        metavar=metavar, help=help)
+
+
+def _amount(*decls: str, default: float, help: str, metavar: str | None = None) -> Callable:
+    """An option taking a finite number >= 0 (seconds, MiB) with its default shown."""
+    return click.option(*decls, type=Finite(), default=default, show_default=True,
                         metavar=metavar, help=help)
 
 
@@ -177,15 +167,8 @@ def _limit(flag: str, default: int, help: str, metavar: str | None = None) -> Ca
 )
 @click.option("--provider", type=click.Choice(PROVIDERS), default="auto", show_default=True)
 @click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads [default: all].")
-@click.option(
-    "--token-cache",
-    "token_cache_mb",
-    type=Finite(),
-    default=DEFAULT_CACHE_MB,
-    show_default=True,
-    metavar="MIB",
-    help="Memory for the vectors of tokens seen before; results do not depend on it.",
-)
+@_amount("--token-cache", "token_cache_mb", default=DEFAULT_CACHE_MB, metavar="MIB",
+         help="Memory for the vectors of tokens seen before; results do not depend on it.")
 @click.option(
     "--max-batch-tokens",
     type=click.IntRange(min=1),
@@ -212,31 +195,15 @@ def _limit(flag: str, default: int, help: str, metavar: str | None = None) -> Ca
     metavar="ORIGIN",
     help="Allowed CORS origin (repeatable).",
 )
-@click.option(
-    "--drain-timeout",
-    type=Finite(),
-    default=DEFAULT_DRAIN_TIMEOUT,
-    show_default=True,
-    help="Seconds the accepted requests get to finish after SIGTERM/SIGINT; "
-    "what is left then is answered 503.",
-)
-@click.option(
-    "--body-timeout",
-    type=Finite(),
-    default=DEFAULT_BODY_TIMEOUT,
-    show_default=True,
-    help="Seconds a request body may take to arrive (408 after); a request takes a "
-    "--max-concurrent-requests slot only once its body is in.",
-)
-@click.option(
-    "--max-response-mb",
-    type=Finite(),
-    default=DEFAULT_MAX_RESPONSE_MB,
-    show_default=True,
-    metavar="MIB",
-    help="Largest answer, estimated from the request before any work; a larger one is "
-    "answered 413.",
-)
+@_amount("--drain-timeout", default=DEFAULT_DRAIN_TIMEOUT,
+         help="Seconds the accepted requests get to finish after SIGTERM/SIGINT; "
+         "what is left then is answered 503.")
+@_amount("--body-timeout", default=DEFAULT_BODY_TIMEOUT,
+         help="Seconds a request body may take to arrive (408 after); a request takes a "
+         "--max-concurrent-requests slot only once its body is in.")
+@_amount("--max-response-mb", default=DEFAULT_MAX_RESPONSE_MB, metavar="MIB",
+         help="Largest answer, estimated from the request before any work; a larger one is "
+         "answered 413.")
 @click.option(
     "--allow-host",
     "allowed_hosts",

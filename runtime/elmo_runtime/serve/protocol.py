@@ -71,6 +71,12 @@ def error_body(status: int, message: str) -> bytes:
 def load_json(body: bytes) -> dict[str, Any]:
     """The request body as a JSON object; 400 if it is not JSON, 422 if not an object."""
     try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ApiError(
+            400, f"request body: not valid UTF-8 (byte 0x{body[e.start]:02x} at offset {e.start})"
+        ) from None
+    try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as e:
         raise ApiError(400, f"request body: not valid JSON ({e})") from None

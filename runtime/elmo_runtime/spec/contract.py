@@ -321,11 +321,14 @@ def make_metadata(
     }
 
 
-def _json_field(meta: dict[str, str], key: str, where: str) -> Any:
-    try:
-        return json.loads(meta[key])
-    except (KeyError, json.JSONDecodeError):
+def _json_field(meta: dict[str, str], key: str, where: str, default: Any = None) -> Any:
+    try:  # an absent key reads as ``default`` when one is given (then it must be an object)
+        value = json.loads(meta[key] if default is None else meta.get(key, json.dumps(default)))
+    except (KeyError, json.JSONDecodeError, RecursionError):
         raise ModelError(f"{where}: metadata field {key!r} is missing or not JSON") from None
+    if isinstance(default, dict) and not isinstance(value, dict):
+        raise ModelError(f"{where}: metadata field {key!r} must be a JSON object: {value!r:.40}")
+    return value
 
 
 def parse_metadata(meta: dict[str, str], where: str) -> ModelInfo:
@@ -364,9 +367,9 @@ def parse_metadata(meta: dict[str, str], where: str) -> ModelInfo:
     return ModelInfo(
         options=options,
         producer_version=meta.get(KEY_PRODUCER, "unknown"),
-        source=_json_field(meta, KEY_SOURCE, where) if KEY_SOURCE in meta else {},
-        parity=_json_field(meta, KEY_PARITY, where) if KEY_PARITY in meta else {},
-        quantization=_json_field(meta, KEY_QUANT, where) if KEY_QUANT in meta else {"mode": "none"},
+        source=_json_field(meta, KEY_SOURCE, where, {}),
+        parity=_json_field(meta, KEY_PARITY, where, {}),
+        quantization=_json_field(meta, KEY_QUANT, where, {"mode": "none"}),
         vocabulary=vocabulary,
     )
 
