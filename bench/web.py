@@ -27,6 +27,9 @@ from typing import Any
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+from run import make_sentences  # noqa: E402  (bench/run.py: one sentence generator)
+
 MODELS = {"fp32": "default.onnx", "int8": "default.int8.onnx"}
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 WARMUP = 3
@@ -48,18 +51,6 @@ RUN_JS = """async (sentences) => {
   }
   return times;
 }"""
-
-
-def make_sentences(n: int, seed: int = 0) -> list[list[str]]:
-    """Seeded sentences with lengths like English prose (mean ~23 tokens, 3-80)."""
-    rng = np.random.default_rng(seed)
-    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
-    vocab = ["".join(rng.choice(letters, size=k)) for k in rng.integers(1, 13, size=5000)]
-    lengths = np.clip(rng.gamma(4.0, 6.0, size=n).astype(int), 3, 80)
-    ranks = np.minimum(rng.zipf(1.2, size=int(lengths.sum())), len(vocab)) - 1
-    words = [vocab[r] for r in ranks]
-    starts = np.concatenate([[0], np.cumsum(lengths)])
-    return [words[a:b] for a, b in zip(starts[:-1], starts[1:], strict=True)]
 
 
 class Native:

@@ -21,8 +21,8 @@ about twice the model's bytes on disk.
 Safety: a copy is built in a temporary directory and renamed into place, one
 builder at a time per model (``flock``); a concurrent loser of the rename uses
 the winner's copy. A manifest records the sha256 of every file: the graph
-file is hashed on every load, the data file's size and mtime are compared
-and 16 sampled blocks hashed; any difference forces a full hash, and a copy
+file is hashed on every load, the data file's size, mtime and ctime are
+compared and 16 sampled blocks hashed; any difference forces a full hash, and a copy
 that fails it is deleted and rebuilt, never used. A copy whose key no longer
 matches (new onnxruntime, other CPU) is not found and is rebuilt (older
 siblings are removed). When the cache cannot be written, or preparing fails,
@@ -119,7 +119,8 @@ def sample_sha256(path: Path) -> str:
 def model_sha256(model: Path, root: Path) -> str:
     """sha256 of ``model``, remembered in ``root/index`` by path, size, mtime and inode."""
     st = model.stat()
-    stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ino": st.st_ino}
+    stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns,
+             "ino": st.st_ino}  # ctime: no write can keep it, not even one that resets mtime
     real = str(model.resolve())
     entry = root / "index" / (hashlib.sha256(real.encode()).hexdigest()[:32] + ".json")
     with contextlib.suppress(OSError, ValueError):
@@ -159,13 +160,14 @@ def check_copy(directory: Path, source_sha256: str) -> str | None:
         st = data.stat()
         if st.st_size != want["size"]:
             return f"{DATA} has {st.st_size} bytes, expected {want['size']}"
-        if st.st_mtime_ns == want["mtime_ns"] and sample_sha256(data) == want["sample_sha256"]:
+        if ((st.st_mtime_ns, st.st_ctime_ns) == (want["mtime_ns"], want.get("ctime_ns"))
+                and sample_sha256(data) == want["sample_sha256"]):
             return None
         if sha256_file(data) != want["sha256"]:
             return f"{DATA} does not match its sha256"
     except (OSError, KeyError, TypeError) as e:
         return f"unreadable ({e.__class__.__name__}: {e})"
-    want["mtime_ns"] = st.st_mtime_ns  # touched or copied, but intact
+    want["mtime_ns"], want["ctime_ns"] = st.st_mtime_ns, st.st_ctime_ns  # touched, intact
     with contextlib.suppress(OSError):
         _write_json(directory / MANIFEST, manifest)
     return None
@@ -252,10 +254,13 @@ def _build(model: Path, tmp: Path, sha: str, key: str) -> None:
     if proc.returncode != 0:
         lines = proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"]
         raise PrepareError(f"{model}: onnxruntime could not prepare it: {lines[-1]}")
+    if not (tmp / GRAPH).is_file() or not (tmp / DATA).is_file():
+        raise PrepareError(f"{model}: preparing it wrote no {GRAPH} / {DATA} in {tmp}")
     data = tmp / DATA
     files = {GRAPH: {"sha256": sha256_file(tmp / GRAPH)},
              DATA: {"sha256": sha256_file(data), "size": data.stat().st_size,
-                    "mtime_ns": data.stat().st_mtime_ns, "sample_sha256": sample_sha256(data)}}
+                    "mtime_ns": data.stat().st_mtime_ns, "ctime_ns": data.stat().st_ctime_ns,
+                    "sample_sha256": sample_sha256(data)}}
     import onnxruntime as ort
 
     _write_json(tmp / MANIFEST, {"source_sha256": sha, "key": key, "recipe": RECIPE,

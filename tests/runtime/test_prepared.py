@@ -131,20 +131,25 @@ def test_an_intact_copy_is_reused_not_rebuilt(cache: Path) -> None:
     after = json.loads((directory / prepared.MANIFEST).read_text())
     assert after["files"][prepared.DATA]["sha256"] == json.loads(before)["files"][
         prepared.DATA]["sha256"]
-    assert after["files"][prepared.DATA]["mtime_ns"] == (directory / prepared.DATA).stat(
-        ).st_mtime_ns
+    st = (directory / prepared.DATA).stat()
+    assert after["files"][prepared.DATA]["mtime_ns"] == st.st_mtime_ns
+    assert after["files"][prepared.DATA]["ctime_ns"] == st.st_ctime_ns
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("damage", ["graph byte", "data byte", "data truncated", "manifest"])
+@pytest.mark.parametrize("damage", ["graph byte", "data byte", "data byte, mtime kept",
+                                    "data truncated", "manifest"])
 def test_a_corrupt_copy_is_refused_and_rebuilt(cache: Path, damage: str) -> None:
     directory = _copy_dir(cache)
     data = directory / prepared.DATA
     if damage == "graph byte":
         _flip_byte(directory / prepared.GRAPH, 100)
-    elif damage == "data byte":
-        last = data.stat().st_size - prepared.SAMPLE_BYTES  # just after sampled block 1:
+    elif damage.startswith("data byte"):
+        st = data.stat()
+        last = st.st_size - prepared.SAMPLE_BYTES  # just after sampled block 1:
         _flip_byte(data, last // (prepared.SAMPLES - 1) + prepared.SAMPLE_BYTES + 999)
+        if damage.endswith("mtime kept"):  # only the ctime tells
+            os.utime(data, ns=(st.st_atime_ns, st.st_mtime_ns))
     elif damage == "data truncated":
         os.truncate(data, data.stat().st_size - 4096)
     else:
