@@ -117,7 +117,7 @@ def sample_sha256(path: Path) -> str:
 
 
 def model_sha256(model: Path, root: Path) -> str:
-    """sha256 of ``model``, remembered in ``root/index`` by path, size, mtime and inode."""
+    """sha256 of ``model``, remembered in ``root/index`` by path, size, mtime, ctime, inode."""
     st = model.stat()
     stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns,
              "ino": st.st_ino}  # ctime: no write can keep it, not even one that resets mtime
@@ -142,9 +142,9 @@ def copy_dir(model: str | Path, root: Path | None = None) -> Path:
 def check_copy(directory: Path, source_sha256: str) -> str | None:
     """None when the copy in ``directory`` is complete and intact, else why it is not.
 
-    The graph file is hashed in full; the data file's size and mtime must be
-    the manifest's and its sampled blocks must hash the same, or else its
-    full sha256 must match (the manifest then records the new mtime).
+    The graph file is hashed in full; the data file's size, mtime and ctime
+    must be the manifest's and its sampled blocks must hash the same, or else
+    its full sha256 must match (the manifest then records the new times).
     """
     try:
         manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
@@ -220,12 +220,11 @@ def load_path(model: str | Path, provider: str = "cpu", min_bytes: int | None = 
 
     Only CPU sessions (``provider`` "cpu", or "auto" without CUDA) of models
     of at least ``min_bytes`` (default :data:`MIN_MODEL_BYTES`, 32 MiB; 0 when
-    ``ELMO_EDGE_PREPARED=always``) use a
-    prepared copy: below that the saving is small next to the interpreter's own
-    memory and not worth a cache entry.
-    Falls back to ``model`` with a UserWarning when preparing fails
-    (unwritable cache, onnxruntime error), silently when preparing is switched
-    off or the model is not a readable file (the plain load reports it).
+    ``ELMO_EDGE_PREPARED=always``) use a prepared copy: below that the saving
+    is small next to the interpreter's own memory. Falls back to ``model``
+    with a UserWarning when preparing fails (unwritable cache, onnxruntime
+    error), silently when preparing is switched off or the model is not a
+    readable file (the plain load reports it).
     """
     model = Path(model)
     if not enabled() or provider not in ("cpu", "auto") or not model.is_file():

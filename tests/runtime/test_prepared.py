@@ -136,6 +136,18 @@ def test_an_intact_copy_is_reused_not_rebuilt(cache: Path) -> None:
     assert after["files"][prepared.DATA]["ctime_ns"] == st.st_ctime_ns
 
 
+def test_a_load_hashes_only_the_small_graph_file(cache: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """The index spares the model's hash, the manifest's stats the data file's: O(1 MiB) a load."""
+    prepared.prepare(default_model_path(), cache)  # copytree changed the stats: settle them
+    hashed: list[str] = []
+    real = prepared.sha256_file
+    monkeypatch.setattr(prepared, "sha256_file",
+                        lambda path: (hashed.append(Path(path).name), real(path))[1])
+    prepared.prepare(default_model_path(), cache)
+    assert hashed == [prepared.GRAPH]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("damage", ["graph byte", "data byte", "data byte, mtime kept",
                                     "data truncated", "manifest"])
