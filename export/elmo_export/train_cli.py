@@ -97,7 +97,7 @@ def train_command(ctx: click.Context, corpus: tuple[str, ...], quiet: bool,
     For N data-parallel processes:
 
     \b
-    torchrun --standalone --nproc-per-node N $(which elmo) train CORPUS... -o DIR
+    torchrun --standalone --nproc-per-node N -m elmo_runtime train CORPUS... -o DIR
     """
     from .presets import resolve_options
     from .train import TrainingInterrupted, train

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .errors import MixError
-from .files import read_json
+from .files import read_json, write_text_atomic
 
 LAYER_NORM_EPS = 1e-12
 MODES = ("all", "top", "average")
@@ -202,4 +202,4 @@ def _parse(data: Any, path: Path) -> ScalarMix:
 
 def save_mix(path: str | Path, mix: ScalarMix) -> None:
     """Write ``mix`` as JSON; :func:`load_mix` reads back an equal mix."""
-    Path(path).write_text(json.dumps(mix.to_dict(), indent=2) + "\n", encoding="utf-8")
+    write_text_atomic(path, json.dumps(mix.to_dict(), indent=2) + "\n")

@@ -709,3 +709,25 @@ def test_ranges_bound_what_the_lstm_bounds():
     assert ranges.of("free") == (-np.inf, np.inf)
     assert ranges.of("h_next") == (-np.inf, np.inf)  # h_prev unknown without state analysis
     assert state_bounds(graph, 1) == {"h_prev": (-3.0, 3.0)}
+
+
+@pytest.mark.parametrize(
+    ("tolerance", "diff", "word"),
+    [
+        (None, 2e-3, "within float16 rounding"),
+        (1e-5, 0.0, "independent"),
+        (1e-5, 1e-3, "DEPENDENT"),
+    ],
+)
+def test_the_report_names_the_batch_state_by_its_tolerance(tolerance, diff, word):
+    """fp16 (no tolerance) is never called "independent" next to a 2e-3 difference."""
+    from elmo_runtime.cli.quantize import format_report
+    from elmo_runtime.quantize import QuantizeReport
+    from elmo_runtime.quantize.check import CheckReport, LayerCosine
+
+    check = CheckReport(layers=[LayerCosine(0, 1.0, 1.0)], threshold=0.99, sentences=1, tokens=3,
+                        provider="cpu", batch_max_abs_diff=diff, batch_tolerance=tolerance)
+    report = QuantizeReport(source=Path("a.onnx"), output=Path("b.onnx"), mode="fp16",
+                            size_before=2, size_after=1, settings={}, check=check, forced=False)
+    line = next(x for x in format_report(report).splitlines() if x.startswith("batch"))
+    assert line.endswith(f"— {word}")

@@ -27,7 +27,10 @@ def format_report(report: QuantizeReport) -> str:
     if check.batch_max_abs_diff is not None:
         limit = (f"≤ {check.batch_tolerance:g} required" if check.batch_tolerance is not None
                  else "reported only")
-        state = "independent" if check.batch_independent else "DEPENDENT"
+        if check.batch_tolerance is None:  # fp16: float16 rounding, not held to a tolerance
+            state = "within float16 rounding"
+        else:
+            state = "independent" if check.batch_independent else "DEPENDENT"
         lines.append(
             f"batch independence: each sentence alone vs in its batch, max |diff| "
             f"{check.batch_max_abs_diff:.3g} ({limit}) — {state}"
