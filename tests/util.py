@@ -147,6 +147,22 @@ def run_elmo(*args: object, input: bytes | None = None, env: dict | None = None)
     return CliRunner().invoke(main, [str(a) for a in args], input=input, env=env)
 
 
+def write_input(directory: Path, data: bytes, name: str = "in.txt") -> Path:
+    """``directory/name`` holding the bytes ``data`` (an `elmo embed` input file); its path."""
+    path = directory / name
+    path.write_bytes(data)
+    return path
+
+
+def run_interrupted(monkeypatch: pytest.MonkeyPatch, sentences: int, *args: object,
+                    input: bytes | None = None) -> Result:
+    """``elmo ARGS...`` (as :func:`run_elmo`) interrupted after ``sentences`` sentences, as
+    by Ctrl-C (:func:`interrupt_after`); later runs are not interrupted."""
+    with monkeypatch.context() as m:
+        interrupt_after(m, sentences)
+        return run_elmo(*args, input=input)
+
+
 def one_line_error(result: Result, message: str = "", code: int = 1) -> str:
     """The command failed with exit status ``code``, no traceback, nothing on stdout and
     ``message`` in one line on stderr; returns that line.

@@ -38,6 +38,24 @@ class Line(NamedTuple):
     tokens: list[str]
 
 
+def line_too_long(name: str, lineno: int) -> InputError:
+    """The error of every line reader (this one, the Ray engine's) for line ``lineno``
+    (1-based) of ``name`` when it is longer than :data:`MAX_LINE_BYTES` bytes."""
+    return InputError(
+        f"{name}:{lineno}: a line longer than {MAX_LINE_BYTES} "
+        "bytes; is this a text file, one sentence a line?"
+    )
+
+
+def too_many_tokens(name: str, lineno: int, count: int, max_tokens: int = MAX_TOKENS) -> InputError:
+    """The error of every line reader for line ``lineno`` of ``name`` with ``count`` tokens,
+    more than ``max_tokens``."""
+    return InputError(
+        f"{name}:{lineno}: {count} tokens, more than {max_tokens} (the most a "
+        "sentence may have); split the line"
+    )
+
+
 def split_cr(line: bytes) -> list[bytes]:
     """``line`` cut after every ``"\\r"`` that no ``"\\n"`` follows (a lone CR ends a line)."""
     if b"\r" not in line:
@@ -65,10 +83,7 @@ def iter_lines(stream: Iterable[bytes], name: str = "input") -> Iterator[bytes]:
         if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
             *pieces, carry = pieces  # the last piece has not ended yet
             if len(carry) > MAX_LINE_BYTES:
-                raise InputError(
-                    f"{name}:{lineno + len(pieces) + 1}: a line longer than {MAX_LINE_BYTES} "
-                    "bytes; is this a text file, one sentence a line?"
-                )
+                raise line_too_long(name, lineno + len(pieces) + 1)
         lineno += len(pieces)
         yield from pieces
 
@@ -118,10 +133,7 @@ def read_lines(
         key = decode_line(line, name, lineno, errors).strip()
         tokens = split(key)
         if len(tokens) > max_tokens:
-            raise InputError(
-                f"{name}:{lineno}: {len(tokens)} tokens, more than {max_tokens} (the most a "
-                "sentence may have); split the line"
-            )
+            raise too_many_tokens(name, lineno, len(tokens), max_tokens)
         yield Line(key, tokens)
 
 

@@ -6,6 +6,11 @@ hands out files. It sends the cross-origin isolation headers
 ``Cross-Origin-Embedder-Policy: require-corp``) without which browsers refuse
 WASM threads, and serves the chosen model at ``/model.onnx`` next to the page.
 
+Like `elmo serve` on loopback it answers only requests whose ``Host`` header is
+a loopback name (421 otherwise: a DNS-rebinding page cannot read it), only
+``GET`` and ``HEAD`` (405 otherwise), and lists no directories (404): its answers
+name no file path of this machine.
+
 ``web/contract.json`` is what ``web/elmo.mjs`` knows of the model contract
 (format name and version, metadata keys, char-id scheme, tensor names). It is
 generated from :mod:`elmo_runtime.spec.contract` by :func:`contract_json`
@@ -28,9 +33,12 @@ from typing import Any
 import click
 
 from .errors import ElmoError, ModelError
+from .serve.config import host_allowed, loopback_names
 from .spec import chars, contract
 
 HOST = "127.0.0.1"
+HOST_NAMES = loopback_names(HOST) or ()  # the Host header values answered (DNS rebinding)
+METHODS = ("GET", "HEAD")
 DEFAULT_PORT = 8765
 MODEL_ROUTE = "model.onnx"
 ORT_DIST = Path("node_modules") / "onnxruntime-web" / "dist"
@@ -96,6 +104,41 @@ class _Handler(SimpleHTTPRequestHandler):
 
     extra: Mapping[str, Path] = {}
     quiet = True
+
+    def parse_request(self) -> bool:
+        """The request line and headers, then 421 for a foreign ``Host``, 405 for a method
+        other than GET/HEAD (one line of text each); False when answered here."""
+        if not super().parse_request():
+            return False
+        host = self.headers.get("Host", "")
+        if not host_allowed(host, HOST_NAMES):
+            self._refuse(HTTPStatus.MISDIRECTED_REQUEST,
+                         f"Host header {host[:60]!r} is not a name of this server "
+                         f"(allowed: {', '.join(HOST_NAMES)})")
+            return False
+        if self.command not in METHODS:
+            self._refuse(HTTPStatus.METHOD_NOT_ALLOWED,
+                         f"{self.command[:20]} is not served here (allowed: {', '.join(METHODS)})")
+            return False
+        return True
+
+    def _refuse(self, status: HTTPStatus, message: str) -> None:
+        body = (message + "\n").encode("utf-8", "replace")
+        self.close_connection = True
+        self.send_response(status)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        if status == HTTPStatus.METHOD_NOT_ALLOWED:
+            self.send_header("Allow", ", ".join(METHODS))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def list_directory(self, path: Any) -> None:
+        """No listings: a folder without index.html is 404, its contents are not shown."""
+        self.send_error(HTTPStatus.NOT_FOUND, "File not found")
+        return None
 
     def _extra_path(self) -> Path | None:
         name = self.path.split("?", 1)[0].split("#", 1)[0].lstrip("/")

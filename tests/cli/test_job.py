@@ -17,7 +17,7 @@ from elmo_runtime.mix import ScalarMix, save_mix
 from elmo_runtime.output.job import EmbedJob
 from elmo_runtime.output.shards import iter_vectors
 from elmo_runtime.tokenize import tokenize
-from util import one_line_error
+from util import one_line_error, write_input
 from util import run_elmo as run
 
 h5py = pytest.importorskip("h5py")
@@ -44,8 +44,7 @@ def test_sentence_to_index_is_keyed_by_the_stripped_line(
     toy_model_path: Path, tmp_path: Path, fmt: str
 ) -> None:
     """As AllenNLP's `elmo` command: line.strip() -> index, the last duplicate wins."""
-    src = tmp_path / "in.txt"
-    src.write_bytes(KEYED)
+    src = write_input(tmp_path, KEYED)
     expected = {"a  b": "4", "a\tb": "1", "solo": "2", "": "3"}
     if fmt == "shards":
         out = tmp_path / "out"
@@ -85,8 +84,7 @@ def test_lone_surrogates_in_the_python_api(toy_model_path: Path) -> None:
 @pytest.mark.parametrize("shards", [False, True])
 def test_encoded_surrogates_in_a_file(toy_model_path: Path, tmp_path: Path, shards: bool) -> None:
     """UTF-8-encoded surrogates are invalid UTF-8: the line and column, or U+FFFD."""
-    src = tmp_path / "in.txt"
-    src.write_bytes(b"ok\nab \xed\xb2\x80 c\n")
+    src = write_input(tmp_path, b"ok\nab \xed\xb2\x80 c\n")
     out = tmp_path / ("out" if shards else "out.npz")
     extra = ["--shard-size", 5] if shards else []
     result = run("embed", src, out, "-m", toy_model_path, *extra)
@@ -119,8 +117,7 @@ def test_the_ray_actor_refuses_lone_surrogates(toy_model_path: Path) -> None:
 def test_an_output_that_is_the_input_is_refused(
     toy_model_path: Path, tmp_path: Path, how: str
 ) -> None:
-    src = tmp_path / "in.txt"
-    src.write_bytes(b"a b\nc\n")
+    src = write_input(tmp_path, b"a b\nc\n")
     out = src
     if how == "symlink":
         out = tmp_path / "link.hdf5"
@@ -139,8 +136,7 @@ def test_an_output_that_is_the_input_is_refused(
     [["--top", "--average"], ["--average", "--top"], ["--top", "--all"], ["--all", "--average"]],
 )
 def test_two_mixes_are_a_usage_error(toy_model_path: Path, tmp_path: Path, flags: list) -> None:
-    src = tmp_path / "in.txt"
-    src.write_bytes(b"a\n")
+    src = write_input(tmp_path, b"a\n")
     result = run("embed", src, tmp_path / "o.npz", "-m", toy_model_path, *flags)
     assert result.exit_code == 2
     line = result.stderr.strip().splitlines()[-1]
@@ -155,8 +151,7 @@ def test_two_mixes_are_a_usage_error(toy_model_path: Path, tmp_path: Path, flags
 def test_an_extension_of_another_format_is_refused(
     toy_model_path: Path, tmp_path: Path, name: str, fmt: str
 ) -> None:
-    src = tmp_path / "in.txt"
-    src.write_bytes(b"a\n")
+    src = write_input(tmp_path, b"a\n")
     result = run("embed", src, tmp_path / name, "-m", toy_model_path, "--format", fmt)
     assert result.exit_code == 2
     assert f"the extension says {name.split('.')[1]} but --format is {fmt}" in result.stderr
@@ -164,8 +159,7 @@ def test_an_extension_of_another_format_is_refused(
 
 
 def test_an_unknown_extension_warns_in_one_line(toy_model_path: Path, tmp_path: Path) -> None:
-    src = tmp_path / "in.txt"
-    src.write_bytes(b"a\n")
+    src = write_input(tmp_path, b"a\n")
     out = tmp_path / "out.txt"
     result = run("embed", src, out, "-m", toy_model_path)
     assert result.exit_code == 0, result.output
@@ -194,8 +188,7 @@ def test_a_mix_file_given_as_str(toy_model_path: Path, tmp_path: Path) -> None:
 def test_empty_input_says_nothing_was_embedded(
     toy_model_path: Path, tmp_path: Path, layout: str
 ) -> None:
-    src = tmp_path / "empty.txt"
-    src.write_bytes(b"")
+    src = write_input(tmp_path, b"", "empty.txt")
     out = tmp_path / ("out" if layout == "shards" else "out.npz")
     extra = ["--shard-size", 3] if layout == "shards" else []
     name = "-" if layout == "stdin" else src
@@ -210,8 +203,7 @@ def test_cr_only_line_endings_are_line_breaks(
     toy_model_path: Path, tmp_path: Path, toy: Callable
 ) -> None:
     data = b"a b\rc\r\rd\r\ne\rf"
-    src = tmp_path / "mac.txt"
-    src.write_bytes(data)
+    src = write_input(tmp_path, data, "mac.txt")
     out = tmp_path / "out.npz"
     assert run("embed", src, out, "-m", toy_model_path).exit_code == 0
     arrays, index = npz(out)
@@ -248,8 +240,7 @@ def test_the_embedder_is_built_once(
         real(self, *args, **kwargs)
 
     monkeypatch.setattr(Embedder, "__init__", counting)
-    src = tmp_path / "in.txt"
-    src.write_bytes(b"a\nb\nc\n")
+    src = write_input(tmp_path, b"a\nb\nc\n")
     mix = tmp_path / "mix.json"
     save_mix(mix, ScalarMix([0.0, 0.0, 1.0]))
     assert run("embed", src, tmp_path / "o.npz", "-m", toy_model_path, "--mix", mix).exit_code == 0
@@ -259,8 +250,7 @@ def test_the_embedder_is_built_once(
 
 
 def test_the_job_checks_before_loading_anything(tmp_path: Path) -> None:
-    src = tmp_path / "in.txt"
-    src.write_bytes(b"a\n")
+    src = write_input(tmp_path, b"a\n")
     job = EmbedJob((str(src),), str(tmp_path / "d"), engine="ray", stateful=True)
     with pytest.raises(UsageError, match="--stateful needs the local engine"):
         job.check()

@@ -19,7 +19,7 @@ from conftest import TOY_OPTIONS, toy_model
 from elmo_runtime.output.shards import MANIFEST, iter_vectors, read_manifest
 from elmo_runtime.spec import contract
 from test_cli import elmo_command
-from util import interrupt_after, one_line_error
+from util import one_line_error, run_interrupted, write_input
 from util import run_elmo as run
 
 h5py = pytest.importorskip("h5py")
@@ -51,10 +51,18 @@ Corpus = tuple[Path, list[np.ndarray]]  # the input file, its vectors from a sin
 @pytest.fixture
 def corpus(tmp_path: Path, toy_model_path: Path) -> Corpus:
     """The input file and its vectors from a plain single-file run."""
-    src = tmp_path / "in.txt"
-    src.write_bytes(LINES)
+    src = write_input(tmp_path, LINES)
     ok(run("embed", src, tmp_path / "single.hdf5", "-m", toy_model_path))
     return src, single_file(tmp_path / "single.hdf5")
+
+
+def shard_run(corpus: Corpus, model: Path, *options: object
+              ) -> tuple[Path, list[np.ndarray], Path, tuple[object, ...]]:
+    """The corpus's input and vectors, the output directory ``out`` next to the input and the
+    arguments of `elmo embed` writing it with ``model`` and ``options``."""
+    src, expected = corpus
+    out = src.parent / "out"
+    return src, expected, out, ("embed", src, out, "-m", model, *options)
 
 
 def partials(directory: Path) -> list[str]:
@@ -70,9 +78,8 @@ def test_shards_hold_what_the_single_file_holds(
 ) -> None:
     if fmt == "parquet":
         pytest.importorskip("pyarrow")
-    src, expected = corpus
-    out = src.parent / "out"
-    result = ok(run("embed", src, out, "-m", toy_model_path, "--shard-size", 3, "--format", fmt))
+    src, expected, out, args = shard_run(corpus, toy_model_path, "--shard-size", 3, "--format", fmt)
+    result = ok(run(*args))
     assert "wrote 8 sentences in 3 shards" in result.stderr
     assert sorted(p.name for p in out.iterdir()) == [
         MANIFEST,
@@ -88,9 +95,8 @@ def test_shards_hold_what_the_single_file_holds(
 def test_hdf5_shard_is_allennlp_layout_keyed_by_input_line(
     corpus: Corpus, toy_model_path: Path
 ) -> None:
-    src, expected = corpus
-    out = src.parent / "out"
-    ok(run("embed", src, out, "-m", toy_model_path, "--shard-size", 3))
+    src, expected, out, args = shard_run(corpus, toy_model_path, "--shard-size", 3)
+    ok(run(*args))
     with h5py.File(out / "shard-00001.hdf5", "r") as f:
         assert sorted(f.keys()) == ["3", "4", "5", "sentence_to_index"]
         assert json.loads(f["sentence_to_index"][0]) == {"x": "3", "y z": "4", "w": "5"}
@@ -108,8 +114,7 @@ def test_a_directory_output_is_sharded(corpus: Corpus, toy_model_path: Path) -> 
 
 
 def test_empty_input(tmp_path: Path, toy_model_path: Path) -> None:
-    src = tmp_path / "empty.txt"
-    src.write_bytes(b"")
+    src = write_input(tmp_path, b"", "empty.txt")
     ok(run("embed", src, tmp_path / "out", "-m", toy_model_path, "--shard-size", 2))
     assert read_manifest(tmp_path / "out")["lines"] == 0
     assert list(iter_vectors(tmp_path / "out")) == []
@@ -131,12 +136,8 @@ def test_float16_halves_the_shards(corpus: Corpus, toy_model_path: Path) -> None
 def test_interrupted_run_resumes(
     corpus: Corpus, toy_model_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    src, expected = corpus
-    out = src.parent / "out"
-    args = ("embed", src, out, "-m", toy_model_path, "--shard-size", 2)
-    with monkeypatch.context() as m:
-        interrupt_after(m, 5)
-        result = run(*args)
+    src, expected, out, args = shard_run(corpus, toy_model_path, "--shard-size", 2)
+    result = run_interrupted(monkeypatch, 5, *args)
     one_line_error(result, "interrupted; the complete shards stay in", code=130)
     assert "run the same command again to resume" in result.stderr
     manifest = read_manifest(out)
@@ -153,9 +154,7 @@ def test_interrupted_run_resumes(
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "delete"])
 def test_a_corrupted_shard_is_redone(corpus: Corpus, toy_model_path: Path, damage: str) -> None:
-    src, expected = corpus
-    out = src.parent / "out"
-    args = ("embed", src, out, "-m", toy_model_path, "--shard-size", 3)
+    src, expected, out, args = shard_run(corpus, toy_model_path, "--shard-size", 3)
     ok(run(*args))
     shard = out / "shard-00001.hdf5"
     data = bytearray(shard.read_bytes())
@@ -174,9 +173,7 @@ def test_a_corrupted_shard_is_redone(corpus: Corpus, toy_model_path: Path, damag
 
 
 def test_stale_temp_files_of_a_killed_run_are_removed(corpus: Corpus, toy_model_path: Path) -> None:
-    src, expected = corpus
-    out = src.parent / "out"
-    args = ("embed", src, out, "-m", toy_model_path, "--shard-size", 3)
+    src, expected, out, args = shard_run(corpus, toy_model_path, "--shard-size", 3)
     ok(run(*args))
     (out / ".shard-00002.hdf5.partial-99999").write_bytes(b"half a shard")
     (out / f".{MANIFEST}.partial-99999").write_bytes(b"{")
@@ -188,13 +185,11 @@ def test_stale_temp_files_of_a_killed_run_are_removed(corpus: Corpus, toy_model_
 def test_stateful_shards_resume_to_the_same_vectors(
     tmp_path: Path, toy_model_path: Path, toy: Callable, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    src = tmp_path / "in.txt"
-    src.write_bytes(b"a a a\nb\nc\nd\ne\n")
+    src = write_input(tmp_path, b"a a a\nb\nc\nd\ne\n")
     args = ("--stateful", "--batch-size", 2, "--shard-size", 3, "-m", toy_model_path)
     ok(run("embed", src, tmp_path / "whole", *args))
-    with monkeypatch.context() as m:
-        interrupt_after(m, 4)
-        assert run("embed", src, tmp_path / "resumed", *args).exit_code == 130
+    resumed = tmp_path / "resumed"
+    assert run_interrupted(monkeypatch, 4, "embed", src, resumed, *args).exit_code == 130
     ok(run("embed", src, tmp_path / "resumed", *args))
     whole = dict(iter_vectors(tmp_path / "whole"))
     for line, array in iter_vectors(tmp_path / "resumed"):
@@ -209,9 +204,7 @@ def test_stdin_resumes_when_given_the_same_lines(
 ) -> None:
     out = tmp_path / "out"
     args = ("embed", "-", out, "-m", toy_model_path, "--shard-size", 2)
-    with monkeypatch.context() as m:
-        interrupt_after(m, 3)
-        assert run(*args, input=LINES).exit_code == 130
+    assert run_interrupted(monkeypatch, 3, *args, input=LINES).exit_code == 130
     assert "(1 resumed)" in ok(run(*args, input=LINES)).stderr
     one_line_error(run(*args, input=LINES.upper()), "-: lines 1-2 differs from the input")
 
@@ -222,9 +215,8 @@ def test_stdin_resumes_when_given_the_same_lines(
 def test_another_runs_directory_is_refused_unless_overwrite(
     corpus: Corpus, toy_model_path: Path, tmp_path: Path
 ) -> None:
-    src, expected = corpus
-    out = src.parent / "out"
-    ok(run("embed", src, out, "-m", toy_model_path, "--shard-size", 3))
+    src, expected, out, args = shard_run(corpus, toy_model_path, "--shard-size", 3)
+    ok(run(*args))
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     other_model = tmp_path / "other.onnx"
     onnx.save(
@@ -259,9 +251,7 @@ def test_another_runs_directory_is_refused_unless_overwrite(
 
 
 def test_changed_input_of_the_same_size_is_refused(corpus: Corpus, toy_model_path: Path) -> None:
-    src, _ = corpus
-    out = src.parent / "out"
-    args = ("embed", src, out, "-m", toy_model_path, "--shard-size", 3)
+    src, _, out, args = shard_run(corpus, toy_model_path, "--shard-size", 3)
     ok(run(*args))
     src.write_bytes(LINES.replace(b"y z", b"Y Z"))
     one_line_error(run(*args), f"{src}: lines 4-6 differs from the input of the run in {out}")
@@ -270,8 +260,7 @@ def test_changed_input_of_the_same_size_is_refused(corpus: Corpus, toy_model_pat
 def test_a_run_that_failed_before_its_first_shard_is_started_afresh(
     tmp_path: Path, toy_model_path: Path
 ) -> None:
-    src = tmp_path / "in.txt"
-    src.write_bytes(b"bad \xff\n")
+    src = write_input(tmp_path, b"bad \xff\n")
     out = tmp_path / "out"
     args = ("-m", toy_model_path, "--shard-size", 5)
     one_line_error(run("embed", src, out, *args), f"{src}:1: invalid UTF-8")
@@ -282,8 +271,7 @@ def test_a_run_that_failed_before_its_first_shard_is_started_afresh(
 
 
 def test_a_directory_without_manifest_is_refused(tmp_path: Path, toy_model_path: Path) -> None:
-    src = tmp_path / "in.txt"
-    src.write_bytes(b"a\n")
+    src = write_input(tmp_path, b"a\n")
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
@@ -295,13 +283,18 @@ def test_a_directory_without_manifest_is_refused(tmp_path: Path, toy_model_path:
     assert [p.name for p in mine.iterdir()] == ["notes.txt"]
 
 
-def test_unreadable_manifest_is_refused_unless_overwrite(
-    tmp_path: Path, toy_model_path: Path
-) -> None:
-    src = tmp_path / "in.txt"
-    src.write_bytes(b"a\n")
+@pytest.fixture
+def made_out(tmp_path: Path) -> tuple[Path, Path]:
+    """A one-line input and an empty output directory ``out`` that already exists."""
     out = tmp_path / "out"
     out.mkdir()
+    return write_input(tmp_path, b"a\n"), out
+
+
+def test_unreadable_manifest_is_refused_unless_overwrite(
+    made_out: tuple[Path, Path], toy_model_path: Path
+) -> None:
+    src, out = made_out
     (out / MANIFEST).write_text('{"format": "elmo-edge-embeddings", "version": 99}')
     one_line_error(
         run("embed", src, out, "-m", toy_model_path), "manifest version 99, this elmo-edge reads"
@@ -311,12 +304,9 @@ def test_unreadable_manifest_is_refused_unless_overwrite(
 
 
 def test_a_second_run_on_the_same_directory_is_refused(
-    tmp_path: Path, toy_model_path: Path
+    made_out: tuple[Path, Path], toy_model_path: Path
 ) -> None:
-    src = tmp_path / "in.txt"
-    src.write_bytes(b"a\n")
-    out = tmp_path / "out"
-    out.mkdir()
+    src, out = made_out
     fd = os.open(out, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -329,8 +319,7 @@ def test_a_second_run_on_the_same_directory_is_refused(
 
 
 def test_output_directory_errors(tmp_path: Path, toy_model_path: Path) -> None:
-    src = tmp_path / "in.txt"
-    src.write_bytes(b"a\n")
+    src = write_input(tmp_path, b"a\n")
     missing = tmp_path / "missing" / "out"
     one_line_error(
         run("embed", src, missing, "-m", toy_model_path, "--shard-size", 2),
@@ -343,8 +332,7 @@ def test_output_directory_errors(tmp_path: Path, toy_model_path: Path) -> None:
 
 
 def test_usage_errors(tmp_path: Path, toy_model_path: Path) -> None:
-    src = tmp_path / "in.txt"
-    src.write_bytes(b"a\n")
+    src = write_input(tmp_path, b"a\n")
     result = run("embed", src, src, tmp_path / "out", "-m", toy_model_path)
     assert result.exit_code == 2
     assert "several INPUTs need --engine ray" in result.stderr
@@ -370,8 +358,7 @@ def corpus_lines(n: int) -> bytes:
 def test_killed_subprocess_resumes_to_the_uninterrupted_output(
     tiny_model_path: Path, tmp_path: Path, sig: int
 ) -> None:
-    src = tmp_path / "in.txt"
-    src.write_bytes(corpus_lines(6000))
+    src = write_input(tmp_path, corpus_lines(6000))
     args = ["embed", str(src), "--model", str(tiny_model_path), "--provider", "cpu"]
     args += ["--threads", "1", "--shard-size", "200"]
     out = tmp_path / "out"
@@ -418,12 +405,8 @@ def test_stateless_resume_takes_another_batch_size(
     corpus: Corpus, toy_model_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Lowering --batch-size after a crash resumes: stateless vectors do not depend on it."""
-    src, expected = corpus
-    out = src.parent / "out"
-    args = ("embed", src, out, "-m", toy_model_path, "--shard-size", 3)
-    with monkeypatch.context() as m:
-        interrupt_after(m, 4)
-        assert run(*args, "--batch-size", 64).exit_code == 130
+    src, expected, out, args = shard_run(corpus, toy_model_path, "--shard-size", 3)
+    assert run_interrupted(monkeypatch, 4, *args, "--batch-size", 64).exit_code == 130
     assert "(1 resumed)" in ok(run(*args, "--batch-size", 2)).stderr
     assert "already complete" in ok(run(*args, "--batch-size", 5)).stderr
     assert "batch_size" not in read_manifest(out)["settings"]
@@ -432,8 +415,7 @@ def test_stateless_resume_takes_another_batch_size(
 
 def test_stateful_resume_still_refuses_another_batch_size(tmp_path: Path,
                                                           toy_model_path: Path) -> None:
-    src = tmp_path / "in.txt"
-    src.write_bytes(LINES)
+    src = write_input(tmp_path, LINES)
     out = tmp_path / "out"
     args = ("embed", src, out, "-m", toy_model_path, "--shard-size", 3, "--stateful")
     ok(run(*args, "--batch-size", 2))
@@ -445,9 +427,8 @@ def test_stateful_resume_still_refuses_another_batch_size(tmp_path: Path,
 def test_a_rerun_without_shard_size_takes_the_recorded_one(
     corpus: Corpus, toy_model_path: Path
 ) -> None:
-    src, expected = corpus
-    out = src.parent / "out"
-    ok(run("embed", src, out, "-m", toy_model_path, "--shard-size", 3))
+    src, expected, out, args = shard_run(corpus, toy_model_path, "--shard-size", 3)
+    ok(run(*args))
     result = ok(run("embed", src, out, "-m", toy_model_path))
     assert f"{out}: already complete (8 sentences in 3 shards, verified)" in result.stderr
     assert read_manifest(out)["settings"]["shard_size"] == 3
@@ -460,8 +441,7 @@ def test_a_rerun_without_shard_size_takes_the_recorded_one(
 def test_a_shard_directory_named_like_a_file_is_refused(
     tmp_path: Path, toy_model_path: Path, name: str
 ) -> None:
-    src = tmp_path / "in.txt"
-    src.write_bytes(LINES)
+    src = write_input(tmp_path, LINES)
     result = run("embed", src, tmp_path / name, "-m", toy_model_path, "--shard-size", 2)
     one_line_error(result, f"{tmp_path / name}: looks like a file name")
     assert not (tmp_path / name).exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import re
 import subprocess
 import sys
@@ -42,6 +43,71 @@ def test_server_sends_isolation_headers_and_the_model(tmp_path: Path) -> None:
         assert headers["Cross-Origin-Embedder-Policy"] == "require-corp"
         with pytest.raises(urllib.error.HTTPError, match="404"):
             _get(url + "missing.js")
+
+
+def _request(url: str, method: str = "GET", path: str = "/",
+             host: str | None = None) -> tuple[int, Message, bytes]:
+    """One request to the server at ``url`` with any method and ``Host`` header (None: the
+    usual one)."""
+    port = int(url.rsplit(":", 1)[1].strip("/"))
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.putrequest(method, path, skip_host=host is not None)
+        if host is not None:
+            conn.putheader("Host", host)
+        conn.endheaders()
+        response = conn.getresponse()
+        return response.status, response.headers, response.read()
+    finally:
+        conn.close()
+
+
+def test_a_foreign_host_header_is_refused(tmp_path: Path) -> None:
+    """DNS rebinding: a page whose name now resolves to 127.0.0.1 sends its own name."""
+    (tmp_path / "index.html").write_text("<p>hi</p>", encoding="utf-8")
+    with webserve.serving(tmp_path, {"model.onnx": FP32}) as url:
+        port = url.rsplit(":", 1)[1].strip("/")
+        for host in ("evil.example", f"evil.example:{port}", "127.0.0.2", f"[::2]:{port}"):
+            status, headers, body = _request(url, path="/model.onnx", host=host)
+            assert status == 421, host
+            text = body.decode()
+            assert text.count("\n") == 1 and "is not a name of this server" in text, text
+            assert headers["Cross-Origin-Embedder-Policy"] == "require-corp"
+        for host in (f"127.0.0.1:{port}", f"LOCALHOST:{port}", "localhost", f"[::1]:{port}"):
+            status, _, body = _request(url, host=host)
+            assert (status, body) == (200, b"<p>hi</p>"), host
+        assert webserve.HOST_NAMES == ("127.0.0.1", "localhost", "::1", "127.0.0.1")
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE"])
+def test_only_get_and_head_are_answered(tmp_path: Path, method: str) -> None:
+    (tmp_path / "index.html").write_text("<p>hi</p>", encoding="utf-8")
+    with webserve.serving(tmp_path, {}) as url:
+        status, headers, body = _request(url, method)
+        assert status == 405
+        assert headers["Allow"] == "GET, HEAD"
+        assert body.decode() == f"{method} is not served here (allowed: GET, HEAD)\n"
+        status, headers, body = _request(url, "HEAD")
+        assert (status, body) == (200, b"")
+        assert headers["Content-Length"] == str(len("<p>hi</p>"))
+
+
+def test_no_listing_and_no_path_of_this_machine(tmp_path: Path) -> None:
+    web = tmp_path / "web"
+    (web / "sub").mkdir(parents=True)
+    (web / "index.html").write_text("<p>hi</p>", encoding="utf-8")
+    (web / "sub" / "secret.txt").write_text("s", encoding="utf-8")
+    gone = tmp_path / "gone.onnx"
+    with webserve.serving(web, {"model.onnx": gone}) as url:
+        for path, expected in (("/sub/", 404), ("/sub", 301), ("/model.onnx", 404),
+                               ("/missing.js", 404), ("/../gone.onnx", 404)):
+            status, headers, body = _request(url, path=path)
+            assert status == expected, path
+            assert b"secret.txt" not in body
+            for leak in (str(tmp_path), str(web)):
+                assert leak not in body.decode(errors="replace"), (path, body)
+                assert leak not in str(headers), (path, headers)
+        assert _request(url, path="/sub/secret.txt")[2] == b"s"
 
 
 def test_web_dir_checks_name_the_fix(tmp_path: Path) -> None:

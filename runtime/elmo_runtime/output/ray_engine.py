@@ -26,12 +26,14 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import shutil
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import corpus
 from ..batching import DEFAULT_BATCH_SIZE
 from ..corpus import decode_line, iter_lines, tokenizer
 from ..errors import RAY_HINT, ElmoError, first_line
@@ -60,18 +62,36 @@ __all__ = [
 CALL_BATCHES = 4  # an actor call embeds this many batches of sentences
 LINES_PER_BLOCK = 4096
 READ_BLOCK = 1 << 20
+_LINE_END = re.compile(rb"\r\n|\r|\n")
 
 
 # ---------------------------------------------------------------------------- reading
 
 
-def split_lines(read: Callable[[int], bytes], block_size: int = READ_BLOCK) -> Iterator[bytes]:
+def split_lines(
+    read: Callable[[int], bytes], block_size: int = READ_BLOCK, name: str = "input"
+) -> Iterator[bytes]:
     """The lines of a byte stream read ``block_size`` bytes at a time, without their "\\n".
 
-    (A lone "\\r" inside is cut by :func:`..corpus.iter_lines` afterwards.)
+    (A lone "\\r" inside is cut by :func:`..corpus.iter_lines` afterwards.) Bounded as the
+    local reader: a line (ended by "\\n", "\\r\\n" or a lone "\\r") longer than
+    :data:`..corpus.MAX_LINE_BYTES` raises its InputError (``NAME:LINE: a line longer
+    than ...``) once that many bytes are read, so at most that plus a block is held.
     """
+    limit = corpus.MAX_LINE_BYTES
+    ends, run, cr_last = 0, 0, False  # line ends so far; bytes since the last; block ended "\r"
     pending: list[bytes] = []
     while block := read(block_size):
+        # the "\n" of a "\r\n" cut between two blocks ends no other line
+        *inner, tail = _LINE_END.split(block[cr_last and block.startswith(b"\n"):])
+        cr_last = block.endswith(b"\r")
+        for number, piece in enumerate(inner, ends + 1):
+            if run + len(piece) > limit:
+                raise corpus.line_too_long(name, number)
+            run = 0
+        ends, run = ends + len(inner), run + len(tail)
+        if run > limit:
+            raise corpus.line_too_long(name, ends + 1)
         *complete, tail = block.split(b"\n")
         if complete:
             yield b"".join([*pending, complete[0]])
@@ -97,7 +117,7 @@ def _lines_datasource() -> type:
             pa = import_pyarrow()[0]
             rows: list[str] = []
             start = 0
-            for number, line in enumerate(iter_lines(split_lines(f.read)), 1):
+            for number, line in enumerate(iter_lines(split_lines(f.read, name=path)), 1):
                 rows.append(decode_line(line, path, number, self._errors))
                 if len(rows) == LINES_PER_BLOCK:
                     yield _lines_table(pa, path, start, rows)
@@ -156,11 +176,22 @@ class EmbedBatches:
 
     def __call__(self, batch: Any) -> Any:
         tokens = [self._split(text) for text in batch.column(self._text_column).to_pylist()]
+        check_lengths(batch, tokens)
         arrays = list(self._emb.embed_sentences(tokens, self._batch_size))
         out = batch.drop_columns([self._text_column])
         for name, column in arrow_columns(tokens, arrays, self._dtype).items():
             out = out.append_column(name, column)
         return out
+
+
+def check_lengths(batch: Any, tokens: list[list[str]]) -> None:
+    """The local reader's InputError (``PATH:LINE: N tokens, more than ...``) for the first
+    sentence over :data:`..corpus.MAX_TOKENS`, when the rows carry ``path`` and ``line``
+    (:func:`read_lines`); other datasets get the Embedder's own check (``sentence I: ...``)."""
+    over = next((i for i, t in enumerate(tokens) if len(t) > corpus.MAX_TOKENS), None)
+    if over is not None and {"path", "line"} <= set(batch.column_names):
+        path, line = batch.column("path")[over].as_py(), batch.column("line")[over].as_py()
+        raise corpus.too_many_tokens(path, line + 1, len(tokens[over]), corpus.MAX_TOKENS)
 
 
 def embed_dataset(

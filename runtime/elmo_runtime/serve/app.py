@@ -37,6 +37,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import first_line
+from .config import host_allowed
 from .metrics import CONTENT_TYPE
 from .protocol import (
     ApiError,
@@ -232,8 +233,7 @@ class HostCheck:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             host = dict(scope["headers"]).get(b"host", b"").decode("latin-1").lower()
-            name = host_name(host)
-            if host and name not in self.hosts:
+            if not host_allowed(host, self.hosts):
                 message = (
                     f"Host header {host[:60]!r} is not a name of this service "
                     f"(allowed: {', '.join(self.hosts)}; add one with --allow-host)"
@@ -241,13 +241,6 @@ class HostCheck:
                 await _error(421, message)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
-
-
-def host_name(host: str) -> str:
-    """The name part of a ``Host`` header value: ``[::1]:8080`` -> ``::1``, ``a:80`` -> ``a``."""
-    if host.startswith("["):
-        return host[1:].partition("]")[0]
-    return host.rpartition(":")[0] if host.count(":") == 1 else host
 
 
 async def _until_drain_deadline(service: Service, work: Awaitable[Response]) -> Response:

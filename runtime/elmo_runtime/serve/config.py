@@ -57,6 +57,31 @@ class ServeConfig:
         """The ``Host`` names accepted (lower case, no port), or None for any."""
         if self.allowed_hosts:
             return tuple(h.lower().strip("[]") for h in self.allowed_hosts)
-        if self.host.strip("[]") in LOOPBACK_HOSTS or self.host.startswith("127."):
-            return (*LOOPBACK_HOSTS, self.host.strip("[]").lower())
-        return None
+        return loopback_names(self.host)
+
+
+def loopback_names(bound: str) -> tuple[str, ...] | None:
+    """The ``Host`` names of a server bound to address ``bound``: the loopback names when it
+    is a loopback address (``127.0.0.1``, ``::1``, ``localhost``, ``127.x.y.z``), else None (any).
+
+    `elmo serve` (without ``--allow-host``) and `elmo web` both answer only these names.
+    """
+    if bound.strip("[]") in LOOPBACK_HOSTS or bound.startswith("127."):
+        return (*LOOPBACK_HOSTS, bound.strip("[]").lower())
+    return None
+
+
+def host_name(host: str) -> str:
+    """The name part of a ``Host`` header value: ``[::1]:8080`` -> ``::1``, ``a:80`` -> ``a``."""
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    return host.rpartition(":")[0] if host.count(":") == 1 else host
+
+
+def host_allowed(host: str, names: tuple[str, ...]) -> bool:
+    """Whether a ``Host`` header value (any case, with or without a port) is one of ``names``.
+
+    A request without ``Host`` (HTTP/1.0) passes: browsers always send one, so a
+    DNS-rebinding page cannot omit it.
+    """
+    return not host or host_name(host.lower()) in names
