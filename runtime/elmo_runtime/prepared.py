@@ -25,7 +25,8 @@ file is hashed on every load, the data file's size, mtime and ctime are
 compared and 16 sampled blocks hashed; any difference forces a full hash, and a copy
 that fails it is deleted and rebuilt, never used. A copy whose key no longer
 matches (new onnxruntime, other CPU) is not found and is rebuilt (older
-siblings are removed). When the cache cannot be written, or preparing fails,
+siblings are removed); making a copy also removes those of model files that
+are gone or were rewritten. When the cache cannot be written, or preparing fails,
 :func:`load_path` warns and the model loads as is. Models under 32 MiB load
 as they are; ``ELMO_EDGE_PREPARED=0`` turns preparing off, ``=always`` turns
 it on for every model.
@@ -207,6 +208,7 @@ def prepare(model: str | Path, root: Path | None = None) -> Path:
                         raise
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
+        _collect(root, keep=sha)
     except OSError as e:
         raise PrepareError(f"{root}: cannot write the prepared-model cache ({e})") from e
     why = check_copy(final, sha)
@@ -265,6 +267,21 @@ def _build(model: Path, tmp: Path, sha: str, key: str) -> None:
     _write_json(tmp / MANIFEST, {"source_sha256": sha, "key": key, "recipe": RECIPE,
                                  "onnxruntime": ort.__version__, "cpu": cpu_features(),
                                  "files": files})
+
+
+def _collect(root: Path, keep: str) -> None:
+    """Forget models whose file is gone or changed: their index entries and copies."""
+    index, wanted = root / "index", {keep}
+    for entry in index.glob("*.json"):
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            known = json.loads(entry.read_text(encoding="utf-8"))
+            if Path(known["path"]).is_file():
+                wanted.add(str(known["sha256"]))
+            else:
+                entry.unlink()
+    for copies in (root / "prepared").iterdir():
+        if copies.is_dir() and copies.name not in wanted:
+            shutil.rmtree(copies, ignore_errors=True)
 
 
 def _clean_siblings(final: Path) -> None:

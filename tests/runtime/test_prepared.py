@@ -197,7 +197,18 @@ def test_a_changed_model_gets_its_own_copy(tmp_path: Path) -> None:
     onnx.save(proto, str(model))
     second = prepared.prepare(model, tmp_path / "cache")
     assert second != first
+    assert not first.parent.exists()  # the rewritten model's old copy is collected
     assert prepared.model_sha256(model, tmp_path / "cache") == prepared.sha256_file(model)
+    gone = tmp_path / "gone.onnx"
+    shutil.copy(default_model_path(), gone)
+    of_gone = prepared.prepare(gone, tmp_path / "cache").parent
+    gone.unlink()
+    onnx.helper.set_model_props(proto, {**{p.key: p.value for p in proto.metadata_props},
+                                        "note": "changed again"})
+    onnx.save(proto, str(model))
+    third = prepared.prepare(model, tmp_path / "cache")  # a build collects the dead ones
+    assert third.exists() and not second.parent.exists() and not of_gone.parent.exists()
+    assert len(list((tmp_path / "cache" / "index").glob("*.json"))) == 1
 
 
 @pytest.mark.slow
