@@ -12,7 +12,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +40,20 @@ TOY_OPTIONS = parse_options(
 )
 
 
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_prepared_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Prepared copies of test models go to a temp dir, not the user's cache (subprocesses too)."""
+    from elmo_runtime.prepared import ENV_CACHE
+
+    before = os.environ.get(ENV_CACHE)
+    os.environ[ENV_CACHE] = str(tmp_path_factory.mktemp("prepared-cache"))
+    yield Path(os.environ[ENV_CACHE])
+    if before is None:
+        os.environ.pop(ENV_CACHE, None)
+    else:
+        os.environ[ENV_CACHE] = before
 
 
 @pytest.fixture(scope="session")

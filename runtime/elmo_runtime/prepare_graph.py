@@ -16,6 +16,26 @@ from typing import Any
 import numpy as np
 
 MIN_EXTERNAL_BYTES = 1024  # initializers at least this big go to the memory-mapped file
+NOT_A_MODEL = 3  # the child's exit status for a file that is no elmo-edge model
+# operator domains onnxruntime ships kernels for; anything else needs a custom-op library
+BUILTIN_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft"})
+
+
+def check_model(proto: Any, where: str) -> None:
+    """Refuse a stranger's file before anything is optimized or cached.
+
+    Raises ModelError when the metadata is not an elmo-edge model's
+    (:func:`elmo_runtime.spec.contract.parse_metadata`) or the graph uses an
+    operator domain that needs a custom-op library (never loaded).
+    """
+    from .errors import ModelError
+    from .spec import contract
+
+    contract.parse_metadata({p.key: p.value for p in proto.metadata_props}, where)
+    foreign = sorted({o.domain for o in proto.opset_import} - BUILTIN_DOMAINS)
+    if foreign:
+        raise ModelError(f"{where}: uses operators of {', '.join(map(repr, foreign))}, which need "
+                         "a custom-op library; elmo-edge never loads one")
 
 
 def hoist_scan_initializers(proto: Any, min_bytes: int = MIN_EXTERNAL_BYTES) -> int:
@@ -119,6 +139,7 @@ def make(model: Path, out_dir: Path, data: str, graph: str) -> None:
     from .session import create_session
 
     proto = onnx.load(str(model))
+    check_model(proto, str(model))
     hoist_scan_initializers(proto)
     fold_matmul_bias(proto)
     staged = out_dir / "staged.onnx"
@@ -140,4 +161,10 @@ def make(model: Path, out_dir: Path, data: str, graph: str) -> None:
 
 
 if __name__ == "__main__":
-    make(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4])
+    from .errors import ModelError, first_line
+
+    try:
+        make(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4])
+    except ModelError as e:  # the plain load reports it to the user
+        print(first_line(e), file=sys.stderr)
+        sys.exit(NOT_A_MODEL)

@@ -50,6 +50,7 @@ from typing import Any
 
 from .errors import ElmoError
 from .files import sha256_file, write_text_atomic
+from .prepare_graph import NOT_A_MODEL
 
 RECIPE = "p2"  # bump when the way a copy is made changes: older copies are then rebuilt
 GRAPH, DATA, MANIFEST = "model.onnx", "model.onnx.data", "manifest.json"
@@ -62,6 +63,10 @@ ISA_FLAGS = (
     "avx512dq", "avx512vl", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_tile",
     "amx_int8", "amx_bf16", "asimd", "asimddp", "sve", "sve2", "i8mm", "bf16",
 )
+
+
+class NotAModel(ElmoError):
+    """The file is no elmo-edge model: nothing is cached, the plain load says why."""
 
 
 class PrepareError(ElmoError):
@@ -200,7 +205,11 @@ def prepare(model: str | Path, root: Path | None = None) -> Path:
             _clean_siblings(final)
             tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
             try:
-                _build(model, tmp, sha, final.name)
+                try:
+                    _build(model, tmp, sha, final.name)
+                except NotAModel:
+                    shutil.rmtree(final.parent, ignore_errors=True)  # leave no trace in the cache
+                    raise
                 try:
                     os.rename(tmp, final)
                 except OSError:  # a lock-less platform's concurrent builder won the rename
@@ -242,6 +251,8 @@ def load_path(model: str | Path, provider: str = "cpu", min_bytes: int | None = 
             return model
     try:
         return prepare(model)
+    except NotAModel:  # checked before anything was optimized or cached
+        return model
     except PrepareError as e:
         warnings.warn(f"{model}: loading without a prepared copy (peak memory about twice the "
                       f"model's bytes): {e}", UserWarning, stacklevel=2)
@@ -252,6 +263,8 @@ def _build(model: Path, tmp: Path, sha: str, key: str) -> None:
     """Prepare ``model`` into ``tmp`` in a child process and write the manifest."""
     proc = subprocess.run([sys.executable, "-m", "elmo_runtime.prepare_graph", str(model),
                            str(tmp), DATA, GRAPH], capture_output=True, text=True)
+    if proc.returncode == NOT_A_MODEL:
+        raise NotAModel(proc.stderr.strip())
     if proc.returncode != 0:
         lines = proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"]
         raise PrepareError(f"{model}: onnxruntime could not prepare it: {lines[-1]}")

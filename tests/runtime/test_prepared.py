@@ -270,3 +270,24 @@ def test_cache_location_follows_the_environment(monkeypatch: pytest.MonkeyPatch,
     assert prepared.cache_root() == tmp_path / "elmo-edge"
     monkeypatch.setenv(prepared.ENV_CACHE, str(tmp_path / "x"))
     assert prepared.cache_root() == tmp_path / "x"
+
+
+@pytest.mark.parametrize("kind", ["metadata", "custom_op"])
+def test_a_strangers_file_is_refused_before_anything_is_cached(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
+    """No optimizing, no cache entry, no warning: the plain load reports what is wrong."""
+    monkeypatch.setenv(prepared.ENV_CACHE, str(tmp_path / "cache"))
+    proto = onnx.load(str(default_model_path()))
+    if kind == "metadata":
+        del proto.metadata_props[:]
+    else:
+        proto.opset_import.add(domain="com.example.evil", version=1)
+    stranger = tmp_path / "stranger.onnx"
+    onnx.save(proto, str(stranger))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert prepared.load_path(stranger, "cpu", min_bytes=0) == stranger
+    assert not (tmp_path / "cache" / "prepared").exists() or not any(
+        (tmp_path / "cache" / "prepared").iterdir())
+    with pytest.raises(prepared.NotAModel, match="elmo-edge|custom-op"):
+        prepared.prepare(stranger)
