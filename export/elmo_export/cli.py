@@ -42,6 +42,9 @@ def convert_command(options_json: str, weights_hdf5: str | None, output: str | N
     written. Weights without cell projections (dim == projection_dim, no
     W_P_0) are converted too.
     """
+    if source_format != "elmoformanylangs" and Path(options_json).is_dir() and not (
+            Path(options_json) / "config.json").is_file():
+        options_json, weights_hdf5 = _bilm_tf_files(Path(options_json), weights_hdf5)
     if source_format == "elmoformanylangs" or (source_format == "auto"
                                                and Path(options_json).is_dir()):
         from .efml_convert import convert_command_efml
@@ -72,6 +75,22 @@ def convert_command(options_json: str, weights_hdf5: str | None, output: str | N
     click.echo(f"converting {weights_hdf5} ({options_json}) …", err=True)
     report = convert(options_json, weights_hdf5, output, atol=atol)
     click.echo(written_line(output, report, atol), err=True)
+
+
+def _bilm_tf_files(directory: Path, weights_hdf5: str | None) -> tuple[str, str]:
+    """A bilm-tf / AllenNLP folder: its one ``*options*.json`` and one ``*weights*.hdf5``.
+
+    Raises ElmoError naming what the folder lacks (an ELMoForManyLangs model has a
+    config.json and is not read here).
+    """
+    options = sorted(directory.glob("*options*.json"))
+    weights = [Path(weights_hdf5)] if weights_hdf5 else sorted(directory.glob("*weights*.hdf5"))
+    if len(options) != 1 or len(weights) != 1:
+        raise ElmoError(
+            f"{directory}: neither an ELMoForManyLangs model (no config.json) nor a bilm-tf folder "
+            f"with one *options*.json and one *weights*.hdf5 (found {len(options)} and "
+            f"{len(weights)}); name them: elmo convert OPTIONS_JSON WEIGHTS_HDF5 -o M.onnx")
+    return str(options[0]), str(weights[0])
 
 
 def _default_output(source: str) -> str:

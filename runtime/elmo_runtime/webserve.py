@@ -81,16 +81,20 @@ def contract_text() -> str:
 
 
 def default_web_dir() -> Path:
-    """``web/`` of the source checkout this package runs from (``pip install -e .``)."""
-    return Path(__file__).resolve().parents[2] / "web"
+    """``web/`` of the source checkout this package runs from (``pip install -e .``), else
+    ``./web`` when the current directory is a checkout (the wheel does not ship web/)."""
+    installed = Path(__file__).resolve().parents[2] / "web"
+    here = Path.cwd() / "web"
+    return here if not installed.is_dir() and (here / "index.html").is_file() else installed
 
 
 def check_web_dir(web_dir: Path) -> Path:
     """``web_dir`` if it holds the page and onnxruntime-web; ElmoError naming the fix otherwise."""
     if not (web_dir / "index.html").is_file() or not (web_dir / "elmo.mjs").is_file():
         raise ElmoError(
-            f"{web_dir}: no web/index.html and web/elmo.mjs here; run `elmo web` from a source "
-            "checkout (pip install -e .) or pass --web-dir"
+            f"{web_dir}: no web/index.html and web/elmo.mjs here (the installed package does not "
+            "ship web/); pass --web-dir PATH/TO/web of a source checkout, or install it with "
+            "pip install -e ."
         )
     if not (web_dir / ORT_DIST).is_dir():
         raise ElmoError(

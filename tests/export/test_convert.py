@@ -229,3 +229,18 @@ def test_convert_accepts_str_paths_and_checks_every_shape(tmp_path):
     report = convert_mod.convert(str(d / "options.json"), str(d / "lm_weights.hdf5"), str(out))
     assert out.is_file() and report.max_abs_diff <= ATOL
     assert [c["batch"] for c in report.cases] == [1, 1, 3, 5, 2]
+
+
+def test_a_bilm_tf_folder_converts_by_its_name(tmp_path: Path) -> None:
+    """`elmo convert DIR` on a bilm-tf folder needs no torch and no file names."""
+    from util import one_line_error, run_elmo
+
+    fixtures = require_fixtures()
+    out = tmp_path / "folder.onnx"
+    result = run_elmo("convert", fixtures, "-o", out)
+    assert result.exit_code == 0, result.output
+    assert out.is_file() and "lm_weights.hdf5" in result.stderr
+    (tmp_path / "empty").mkdir()
+    line = one_line_error(run_elmo("convert", tmp_path / "empty", "-o", tmp_path / "x.onnx"))
+    assert "no config.json" in line and "*weights*.hdf5" in line
+    assert not (tmp_path / "x.onnx").exists()

@@ -161,3 +161,18 @@ def test_elmo_web_errors_are_one_line(tmp_path: Path) -> None:
         assert done.returncode == 1
         assert done.stderr.startswith("Error: ") and message in done.stderr, done.stderr
         assert "Traceback" not in done.stderr
+
+
+def test_a_wheel_install_finds_web_in_the_current_checkout(tmp_path, monkeypatch):
+    """Installed without web/ (a wheel), `elmo web` run in a checkout serves ./web."""
+    from elmo_runtime import webserve
+
+    fake_pkg = tmp_path / "site" / "elmo_runtime" / "webserve.py"
+    monkeypatch.setattr(webserve, "__file__", str(fake_pkg))
+    checkout = tmp_path / "checkout"
+    (checkout / "web").mkdir(parents=True)
+    (checkout / "web" / "index.html").write_text("<!doctype html>", encoding="utf-8")
+    monkeypatch.chdir(checkout)
+    assert webserve.default_web_dir() == checkout / "web"
+    monkeypatch.chdir(tmp_path)
+    assert webserve.default_web_dir() == tmp_path / "web"  # nothing here: the message names it

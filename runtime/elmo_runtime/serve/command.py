@@ -28,6 +28,7 @@ from .config import (
     DEFAULT_PAYLOAD_LIMIT,
     DEFAULT_PORT,
     ServeConfig,
+    loopback_names,
 )
 
 READY = "elmo serve: listening on http://{host}:{port}"
@@ -249,6 +250,13 @@ def serve_command(
     batched together by token budget whenever the model is free. SIGTERM or
     Ctrl-C stops accepting, answers every accepted request and exits 0.
     """
+    if api_key is not None and not api_key.strip():
+        raise click.BadParameter(
+            "is empty (an unset shell variable or an empty ELMO_API_KEY=?); give a key, or leave "
+            "the option out to serve without one", param_hint="--api-key")
+    if api_key is None and loopback_names(host) is None:
+        click.echo(f"Warning: elmo serve on {host} without --api-key: anyone who can reach this "
+                   "address can use the service", err=True)
     config = ServeConfig(
         model=model,
         host=host,
@@ -264,7 +272,7 @@ def serve_command(
         max_client_batch_size=max_client_batch_size,
         max_input_tokens=max_input_tokens,
         payload_limit=payload_limit,
-        api_key=api_key or None,
+        api_key=api_key,
         cors_allow_origins=cors,
         drain_timeout=drain_timeout,
         body_timeout=body_timeout,
