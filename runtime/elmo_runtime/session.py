@@ -77,7 +77,7 @@ def create_session(
 
 
 def open_session(
-    path: str | Path, provider: str = "auto", threads: int | None = None
+    path: str | Path, provider: str = "auto", threads: int | None = None, prepare: bool = True
 ) -> tuple[ort.InferenceSession, ModelInfo]:
     """Load an elmo-edge model on ``provider`` ("auto", "cpu" or "cuda") and check it.
 
@@ -85,11 +85,13 @@ def open_session(
     :func:`create_session` raises, and ModelError when the metadata or the
     graph's interface (names, dtypes, fixed dims, axis names) does not
     follow the contract. A big model on the CPU loads from its prepared copy
-    (:func:`elmo_runtime.prepared.load_path`: pre-packed weights memory-mapped).
+    (:func:`elmo_runtime.prepared.load_path`: pre-packed weights memory-mapped)
+    unless ``prepare`` is False (a one-off look such as `elmo info`).
     """
     check_model_file(path)  # before the prepared cache or onnxruntime reads it
     path = Path(path)
-    session = create_session(prepared.load_path(path, provider), provider, threads)
+    source = prepared.load_path(path, provider) if prepare else path
+    session = create_session(source, provider, threads)
     return session, check_contract(session, str(path))
 
 
@@ -207,7 +209,7 @@ def describe_model(path: str | Path) -> dict[str, Any]:
     import onnx  # only `elmo info` needs it
 
     path = Path(path)
-    session, info = open_session(path, "cpu", threads=1)
+    session, info = open_session(path, "cpu", threads=1, prepare=False)  # no cache side effect
     proto = onnx.load(str(path), load_external_data=False)
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     return {

@@ -291,3 +291,14 @@ def test_a_strangers_file_is_refused_before_anything_is_cached(
         (tmp_path / "cache" / "prepared").iterdir())
     with pytest.raises(prepared.NotAModel, match="elmo-edge|custom-op"):
         prepared.prepare(stranger)
+
+
+def test_describing_a_model_prepares_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                             ) -> None:
+    """`elmo info` is a look, not a load: it leaves the cache as it was."""
+    from elmo_runtime.session import describe_model
+
+    monkeypatch.setenv(prepared.ENV_CACHE, str(tmp_path / "cache"))
+    monkeypatch.setenv(prepared.ENV_SWITCH, "always")
+    assert describe_model(default_model_path())["format"] == "elmo-edge-onnx"
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob(prepared.GRAPH))
