@@ -110,3 +110,28 @@ def test_batcher_passes_a_model_failure_to_the_requests_of_that_batch():
         return vectors
 
     assert asyncio.run(main())[0].shape == (4,)
+
+
+def test_stop_cancels_the_batch_in_progress_instead_of_leaving_it_pending():
+    started = threading.Event()
+    release = threading.Event()
+
+    def forward(sentences):
+        started.set()
+        release.wait(5)
+        return [np.zeros((steps(s),), np.float32) for s in sentences]
+
+    async def main():
+        batcher = Batcher(forward, max_batch_tokens=100)
+        batcher.start()
+        request = asyncio.create_task(batcher.embed([["slow", "batch"]]))
+        while not started.is_set():
+            await asyncio.sleep(0.01)
+        stopping = asyncio.create_task(batcher.stop())
+        await asyncio.sleep(0.05)
+        release.set()  # the model thread finishes; stop() waits for it
+        await stopping
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(request, timeout=2)
+
+    asyncio.run(main())

@@ -136,7 +136,8 @@ class Batcher:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="elmo-batcher")
 
     async def stop(self) -> None:
-        """Stop the loop (after the batch in progress) and the model thread."""
+        """Stop the loop and the model thread; queued requests and the batch in progress are
+        cancelled (the service answers them before it stops: its drain runs first)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -185,6 +186,10 @@ class Batcher:
                 results = await loop.run_in_executor(
                     self._executor, self._forward, [item.sentence for item in batch]
                 )
+            except asyncio.CancelledError:  # stop(): this batch's requests are not left hanging
+                for item in batch:
+                    item.future.cancel()
+                raise
             except Exception as e:  # the model failed: every request of this batch hears it
                 for item in batch:
                     if not item.future.done():
