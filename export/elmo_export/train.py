@@ -81,14 +81,17 @@ def train(config: TrainConfig) -> LanguageModel:
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     procs = Processes.start()
+    finished = False
     try:
         run = setup(config, procs)
         try:
-            return _loop(run)
+            model = _loop(run)
+            finished = True
+            return model
         finally:
             run.close()
     finally:
-        procs.stop()
+        procs.stop(finished)
         torch.set_num_threads(threads)
 
 

@@ -51,8 +51,12 @@ class Processes:
             dist.init_process_group("gloo")
         return cls(dist.get_rank(), dist.get_world_size(), owns)
 
-    def stop(self) -> None:
+    def stop(self, finished: bool = False) -> None:
+        """Leave the process group; after a finished run, only once every process is done
+        (a process tearing gloo down while another still writes its checkpoint can abort)."""
         if self.owns_group:
+            if finished:
+                dist.barrier()
             dist.destroy_process_group()
 
     def mean_and_any(self, value: float, flag: bool) -> tuple[float, bool]:
