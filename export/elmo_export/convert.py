@@ -22,7 +22,7 @@ from elmo_runtime.spec import contract
 from elmo_runtime.spec.options import ElmoOptions, load_options
 
 from .onnx_graph import build_model
-from .parity import DEFAULT_ATOL, ParityReport, check_parity
+from .parity import DEFAULT_ATOL, ParityReport, SentenceMaker, check_parity, random_sentences
 from .reference import NumpyBiLM
 from .weights import Weights, has_projection, read_weights
 
@@ -69,17 +69,25 @@ def numpy_reference_name() -> str:
 
 
 def convert_weights(options: ElmoOptions, weights: Weights, output: str | Path,
-                    source: dict[str, Any], atol: float = DEFAULT_ATOL) -> ParityReport:
-    """Build, check against :class:`NumpyBiLM` and write; raises ExportError on a mismatch."""
+                    source: dict[str, Any], atol: float = DEFAULT_ATOL,
+                    vocabulary: Any = None,
+                    sentences: SentenceMaker = random_sentences) -> ParityReport:
+    """Build, check against :class:`NumpyBiLM` and write; raises ExportError on a mismatch.
+
+    ``vocabulary``: a code-point model's scheme (``spec.codepoints``), used to pack the
+    parity sentences and written to the metadata; ``sentences``: the parity check's
+    sentence maker (default: random bilm-tf tokens).
+    """
     output = Path(output)
     check_directory(output)
     proto = build_model(options, weights)
     reference = NumpyBiLM(options, weights)
     report = check_parity(reference.run, numpy_reference_name(), options,
-                          proto.SerializeToString(), atol=atol)
+                          proto.SerializeToString(), atol=atol, scheme=vocabulary,
+                          sentences=sentences)
     if not has_projection(weights, options):
         source = {**source, "cell_projection": False}
-    write_model(proto, options, output, source, report.metadata(atol))
+    write_model(proto, options, output, source, report.metadata(atol), vocabulary=vocabulary)
     return report
 
 

@@ -20,7 +20,7 @@ from elmo_runtime.files import sha256_file
 from elmo_runtime.spec import codepoints
 from elmo_runtime.spec.options import ElmoOptions, parse_options
 
-from .convert import check_directory, numpy_reference_name, write_model, written_line
+from .convert import check_directory, convert_weights, written_line
 from .efml import (
     CHAR_DIC,
     ENCODER,
@@ -33,9 +33,7 @@ from .efml import (
     read_model,
 )
 from .efml_map import elmo_weights, options_dict, scheme
-from .onnx_graph import build_model
-from .parity import DEFAULT_ATOL, ParityReport, SentenceMaker, check_parity, sentences_of
-from .reference import NumpyBiLM
+from .parity import DEFAULT_ATOL, ParityReport, SentenceMaker, sentences_of
 
 # tokens the parity sentences mix in: literal boundaries, likely-unseen characters
 _EXTRAS = ("<bos>", "<eos>", "\U0001f9ea", "\u01c2", "<S>")
@@ -82,10 +80,6 @@ def convert(model_dir: str | Path, output: str | Path, config: str | Path | None
     options = efml_options(model)
     weights = elmo_weights(model)
     vocab = scheme(model)
-    proto = build_model(options, weights)
-    report = check_parity(NumpyBiLM(options, weights).run, numpy_reference_name(), options,
-                          proto.SerializeToString(), atol=atol, scheme=vocab,
-                          sentences=vocab_sentences(vocab))
     directory = model.directory
     files = [TOKEN_EMBEDDER, ENCODER, CHAR_DIC] + ([WORD_DIC] if model.words is not None else [])
     source = {
@@ -95,8 +89,8 @@ def convert(model_dir: str | Path, output: str | Path, config: str | Path | None
         "sha256": {name: sha256_file(directory / name) for name in files},
         "parameters": n_parameters(model),
     }
-    write_model(proto, options, output, source, report.metadata(atol), vocabulary=vocab)
-    return report
+    return convert_weights(options, weights, output, source, atol=atol, vocabulary=vocab,
+                           sentences=vocab_sentences(vocab))
 
 
 def convert_command_efml(model_dir: str, extra: str | None, output: str, config: str | None,
