@@ -22,12 +22,16 @@ DEFAULT_BATCH_SIZE = 64
 DEFAULT_MAX_TOKENS = 64 * 100  # padded steps (rows x longest) per batch
 # Activation memory a batch may take for one hoisted LSTM input projection
 # (steps x 4 x lstm_dim float32): large models get fewer padded steps per batch.
-ACTIVATION_BUDGET = 128 * 2**20
+# 32 MiB caps the original ELMo at 512 steps: its peak RSS at batch 32 fell from
+# 2.08x to 1.57x the model's bytes at no measurable speed cost (bench/RESULTS.md).
+ACTIVATION_BUDGET = 32 * 2**20
 
 
 def max_tokens_for(lstm_dim: int) -> int:
     """Default cap on padded steps per batch for a model with this LSTM width."""
     return max(256, min(DEFAULT_MAX_TOKENS, ACTIVATION_BUDGET // (16 * lstm_dim)))
+
+
 WINDOW_BATCHES = 16  # a stream is sorted this many batches at a time
 
 

@@ -136,9 +136,13 @@ def make(model: Path, out_dir: Path, data: str, graph: str) -> None:
     """Child process: hoist, then let onnxruntime write the optimized, pre-packed model."""
     import onnx
 
+    from .errors import ModelError, first_line
     from .session import create_session
 
-    proto = onnx.load(str(model))
+    try:
+        proto = onnx.load(str(model))
+    except Exception as e:  # protobuf's DecodeError and friends
+        raise ModelError(f"{model}: not a readable ONNX model ({first_line(e)})") from e
     check_model(proto, str(model))
     hoist_scan_initializers(proto)
     fold_matmul_bias(proto)

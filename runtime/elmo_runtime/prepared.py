@@ -259,6 +259,51 @@ def load_path(model: str | Path, provider: str = "cpu", min_bytes: int | None = 
         return model
 
 
+def list_copies(root: Path | None = None) -> list[dict[str, Any]]:
+    """The prepared copies in the cache, largest first.
+
+    Each is a dict: ``dir`` (Path), ``sha256`` (of the model it was made
+    from), ``key`` (recipe, onnxruntime version, CPU), ``bytes`` on disk,
+    ``models`` (paths known to have that sha256) and ``current`` (False when
+    the key is not this machine's: such a copy is never used here).
+    """
+    root = cache_root() if root is None else root
+    paths: dict[str, list[str]] = {}
+    for entry in (root / "index").glob("*.json"):
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            known = json.loads(entry.read_text(encoding="utf-8"))
+            paths.setdefault(str(known["sha256"]), []).append(str(known["path"]))
+    key, found = copy_key(), []
+    for directory in sorted((root / "prepared").glob("*/*")):
+        if directory.is_dir() and not directory.name.startswith(".tmp-"):
+            size = sum(f.stat().st_size for f in directory.iterdir() if f.is_file())
+            sha = directory.parent.name
+            found.append({"dir": directory, "sha256": sha, "key": directory.name, "bytes": size,
+                          "models": sorted(paths.get(sha, [])), "current": directory.name == key})
+    return sorted(found, key=lambda c: -c["bytes"])
+
+
+def clear(model: str | Path | None = None, root: Path | None = None) -> tuple[int, int]:
+    """Delete the prepared copies of ``model``, or every copy and the index (None).
+
+    Each model's copies are removed under its lock, so no load sees half a
+    copy; a load in progress elsewhere falls back to the plain model with a
+    warning. Returns (copies removed, bytes freed).
+    """
+    root = cache_root() if root is None else root
+    copies = list_copies(root)
+    if model is not None:
+        sha = model_sha256(Path(model), root)
+        copies = [c for c in copies if c["sha256"] == sha]
+    for copy in copies:
+        with _locked(copy["dir"].parent / ".lock"):
+            shutil.rmtree(copy["dir"], ignore_errors=True)
+    if model is None:
+        shutil.rmtree(root / "prepared", ignore_errors=True)
+        shutil.rmtree(root / "index", ignore_errors=True)
+    return len(copies), sum(c["bytes"] for c in copies)
+
+
 def _build(model: Path, tmp: Path, sha: str, key: str) -> None:
     """Prepare ``model`` into ``tmp`` in a child process and write the manifest."""
     proc = subprocess.run([sys.executable, "-m", "elmo_runtime.prepare_graph", str(model),

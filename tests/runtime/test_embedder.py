@@ -331,8 +331,9 @@ def test_default_step_cap_follows_the_lstm_width() -> None:
     """Wide LSTMs get fewer padded steps per batch (bounded activation memory)."""
     from elmo_runtime.batching import DEFAULT_MAX_TOKENS, max_tokens_for
 
-    assert max_tokens_for(512) == DEFAULT_MAX_TOKENS  # the bundled model: unchanged
-    assert max_tokens_for(4096) == 2048  # original ELMo: 2,048 x 16,384 floats = 128 MiB
+    assert max_tokens_for(64) == DEFAULT_MAX_TOKENS  # small models: the plain cap
+    assert max_tokens_for(512) == 4096  # the bundled model
+    assert max_tokens_for(4096) == 512  # original ELMo: 512 x 16,384 floats = 32 MiB
     assert max_tokens_for(10**6) == 256
 
 

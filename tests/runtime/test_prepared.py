@@ -245,12 +245,28 @@ def test_an_unwritable_cache_falls_back_with_a_warning(tmp_path: Path,
 
 def test_a_model_onnxruntime_cannot_prepare_falls_back(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The preparing child fails for another reason than the model (a full disk, a crash)."""
     monkeypatch.setenv(prepared.ENV_CACHE, str(tmp_path / "cache"))
-    bad = tmp_path / "bad.onnx"
-    bad.write_bytes(b"\x08\x07" + b"not a model" * 100)
-    with pytest.warns(UserWarning, match="could not prepare"):
-        assert prepared.load_path(bad, "cpu", min_bytes=0) == bad
+    monkeypatch.setattr(prepared.sys, "executable", shutil.which("false"))
+    model = default_model_path()
+    with pytest.warns(UserWarning, match="could not prepare it: exit status 1"):
+        assert prepared.load_path(model, "cpu", min_bytes=0) == model
     assert not any((tmp_path / "cache" / "prepared").rglob(prepared.GRAPH))
+
+
+def test_a_file_that_is_no_onnx_model_loads_as_it_is(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Nothing cached, no warning: the plain load says what is wrong with the file."""
+    monkeypatch.setenv(prepared.ENV_CACHE, str(tmp_path / "cache"))
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x08\x07" + b"not a model" * 100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert prepared.load_path(junk, "cpu", min_bytes=0) == junk
+    with pytest.raises(prepared.NotAModel, match="not a readable ONNX model"):
+        prepared.prepare(junk)
+    assert not (tmp_path / "cache" / "prepared").exists() or not any(
+        (tmp_path / "cache" / "prepared").iterdir())
 
 
 def test_the_key_names_onnxruntime_and_the_cpu(monkeypatch: pytest.MonkeyPatch) -> None:

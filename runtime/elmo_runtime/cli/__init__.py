@@ -5,6 +5,7 @@ Every :class:`ElmoError` becomes ``Error: <message>`` and exit status 1 (a
 interrupt (Ctrl-C or SIGTERM) exits with 130; anything unexpected prints one
 line and exits with 2 (``ELMO_DEBUG=1`` shows the traceback). The commands
 live in their own modules: `embed` (cli/embed.py), `info` (cli/info.py),
+`cache` (cli/cache.py),
 `quantize` (cli/quantize.py); the export commands (`elmo convert`, …) come
 from elmo_export when it is installed.
 """
@@ -112,9 +113,11 @@ def main() -> None:
 
 
 def _register() -> None:
+    from .cache import cache_command
     from .embed import embed
     from .info import info
 
+    main.add_command(cache_command)
     main.add_command(embed)
     main.add_command(info)
 

@@ -1,0 +1,68 @@
+"""`elmo cache`: see, make ahead of time, or delete the prepared copies of big models.
+
+A prepared copy (:mod:`elmo_runtime.prepared`) is made on a model's first CPU
+load and takes about twice the model's bytes in the user cache; `elmo cache
+prepare` makes it at deployment instead, so no request pays for it.
+"""
+
+from __future__ import annotations
+
+import time
+
+import click
+
+from .. import prepared
+from ..files import format_mib
+from ..models import check_model_file, resolve_model
+
+
+@click.group("cache")
+def cache_command() -> None:
+    """The prepared copies of big models (pre-packed weights, memory-mapped at load).
+
+    Where: $ELMO_EDGE_CACHE, else $XDG_CACHE_HOME/elmo-edge, else ~/.cache/elmo-edge.
+    """
+
+
+@cache_command.command("list")
+def list_command() -> None:
+    """Each copy: its size, the model file(s) it was made from, and whether this machine uses it."""
+    root = prepared.cache_root()
+    copies = prepared.list_copies(root)
+    total = sum(c["bytes"] for c in copies)
+    noun = "copy" if len(copies) == 1 else "copies"
+    click.echo(f"{root}: {len(copies)} prepared {noun}, {format_mib(total)}")
+    for c in copies:
+        models = ", ".join(c["models"]) or "(model file not seen since)"
+        stale = "" if c["current"] else " [made for another onnxruntime or CPU: unused here]"
+        click.echo(f"  {format_mib(c['bytes']):>10}  {c['sha256'][:12]}  {models}{stale}")
+
+
+@cache_command.command("prepare")
+@click.argument("models", nargs=-1, required=True, metavar="MODEL...")
+def prepare_command(models: tuple[str, ...]) -> None:
+    """Make this machine's prepared copy of each MODEL now (a path or a bundled name).
+
+    Any size of model; `elmo embed` and the library use a copy for models of 32 MiB and more
+    (ELMO_EDGE_PREPARED=always: every model).
+    """
+    for model in models:
+        path = resolve_model(model)
+        check_model_file(path)
+        start = time.perf_counter()
+        made = prepared.prepare(path)
+        size = sum(f.stat().st_size for f in made.parent.iterdir() if f.is_file())
+        click.echo(f"{path}: prepared copy in {made.parent} ({format_mib(size)}, "
+                   f"{time.perf_counter() - start:.1f} s)")
+
+
+@cache_command.command("clear")
+@click.argument("model", required=False)
+def clear_command(model: str | None) -> None:
+    """Delete the prepared copies of MODEL, or all of them. They are remade when needed."""
+    path = None if model is None else resolve_model(model)
+    if path is not None:
+        check_model_file(path)
+    count, freed = prepared.clear(path)
+    noun = "copy" if count == 1 else "copies"
+    click.echo(f"removed {count} prepared {noun}, {format_mib(freed)}")
