@@ -131,7 +131,8 @@ def model_sha256(model: Path, root: Path) -> str:
     entry = root / "index" / (hashlib.sha256(real.encode()).hexdigest()[:32] + ".json")
     with contextlib.suppress(OSError, ValueError):
         known = json.loads(entry.read_text(encoding="utf-8"))
-        if known.get("stamp") == stamp and known.get("path") == real:
+        if (isinstance(known, dict) and known.get("stamp") == stamp
+                and known.get("path") == real):
             return str(known["sha256"])
     digest = sha256_file(model)
     with contextlib.suppress(OSError):  # a read-only cache only costs the hash next time
@@ -264,52 +265,102 @@ def list_copies(root: Path | None = None) -> list[dict[str, Any]]:
 
     Each is a dict: ``dir`` (Path), ``sha256`` (of the model it was made
     from), ``key`` (recipe, onnxruntime version, CPU), ``bytes`` on disk,
-    ``models`` (paths known to have that sha256) and ``current`` (False when
-    the key is not this machine's: such a copy is never used here).
+    ``models`` (paths whose file still has that sha256 as far as size, mtime,
+    ctime and inode tell), ``changed`` (paths that had it when they were
+    hashed but are gone or were rewritten since) and ``current`` (False when
+    the key is not this machine's: such a copy is never used here). Unreadable
+    index entries and files that vanish meanwhile (a concurrent clear or
+    build) are skipped; builders' temporaries are not copies.
     """
     root = cache_root() if root is None else root
     paths: dict[str, list[str]] = {}
+    changed: dict[str, list[str]] = {}
     for entry in (root / "index").glob("*.json"):
-        with contextlib.suppress(OSError, ValueError, KeyError):
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError, AttributeError):
             known = json.loads(entry.read_text(encoding="utf-8"))
-            paths.setdefault(str(known["sha256"]), []).append(str(known["path"]))
+            sha, path, stamp = str(known["sha256"]), str(known["path"]), known.get("stamp")
+            try:
+                st = Path(path).stat()
+                now = {"size": st.st_size, "mtime_ns": st.st_mtime_ns,
+                       "ctime_ns": st.st_ctime_ns, "ino": st.st_ino}
+            except OSError:
+                now = None
+            (paths if now == stamp else changed).setdefault(sha, []).append(path)
     key, found = copy_key(), []
     for directory in sorted((root / "prepared").glob("*/*")):
-        if directory.is_dir() and not directory.name.startswith(".tmp-"):
-            size = sum(f.stat().st_size for f in directory.iterdir() if f.is_file())
-            sha = directory.parent.name
-            found.append({"dir": directory, "sha256": sha, "key": directory.name, "bytes": size,
-                          "models": sorted(paths.get(sha, [])), "current": directory.name == key})
+        if directory.name.startswith(".tmp-") or not directory.is_dir():
+            continue
+        size = 0
+        with contextlib.suppress(OSError):  # removed meanwhile: what is left is counted
+            for f in directory.iterdir():
+                with contextlib.suppress(OSError):
+                    size += f.stat().st_size if f.is_file() else 0
+        sha = directory.parent.name
+        found.append({"dir": directory, "sha256": sha, "key": directory.name, "bytes": size,
+                      "models": sorted(paths.get(sha, [])),
+                      "changed": sorted(changed.get(sha, [])), "current": directory.name == key})
     return sorted(found, key=lambda c: -c["bytes"])
 
 
 def clear(model: str | Path | None = None, root: Path | None = None) -> tuple[int, int]:
     """Delete the prepared copies of ``model``, or every copy and the index (None).
 
-    Each model's copies are removed under its lock, so no load sees half a
-    copy; a load in progress elsewhere falls back to the plain model with a
-    warning. Returns (copies removed, bytes freed).
+    ``model``'s copies are those of its content now and of the content it
+    had when it was last hashed (a model file rewritten since it was
+    prepared); its dead builders' temporaries go too. A model's directory is
+    emptied under its lock, so no load sees half a copy; one whose lock is
+    held (a copy being made right now) is left as it is, with a UserWarning.
+    A load that found its copy just before it was deleted falls back to the
+    model file with a warning (:func:`elmo_runtime.session.open_session`).
+    Nothing is written, and no model
+    hashed, when there is nothing to clear. Returns (copies removed, bytes freed).
     """
     root = cache_root() if root is None else root
+    if not (root / "prepared").is_dir():
+        if model is None:
+            shutil.rmtree(root / "index", ignore_errors=True)
+        return 0, 0
     copies = list_copies(root)
-    if model is not None:
-        sha = model_sha256(Path(model), root)
-        copies = [c for c in copies if c["sha256"] == sha]
-    for copy in copies:
-        with _locked(copy["dir"].parent / ".lock"):
-            shutil.rmtree(copy["dir"], ignore_errors=True)
     if model is None:
-        shutil.rmtree(root / "prepared", ignore_errors=True)
+        shas = {d.name for d in (root / "prepared").iterdir() if d.is_dir()}
+    else:
+        model = Path(model)
+        shas = {c["sha256"] for c in copies if str(model.resolve()) in c["changed"]}
+        shas.add(model_sha256(model, root))
+    removed: list[dict[str, Any]] = []
+    for sha in sorted(shas):
+        directory = root / "prepared" / sha
+        # OSError: no copy of that model, or its directory removed meanwhile
+        with contextlib.suppress(OSError), open(directory / ".lock", "a+b") as lock:
+            try:
+                import fcntl
+
+                fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except ImportError:
+                pass
+            except OSError:
+                warnings.warn(f"{directory}: a copy is being made there now (another process "
+                              "holds its lock); left as it is", UserWarning, stacklevel=2)
+                continue
+            removed += [c for c in copies if c["sha256"] == sha]
+            for item in directory.iterdir():
+                if item.name != ".lock":
+                    shutil.rmtree(item, ignore_errors=True)
+            if model is None:
+                shutil.rmtree(directory, ignore_errors=True)
+    if model is None:
+        with contextlib.suppress(OSError):  # left: a build in progress
+            (root / "prepared").rmdir()
         shutil.rmtree(root / "index", ignore_errors=True)
-    return len(copies), sum(c["bytes"] for c in copies)
+    return len(removed), sum(c["bytes"] for c in removed)
 
 
 def _build(model: Path, tmp: Path, sha: str, key: str) -> None:
     """Prepare ``model`` into ``tmp`` in a child process and write the manifest."""
     proc = subprocess.run([sys.executable, "-m", "elmo_runtime.prepare_graph", str(model),
                            str(tmp), DATA, GRAPH], capture_output=True, text=True)
-    if proc.returncode == NOT_A_MODEL:
-        raise NotAModel(proc.stderr.strip())
+    if proc.returncode == NOT_A_MODEL:  # its last line says why
+        raise NotAModel((proc.stderr.strip().splitlines() or ["not an elmo-edge model"])[-1])
     if proc.returncode != 0:
         lines = proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"]
         raise PrepareError(f"{model}: onnxruntime could not prepare it: {lines[-1]}")
@@ -331,7 +382,7 @@ def _collect(root: Path, keep: str) -> None:
     """Forget models whose file is gone or changed: their index entries and copies."""
     index, wanted = root / "index", {keep}
     for entry in index.glob("*.json"):
-        with contextlib.suppress(OSError, ValueError, KeyError):
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
             known = json.loads(entry.read_text(encoding="utf-8"))
             if Path(known["path"]).is_file():
                 wanted.add(str(known["sha256"]))

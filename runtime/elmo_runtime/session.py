@@ -91,7 +91,15 @@ def open_session(
     check_model_file(path)  # before the prepared cache or onnxruntime reads it
     path = Path(path)
     source = prepared.load_path(path, provider) if prepare else path
-    session = create_session(source, provider, threads)
+    try:
+        session = create_session(source, provider, threads)
+    except ModelError as e:
+        if source == path:
+            raise
+        # e.g. `elmo cache clear` removed the copy between its check and this open
+        warnings.warn(f"{path}: its prepared copy could not be opened ({first_line(e)}); "
+                      "loading the model as it is", UserWarning, stacklevel=2)
+        session = create_session(path, provider, threads)
     return session, check_contract(session, str(path))
 
 

@@ -74,6 +74,8 @@ def test_a_copy_made_elsewhere_is_listed_as_unused(cache: Path, tmp_path: Path) 
 @pytest.mark.parametrize("args,message", [
     (("prepare", "missing.onnx"), "missing.onnx: no such model file"),
     (("clear", "missing.onnx"), "missing.onnx: no such model file"),
+    (("prepare", "default.int8"), "default.int8: no such model file and not a bundled model "
+                                  "(default, default-int8)"),
 ])
 def test_a_missing_model_is_one_line(cache: Path, args: tuple[str, ...], message: str) -> None:
     one_line_error(run_elmo("cache", *args), message)
@@ -85,3 +87,101 @@ def test_a_file_that_is_no_model_is_refused(cache: Path, tmp_path: Path) -> None
     line = one_line_error(run_elmo("cache", "prepare", junk))
     assert "not a readable ONNX model" in line or "not an elmo-edge model" in line
     assert prepared.list_copies(cache) == []
+
+
+@pytest.mark.parametrize("entry", ["[1, 2]", "null", '"text"', '{"sha256": "x"}'])
+def test_an_index_entry_that_is_no_object_is_skipped(cache: Path, entry: str) -> None:
+    """A hand-edited or bit-rotten index entry: list and clear still work (was exit 2)."""
+    assert run_elmo("cache", "prepare", "default").exit_code == 0
+    (cache / "index" / "0123.json").write_text(entry, encoding="utf-8")
+    listed = run_elmo("cache", "list")
+    assert listed.exit_code == 0, listed.output
+    assert listed.stdout.startswith(f"{cache}: 1 prepared copy, ")
+    cleared = run_elmo("cache", "clear")
+    assert cleared.exit_code == 0, cleared.output
+    assert cleared.stdout.startswith("removed 1 prepared copy, ")
+
+
+def test_a_model_rewritten_since_it_was_prepared(cache: Path, tmp_path: Path) -> None:
+    """list says the file changed; clear MODEL removes the copy of its former content."""
+    from elmo_runtime.models import get
+
+    model = tmp_path / "model.onnx"
+    shutil.copyfile(default_model_path(), model)
+    assert run_elmo("cache", "prepare", model).exit_code == 0
+    shutil.copyfile(get("default-int8").path, model)
+    line = run_elmo("cache", "list").stdout.strip().splitlines()[1]
+    assert line.endswith(f"{model} (changed or gone since)")
+    cleared = run_elmo("cache", "clear", model)
+    assert cleared.stdout.startswith("removed 1 prepared copy, "), cleared.output
+    assert prepared.list_copies(cache) == []
+
+
+def test_clear_a_model_removes_dead_builders_temporaries(cache: Path) -> None:
+    """A build killed outright (SIGKILL, power loss) leaves a .tmp- directory behind."""
+    assert run_elmo("cache", "prepare", "default").exit_code == 0
+    leftover = prepared.list_copies(cache)[0]["dir"].with_name(".tmp-killed")
+    leftover.mkdir()
+    (leftover / prepared.DATA).write_bytes(b"\0" * 1000)
+    assert run_elmo("cache", "clear", "default").stdout.startswith("removed 1 prepared copy")
+    assert not leftover.exists()
+
+
+def test_clear_on_an_empty_cache_writes_nothing(cache: Path) -> None:
+    assert run_elmo("cache", "clear", "default").stdout.startswith("removed 0 prepared copies")
+    assert not cache.exists()
+
+
+def test_clear_leaves_a_build_in_progress_alone(cache: Path) -> None:
+    """A builder holds its model's lock: clear leaves it be, with a warning. It used to
+    delete the half-made copy under it (which then failed as if onnxruntime had), and
+    waiting for the build would delete the copy just as a load is about to open it."""
+    assert run_elmo("cache", "prepare", "default-int8").exit_code == 0
+    directory = cache / "prepared" / ("0" * 64)
+    directory.mkdir(parents=True)
+    building = directory / ".tmp-building"
+    building.mkdir()
+    for model in (None, "0"):
+        with prepared._locked(directory / ".lock"):
+            if model is None:
+                result = run_elmo("cache", "clear")
+                assert result.stdout.startswith("removed 1 prepared copy, "), result.output
+            else:  # as if the model being built had sha256 0...0
+                with pytest.MonkeyPatch.context() as m:
+                    m.setattr(prepared, "model_sha256", lambda path, root: "0" * 64)
+                    result = run_elmo("cache", "clear", "default")
+                    assert result.stdout.startswith("removed 0 prepared copies"), result.output
+            assert result.stderr.strip() == (f"Warning: {directory}: a copy is being made there "
+                                             "now (another process holds its lock); left as it is")
+            assert building.exists()
+    assert run_elmo("cache", "clear").stderr == ""
+    assert not (cache / "prepared").exists()
+
+
+def test_all_models_are_checked_before_any_is_prepared(cache: Path) -> None:
+    one_line_error(run_elmo("cache", "prepare", "default", "missing.onnx"),
+                   "missing.onnx: no such model file")
+    assert prepared.list_copies(cache) == []
+
+
+def test_an_interrupt_after_some_copies_says_they_are_kept(
+        cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = prepared.prepare
+
+    def prepare(model: Path) -> Path:
+        if "int8" in str(model):
+            raise KeyboardInterrupt
+        return real(model)
+
+    monkeypatch.setattr(prepared, "prepare", prepare)
+    result = run_elmo("cache", "prepare", "default", "default-int8")
+    assert result.exit_code == 130
+    assert "the copies of the models before it are made and kept" in result.stderr
+    assert len(prepared.list_copies(cache)) == 1
+
+
+def test_a_copy_removed_as_soon_as_made_is_one_line(
+        cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A concurrent `elmo cache clear` between the copy's making and its measuring."""
+    monkeypatch.setattr(prepared, "prepare", lambda model: tmp_path / "gone" / prepared.GRAPH)
+    one_line_error(run_elmo("cache", "prepare", "default"), "was removed as soon as it was made")

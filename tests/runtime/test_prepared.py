@@ -318,3 +318,25 @@ def test_describing_a_model_prepares_nothing(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setenv(prepared.ENV_SWITCH, "always")
     assert describe_model(default_model_path())["format"] == "elmo-edge-onnx"
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob(prepared.GRAPH))
+
+
+def test_a_copy_gone_before_onnxruntime_opens_it_falls_back(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`elmo cache clear` between load_path's check and the open: the model file loads."""
+    from elmo_runtime.session import open_session
+
+    gone = tmp_path / "removed" / prepared.GRAPH
+    monkeypatch.setattr(prepared, "load_path", lambda path, provider="cpu": gone)
+    with pytest.warns(UserWarning, match="its prepared copy could not be opened"):
+        session, info = open_session(default_model_path(), "cpu")
+    assert [o.name for o in session.get_outputs()][0] == "layers"
+
+
+def test_a_malformed_index_entry_is_rehashed(tmp_path: Path) -> None:
+    root = tmp_path / "cache"
+    model = default_model_path()
+    sha = prepared.model_sha256(model, root)
+    (entry,) = (root / "index").glob("*.json")
+    for junk in ("[1, 2]", "7", "null", '{"stamp": 1}'):
+        entry.write_text(junk, encoding="utf-8")
+        assert prepared.model_sha256(model, root) == sha

@@ -12,6 +12,7 @@ import time
 import click
 
 from .. import prepared
+from ..errors import ElmoError
 from ..files import format_mib
 from ..models import check_model_file, resolve_model
 
@@ -33,7 +34,8 @@ def list_command() -> None:
     noun = "copy" if len(copies) == 1 else "copies"
     click.echo(f"{root}: {len(copies)} prepared {noun}, {format_mib(total)}")
     for c in copies:
-        models = ", ".join(c["models"]) or "(model file not seen since)"
+        models = ", ".join(c["models"] + [f"{m} (changed or gone since)" for m in c["changed"]])
+        models = models or "(model file not seen since)"
         stale = "" if c["current"] else " [made for another onnxruntime or CPU: unused here]"
         click.echo(f"  {format_mib(c['bytes']):>10}  {c['sha256'][:12]}  {models}{stale}")
 
@@ -46,12 +48,23 @@ def prepare_command(models: tuple[str, ...]) -> None:
     Any size of model; `elmo embed` and the library use a copy for models of 32 MiB and more
     (ELMO_EDGE_PREPARED=always: every model).
     """
-    for model in models:
-        path = resolve_model(model)
+    paths = [resolve_model(model) for model in models]
+    for path in paths:  # every name checked before minutes go into the first copy
         check_model_file(path)
+    for done, path in enumerate(paths):
         start = time.perf_counter()
-        made = prepared.prepare(path)
-        size = sum(f.stat().st_size for f in made.parent.iterdir() if f.is_file())
+        try:
+            made = prepared.prepare(path)
+        except KeyboardInterrupt:
+            if not done:
+                raise
+            raise KeyboardInterrupt(f"interrupted while preparing {path}; the copies of "
+                                    "the models before it are made and kept") from None
+        try:
+            size = sum(f.stat().st_size for f in made.parent.iterdir() if f.is_file())
+        except OSError as e:  # a concurrent `elmo cache clear`
+            raise ElmoError(f"{path}: its prepared copy in {made.parent} was removed as soon "
+                            f"as it was made ({e.__class__.__name__})") from None
         click.echo(f"{path}: prepared copy in {made.parent} ({format_mib(size)}, "
                    f"{time.perf_counter() - start:.1f} s)")
 
@@ -59,7 +72,11 @@ def prepare_command(models: tuple[str, ...]) -> None:
 @cache_command.command("clear")
 @click.argument("model", required=False)
 def clear_command(model: str | None) -> None:
-    """Delete the prepared copies of MODEL, or all of them. They are remade when needed."""
+    """Delete the prepared copies of MODEL, or all of them. They are remade when needed.
+
+    A model whose copy is being made right now is left as it is (with a warning). A process
+    loading a model whose copy goes falls back to the model file with a warning.
+    """
     path = None if model is None else resolve_model(model)
     if path is not None:
         check_model_file(path)

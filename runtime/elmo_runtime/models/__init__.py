@@ -108,7 +108,8 @@ def sniff(path: str | os.PathLike) -> bytes:
 def check_model_file(path: str | os.PathLike) -> None:
     """ModelError, in one line, when ``path`` cannot be an ONNX model file.
 
-    A directory, a missing file (a bare name also lists the bundled models),
+    A directory, a missing file (a name without a folder or .onnx also lists the bundled
+    models),
     an HDF5 file or a JSON file (bilm-tf/AllenNLP weights or options: the
     message says to run `elmo convert`). Reads at most 8 bytes.
     """
@@ -116,7 +117,7 @@ def check_model_file(path: str | os.PathLike) -> None:
     if p.is_dir():
         raise ModelError(f"{p}: no such model file: it is a directory (give the .onnx file)")
     if not p.is_file():
-        bare = os.sep not in str(path) and "/" not in str(path) and not p.suffix
+        bare = os.sep not in str(path) and "/" not in str(path) and p.suffix.lower() != ".onnx"
         also = f" and not a bundled model ({', '.join(names())})" if bare else ""
         raise ModelError(f"{p}: no such model file{also}")
     head = sniff(p)
