@@ -23,8 +23,8 @@ DEFAULT_MAX_TOKENS = 64 * 100  # padded steps (rows x longest) per batch
 # Activation memory a batch may take for one hoisted LSTM input projection
 # (steps x 4 x lstm_dim float32): large models get fewer padded steps per batch.
 # 32 MiB caps the original ELMo at 512 steps (the bundled model at 4,096, was 6,400):
-# its peak RSS at batch 32 fell from
-# 2.08x to 1.57x the model's bytes at no measurable speed cost (bench/RESULTS.md).
+# its peak RSS at batch 32 fell from 2.08x to 1.57x the model's bytes at no
+# measurable speed cost (bench/RESULTS.md).
 ACTIVATION_BUDGET = 32 * 2**20
 
 
