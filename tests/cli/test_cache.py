@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from elmo_runtime import prepared
+from elmo_runtime import prepared_inventory as inventory
 from elmo_runtime.embedder import Embedder, default_model_path
 from util import one_line_error, run_elmo
 
@@ -52,8 +53,8 @@ def test_clear_everything_then_a_model_still_loads(cache: Path, tmp_path: Path) 
     shutil.copyfile(default_model_path(), model)
     assert run_elmo("cache", "prepare", model, "default").exit_code == 0
     # the bundled model and its copy under another name have one sha256: one copy
-    assert len(prepared.list_copies(cache)) == 1
-    assert prepared.list_copies(cache)[0]["models"] == sorted(
+    assert len(inventory.list_copies(cache)) == 1
+    assert inventory.list_copies(cache)[0]["models"] == sorted(
         [str(model.resolve()), str(default_model_path().resolve())])
     cleared = run_elmo("cache", "clear")
     assert cleared.stdout.startswith("removed 1 prepared copy, ")
@@ -65,7 +66,7 @@ def test_clear_everything_then_a_model_still_loads(cache: Path, tmp_path: Path) 
 
 def test_a_copy_made_elsewhere_is_listed_as_unused(cache: Path, tmp_path: Path) -> None:
     assert run_elmo("cache", "prepare", "default").exit_code == 0
-    copy = prepared.list_copies(cache)[0]["dir"]
+    copy = inventory.list_copies(cache)[0]["dir"]
     copy.rename(copy.with_name("p0-ort0.0.0-000000000000"))
     line = run_elmo("cache", "list").stdout.strip().splitlines()[1]
     assert line.endswith("[made for another onnxruntime or CPU: unused here]")
@@ -86,7 +87,7 @@ def test_a_file_that_is_no_model_is_refused(cache: Path, tmp_path: Path) -> None
     junk.write_bytes(b"not a protobuf at all \xff\xff\xff")
     line = one_line_error(run_elmo("cache", "prepare", junk))
     assert "not a readable ONNX model" in line or "not an elmo-edge model" in line
-    assert prepared.list_copies(cache) == []
+    assert inventory.list_copies(cache) == []
 
 
 @pytest.mark.parametrize("entry", ["[1, 2]", "null", '"text"', '{"sha256": "x"}'])
@@ -114,13 +115,13 @@ def test_a_model_rewritten_since_it_was_prepared(cache: Path, tmp_path: Path) ->
     assert line.endswith(f"{model} (changed or gone since)")
     cleared = run_elmo("cache", "clear", model)
     assert cleared.stdout.startswith("removed 1 prepared copy, "), cleared.output
-    assert prepared.list_copies(cache) == []
+    assert inventory.list_copies(cache) == []
 
 
 def test_clear_a_model_removes_dead_builders_temporaries(cache: Path) -> None:
     """A build killed outright (SIGKILL, power loss) leaves a .tmp- directory behind."""
     assert run_elmo("cache", "prepare", "default").exit_code == 0
-    leftover = prepared.list_copies(cache)[0]["dir"].with_name(".tmp-killed")
+    leftover = inventory.list_copies(cache)[0]["dir"].with_name(".tmp-killed")
     leftover.mkdir()
     (leftover / prepared.DATA).write_bytes(b"\0" * 1000)
     assert run_elmo("cache", "clear", "default").stdout.startswith("removed 1 prepared copy")
@@ -148,7 +149,7 @@ def test_clear_leaves_a_build_in_progress_alone(cache: Path) -> None:
                 assert result.stdout.startswith("removed 1 prepared copy, "), result.output
             else:  # as if the model being built had sha256 0...0
                 with pytest.MonkeyPatch.context() as m:
-                    m.setattr(prepared, "model_sha256", lambda path, root: "0" * 64)
+                    m.setattr(inventory, "model_sha256", lambda path, root: "0" * 64)
                     result = run_elmo("cache", "clear", "default")
                     assert result.stdout.startswith("removed 0 prepared copies"), result.output
             assert result.stderr.strip() == (f"Warning: {directory}: a copy is being made there "
@@ -161,7 +162,7 @@ def test_clear_leaves_a_build_in_progress_alone(cache: Path) -> None:
 def test_all_models_are_checked_before_any_is_prepared(cache: Path) -> None:
     one_line_error(run_elmo("cache", "prepare", "default", "missing.onnx"),
                    "missing.onnx: no such model file")
-    assert prepared.list_copies(cache) == []
+    assert inventory.list_copies(cache) == []
 
 
 def test_an_interrupt_after_some_copies_says_they_are_kept(
@@ -177,7 +178,7 @@ def test_an_interrupt_after_some_copies_says_they_are_kept(
     result = run_elmo("cache", "prepare", "default", "default-int8")
     assert result.exit_code == 130
     assert "the copies of the models before it are made and kept" in result.stderr
-    assert len(prepared.list_copies(cache)) == 1
+    assert len(inventory.list_copies(cache)) == 1
 
 
 def test_a_copy_removed_as_soon_as_made_is_one_line(

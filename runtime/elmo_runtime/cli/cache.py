@@ -11,7 +11,7 @@ import time
 
 import click
 
-from .. import prepared
+from .. import prepared, prepared_inventory
 from ..errors import ElmoError
 from ..files import format_mib
 from ..models import check_model_file, resolve_model
@@ -29,7 +29,7 @@ def cache_command() -> None:
 def list_command() -> None:
     """Each copy: its size, the model file(s) it was made from, and whether this machine uses it."""
     root = prepared.cache_root()
-    copies = prepared.list_copies(root)
+    copies = prepared_inventory.list_copies(root)
     total = sum(c["bytes"] for c in copies)
     noun = "copy" if len(copies) == 1 else "copies"
     click.echo(f"{root}: {len(copies)} prepared {noun}, {format_mib(total)}")
@@ -80,6 +80,6 @@ def clear_command(model: str | None) -> None:
     path = None if model is None else resolve_model(model)
     if path is not None:
         check_model_file(path)
-    count, freed = prepared.clear(path)
+    count, freed = prepared_inventory.clear(path)
     noun = "copy" if count == 1 else "copies"
     click.echo(f"removed {count} prepared {noun}, {format_mib(freed)}")
