@@ -6,17 +6,22 @@
 //   // v.dims = [4, 256] (tokens, 2P); v.data: Float32Array
 //
 // Same rules as the Python runtime (elmo_runtime): char ids, <S>/</S> rows, stateless (every
-// sentence starts from a zero LSTM state), scalar mixes, metadata checks. The expected format
-// version and metadata keys come from contract.json, generated from spec/contract.py.
+// sentence starts from a zero LSTM state), scalar mixes, metadata checks. Reads bilm-tf byte
+// models (format version 2) and ELMoForManyLangs conversions (version 3: a learned code-point
+// vocabulary from the model's metadata, <bos>/<eos> rows, word_ids when the model has a word
+// table). The format versions and metadata keys come from contract.json, generated from
+// spec/contract.py.
 
 import contract from './contract.json' with { type: 'json' };
 import { checkSentence, pack } from './src/chars.mjs';
+import { packCodepoints } from './src/codepoints.mjs';
 import { checkMetadata, readMetadata } from './src/metadata.mjs';
 import { applyMix, resolveMix } from './src/mix.mjs';
 
 export { contract };
 export { tokenize } from './src/tokenize.mjs';
 export { pack, tokensToIds } from './src/chars.mjs';
+export { CodepointScheme, packCodepoints } from './src/codepoints.mjs';
 export { applyMix, resolveMix } from './src/mix.mjs';
 export { checkMetadata, readMetadata } from './src/metadata.mjs';
 
@@ -51,8 +56,9 @@ export class Embedder {
   }
 
   /**
-   * Load a model; refuses files that are not elmo-edge models of the format version this
-   * code reads (web/contract.json), with the Python runtime's messages.
+   * Load a model; refuses files that are not elmo-edge models of a format version this
+   * code reads (web/contract.json: 2, and 3 for ELMoForManyLangs conversions), with the
+   * Python runtime's messages.
    * @param {string|URL|Uint8Array|ArrayBuffer} modelUrl
    * @param {{threads?: number, executionProviders?: string[], ort?: object,
    *          wasmPaths?: string}} [options] threads: WASM threads (more than 1 needs a
@@ -104,13 +110,16 @@ export class Embedder {
     sentences.forEach(checkSentence);
     const resolved = resolveMix(mix, this.info.nLayers);
     if (!sentences.length) return [];
-    const { nLayers, dim, maxChars } = this.info;
-    const packed = pack(sentences, maxChars);
+    const { nLayers, dim, maxChars, vocabulary } = this.info;
+    const packed = vocabulary ? packCodepoints(sentences, vocabulary) : pack(sentences, maxChars);
     const { Tensor } = this.ort;
     const feeds = {
       [contract.inputs.token_chars]: new Tensor('int32', packed.tokenChars, [packed.rows, maxChars]),
       [contract.inputs.token_index]: new Tensor('int32', packed.tokenIndex, [packed.batch, packed.steps]),
     };
+    if (packed.wordIds) {
+      feeds[contract.inputs.word_ids] = new Tensor('int32', packed.wordIds, [packed.rows]);
+    }
     let outputs;
     try {
       outputs = await this.session.run(feeds, [contract.outputs.layers]);

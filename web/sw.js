@@ -5,7 +5,7 @@ const CACHE = 'elmo-web-v1';
 const MODEL = new URL(location.href).searchParams.get('model') ?? 'model.onnx';
 const FILES = [
   './', 'index.html', 'demo.mjs', 'demo.css', 'elmo.mjs', 'contract.json',
-  'src/chars.mjs', 'src/metadata.mjs', 'src/mix.mjs', 'src/tokenize.mjs',
+  'src/chars.mjs', 'src/codepoints.mjs', 'src/metadata.mjs', 'src/mix.mjs', 'src/tokenize.mjs',
   'node_modules/onnxruntime-web/dist/ort.wasm.min.mjs',
   'node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded.mjs',
   'node_modules/onnxruntime-web/dist/ort-wasm-simd-threaded.wasm',

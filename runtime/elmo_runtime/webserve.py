@@ -34,7 +34,7 @@ import click
 
 from .errors import ElmoError, ModelError
 from .serve.config import host_allowed, loopback_names
-from .spec import chars, contract
+from .spec import chars, codepoints, contract
 
 HOST = "127.0.0.1"
 HOST_NAMES = loopback_names(HOST) or ()  # the Host header values answered (DNS rebinding)
@@ -67,9 +67,19 @@ def contract_json() -> dict[str, Any]:
             "source": contract.KEY_SOURCE,
         },
         "char_ids": chars.scheme(),
+        # version 3: a learned code-point vocabulary (ELMoForManyLangs), read by elmo.mjs too
+        "codepoint_format_version": contract.CODEPOINT_FORMAT_VERSION,
+        "codepoint_char_ids": {
+            "scheme": codepoints.SCHEME_NAME,
+            "id_shift": codepoints.ID_SHIFT,
+            "char_specials": list(codepoints.CHAR_SPECIALS),
+            "word_specials": list(codepoints.WORD_SPECIALS),
+            "boundaries": list(codepoints.BOUNDARIES),
+        },
         "inputs": {
             "token_chars": contract.INPUT_TOKEN_CHARS,
             "token_index": contract.INPUT_TOKEN_INDEX,
+            "word_ids": contract.INPUT_WORD_IDS,
         },
         "outputs": {"layers": contract.OUTPUT_LAYERS},
     }

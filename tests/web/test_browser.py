@@ -24,10 +24,12 @@ from webutil import (
     CHROMIUM,
     FP32,
     INT8,
+    MISLABELED_VERSION,
     PYTHON_ONLY_VERSIONS,
     REPO,
     VERSIONS_REFUSED,
     WEB,
+    WEB_READS,
     Page,
 )
 
@@ -49,7 +51,7 @@ def web_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     blank = folder / "blank.html"
     blank.write_text(BLANK, encoding="utf-8")
     files = {"model.onnx": FP32, "int8.onnx": INT8, "blank.html": blank}
-    for version in VERSIONS_REFUSED + PYTHON_ONLY_VERSIONS:  # the int8 model, another version
+    for version in (*VERSIONS_REFUSED, *PYTHON_ONLY_VERSIONS, MISLABELED_VERSION):  # the int8
         proto = onnx.load(str(INT8))
         meta = {p.key: p.value for p in proto.metadata_props}
         onnx.helper.set_model_props(proto, {**meta, contract.KEY_VERSION: version})
@@ -164,14 +166,16 @@ def test_unknown_format_version_is_refused_by_name(
     blank_page: Page, web_files: dict[str, Path]
 ) -> None:
     """A version neither runtime reads: refused before onnxruntime loads, naming the version,
-    with the Python runtime's advice; a version only Python reads is refused by name too."""
+    with the Python runtime's advice; a version only Python reads is refused by name too, and
+    a byte model labelled version 3 (code-point vocabulary) with Python's message."""
     python_advice = {}
-    for version in VERSIONS_REFUSED:
+    for version in (*VERSIONS_REFUSED, MISLABELED_VERSION):
         proto = onnx.load(str(web_files[f"v{version}.onnx"]), load_external_data=False)
         with pytest.raises(ModelError) as python:
             contract.parse_metadata({p.key: p.value for p in proto.metadata_props}, "m")
-        python_advice[version] = str(python.value).rsplit("; ", 1)[1]
-    names = [f"v{v}.onnx" for v in (*VERSIONS_REFUSED, *PYTHON_ONLY_VERSIONS)]
+        python_advice[version] = str(python.value)
+    names = [f"v{v}.onnx" for v in (*VERSIONS_REFUSED, *PYTHON_ONLY_VERSIONS,
+                                     MISLABELED_VERSION)]
     got = blank_page.page.evaluate(
         """async (names) => {
           const m = await import('./elmo.mjs');
@@ -184,10 +188,14 @@ def test_unknown_format_version_is_refused_by_name(
         }""",
         names,
     )
-    for version, advice in python_advice.items():
+    reads = " and ".join(map(str, WEB_READS))
+    for version in VERSIONS_REFUSED:
+        advice = python_advice[version].rsplit("; ", 1)[1]
         assert got[f"v{version}.onnx"] == (
             f"v{version}.onnx: elmo-edge model format version '{version}' is not supported "
-            f"(elmo.mjs reads version {contract.FORMAT_VERSION}); {advice}")
+            f"(elmo.mjs reads versions {reads}); {advice}")
+    mislabeled = f"v{MISLABELED_VERSION}.onnx"
+    assert got[mislabeled] == mislabeled + python_advice[MISLABELED_VERSION].removeprefix("m")
     for version in PYTHON_ONLY_VERSIONS:
         assert got[f"v{version}.onnx"].startswith(
             f"v{version}.onnx: elmo-edge model format version '{version}' is read by the Python "
@@ -250,3 +258,87 @@ def test_demo_page_loads_without_errors_and_works_offline(browser: object, base_
         assert not demo.errors, json.dumps(demo.errors)
     finally:
         demo.close()
+
+
+# ELMoForManyLangs conversions (format version 3: a learned code-point vocabulary, word ids):
+# random models written with torch and converted with `elmo convert`, served on their own.
+EFML_WORDS = ["Haus", "the", "cat", "groß"]
+# known and unseen words, case variants, characters outside char.dic (Ω, 🙂) and inside (😀,
+# 中文), tokens longer than max_chars (12), the literal boundary tokens
+EFML_SENTENCES = [
+    ["Haus", "the", "cat", "."],
+    ["Ωmega", "naïve", "中文", "😀", "🙂", "Unseen", "HAUS", "The"],
+    tokenize("Das Haus ist groß, the cat sat on the mat."),
+    ["x"],
+    ["Donaudampfschifffahrt", "😀" * 14, "e\u0301" * 8, "<bos>", "the", "<eos>"],
+    [],
+    tokenize("I love it 👍🏽 — really, the cat too."),
+]
+EFML_MIXES = {"all": "all", "top": "top", "average": "average"}
+
+
+def _convert(folder: Path, name: str, **config: object) -> Path:
+    from click.testing import CliRunner
+    from elmo_export import efml_random
+    from elmo_runtime.cli import main
+
+    directory = efml_random.write_random_model(
+        folder / name, efml_random.small_config(**config), words=EFML_WORDS, seed=7, scale=1.5)
+    out = folder / f"{name}.onnx"
+    result = CliRunner().invoke(main, ["convert", str(directory), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def efml_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A random EFML model with a word table and one without, converted, and a blank page."""
+    if not (WEB / webserve.ORT_DIST).is_dir():
+        pytest.skip(f"{WEB / webserve.ORT_DIST} is missing: run `{webserve.NPM_HINT}`")
+    pytest.importorskip("torch", reason="writing an ELMoForManyLangs model (torch.save) needs "
+                        "torch")
+    folder = tmp_path_factory.mktemp("efml_web")
+    blank = folder / "blank.html"
+    blank.write_text(BLANK, encoding="utf-8")
+    return {"words.onnx": _convert(folder, "words"),
+            "chars.onnx": _convert(folder, "chars", word_dim=0),
+            "blank.html": blank}
+
+
+@pytest.fixture(scope="module")
+def efml_page(browser: object, efml_files: dict[str, Path]) -> Iterator[Page]:
+    with webserve.serving(WEB, efml_files) as url:
+        page = Page(browser, url)
+        yield page
+        page.close()
+
+
+@pytest.mark.parametrize("name", ["words.onnx", "chars.onnx"])
+def test_browser_equals_python_on_efml_models(efml_page: Page, efml_files: dict[str, Path],
+                                              name: str) -> None:
+    model = efml_files[name]
+    python = Embedder(model)
+    assert python.info.char_scheme == "codepoint-vocab"
+    assert python.info.vocabulary.has_words == (name == "words.onnx")
+    got = efml_page.page.evaluate(EMBED_JS, {"model": name, "sentences": EFML_SENTENCES,
+                                             "mixes": EFML_MIXES})
+    worst = {}
+    for mix in EFML_MIXES:
+        expected = Embedder(model, mix=mix).embed_batch(EFML_SENTENCES)
+        for i, (js, py) in enumerate(zip(got[mix], expected, strict=True)):
+            assert js["dims"] == list(py.shape), (mix, i)
+            data = np.frombuffer(base64.b64decode(js["data"]), dtype=np.float32).reshape(py.shape)
+            worst[mix] = max(worst.get(mix, 0.0), float(np.abs(data - py).max()) if py.size else 0)
+    assert all(d <= ATOL for d in worst.values()), f"{name}: max |JS - Python| {worst}"
+    assert not efml_page.errors
+
+
+def test_efml_model_info_in_the_browser(efml_page: Page) -> None:
+    info = efml_page.page.evaluate(
+        """async () => {
+          const m = await import('./elmo.mjs');
+          const emb = await m.Embedder.create('words.onnx', {threads: 1});
+          const i = emb.info;
+          return {scheme: i.charScheme, words: i.hasWords, maxChars: i.maxChars};
+        }""")
+    assert info == {"scheme": "codepoint-vocab", "words": True, "maxChars": 12}

@@ -20,10 +20,13 @@ MODELS = REPO / "runtime" / "elmo_runtime" / "models"
 FP32 = MODELS / "default.onnx"
 INT8 = MODELS / "default.int8.onnx"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
-# Unknown to both runtimes (newer, older), and read by Python only (a code-point vocabulary)
+# Unknown to both runtimes (newer, older), and read by Python only (none since elmo.mjs reads
+# code-point vocabularies, version 3, too)
 VERSIONS_REFUSED = (str(max(contract.READABLE_VERSIONS) + 1), "1")
-PYTHON_ONLY_VERSIONS = tuple(str(v) for v in contract.READABLE_VERSIONS
-                             if v != contract.FORMAT_VERSION)
+WEB_READS = (contract.FORMAT_VERSION, contract.CODEPOINT_FORMAT_VERSION)
+PYTHON_ONLY_VERSIONS = tuple(str(v) for v in contract.READABLE_VERSIONS if v not in WEB_READS)
+# a bilm-tf byte model labelled with the code-point version: both runtimes refuse it
+MISLABELED_VERSION = str(contract.CODEPOINT_FORMAT_VERSION)
 BLANK = ("<!doctype html><meta charset='utf-8'><link rel='icon' href='data:,'>"
          "<title>elmo test</title>")
 

@@ -2,8 +2,11 @@
 // does not expose them, so they are read here from the model bytes (the top-level protobuf
 // fields only: the graph, field 7, is skipped by its length) and checked as
 // elmo_runtime/spec/contract.py's parse_metadata checks them, with the same advice. elmo.mjs
-// reads the bilm-tf byte char-id format (contract.format_version); a version only the Python
-// runtime reads (contract.python_reads, e.g. a code-point vocabulary) is refused by name.
+// reads the bilm-tf byte char-id format (contract.format_version) and the learned code-point
+// vocabulary of ELMoForManyLangs conversions (contract.codepoint_format_version); a version
+// only the Python runtime reads (in contract.python_reads but neither) is refused by name.
+
+import { fromMetadata as codepointScheme } from './codepoints.mjs';
 
 const METADATA_PROPS = 14; // ModelProto.metadata_props: repeated StringStringEntryProto
 const decoder = new TextDecoder('utf-8', { fatal: false });
@@ -95,7 +98,9 @@ function sameJson(a, b) {
  * @param {object} contract the parsed web/contract.json
  * @param {string} where
  * @returns {{options: object, nLayers: number, dim: number, maxChars: number,
- *            quantization: object, producer: string, source: object}}
+ *            quantization: object, producer: string, source: object, charScheme: string,
+ *            vocabulary: import('./codepoints.mjs').CodepointScheme|null, hasWords: boolean}}
+ *   vocabulary: the learned vocabularies of a code-point model (version 3), else null
  */
 export function checkMetadata(meta, contract, where) {
   const k = contract.keys;
@@ -105,19 +110,19 @@ export function checkMetadata(meta, contract, where) {
       + `expected '${contract.format}'); convert ELMo weights with \`elmo convert\``);
   }
   const version = meta[k.format_version];
-  const expected = String(contract.format_version);
-  if (version !== expected && contract.python_reads.map(String).includes(version)) {
+  const readable = readableVersions(contract).map(String);
+  const reads = `elmo.mjs reads version${readable.length > 1 ? 's' : ''} ${readable.join(' and ')}`;
+  if (!readable.includes(version) && contract.python_reads.map(String).includes(version)) {
     throw new Error(`${where}: elmo-edge model format version ${pyRepr(version)} is read by the `
-      + `Python runtime but not by elmo.mjs, which reads version ${expected} (bilm-tf byte char `
-      + 'ids); use a model exported with those');
+      + `Python runtime but not by elmo.mjs (${reads}); use a model exported with those`);
   }
-  if (version !== expected) {
+  if (!readable.includes(version)) {
     const older = version !== undefined && /^[0-9]+$/.test(version)
       && Number(version) < contract.format_version;
     const advice = older ? 're-export it with this elmo-edge (`elmo export` / `elmo convert`)'
       : 'upgrade elmo-edge';
     throw new Error(`${where}: elmo-edge model format version ${pyRepr(version)} is not supported `
-      + `(elmo.mjs reads version ${expected}); ${advice}`);
+      + `(${reads}); ${advice}`);
   }
   const options = jsonField(meta, k.options, where);
   const lstm = options?.lstm ?? {};
@@ -129,6 +134,15 @@ export function checkMetadata(meta, contract, where) {
   }
   const maxChars = cnn.max_characters_per_token;
   let scheme = jsonField(meta, k.char_ids, where);
+  const vocabulary = codepointVocabulary(scheme, options, version, contract, where);
+  if (vocabulary !== null) {
+    return {
+      ...common(meta, k, where, options, lstm, maxChars),
+      charScheme: contract.codepoint_char_ids.scheme,
+      vocabulary,
+      hasWords: vocabulary.hasWords,
+    };
+  }
   if (scheme && typeof scheme === 'object' && !Array.isArray(scheme)) {
     scheme = { scheme: contract.char_ids.scheme, ...scheme };
   }
@@ -138,6 +152,22 @@ export function checkMetadata(meta, contract, where) {
       + `this runtime produces ${JSON.stringify(wanted)}`);
   }
   return {
+    ...common(meta, k, where, options, lstm, maxChars),
+    charScheme: contract.char_ids.scheme,
+    vocabulary: null,
+    hasWords: false,
+  };
+}
+
+/** The format versions elmo.mjs reads: bilm-tf bytes, and code-point vocabularies. */
+function readableVersions(contract) {
+  const versions = [contract.format_version];
+  if (contract.codepoint_format_version !== undefined) versions.push(contract.codepoint_format_version);
+  return versions;
+}
+
+function common(meta, k, where, options, lstm, maxChars) {
+  return {
     options,
     nLayers: lstm.n_layers + 1,
     dim: 2 * lstm.projection_dim,
@@ -146,4 +176,27 @@ export function checkMetadata(meta, contract, where) {
     producer: meta[k.producer_version] ?? 'unknown',
     source: k.source in meta ? jsonField(meta, k.source, where) : {},
   };
+}
+
+/**
+ * The code-point vocabularies of a version-3 model, checked against its options
+ * (contract.py's _vocabulary); null for a bilm-tf byte model.
+ */
+function codepointVocabulary(scheme, options, version, contract, where) {
+  const named = scheme && typeof scheme === 'object' && !Array.isArray(scheme)
+    ? scheme.scheme : undefined;
+  const vocabulary = options.char_cnn?.vocabulary ?? 'bytes';
+  const codepoint = vocabulary === 'codepoint';
+  const cp = contract.codepoint_char_ids?.scheme;
+  if (codepoint !== (cp !== undefined && named === cp)
+      || codepoint !== (version === String(contract.codepoint_format_version))) {
+    throw new Error(`${where}: format version ${version ?? 'None'}, char-id scheme `
+      + `${pyRepr(named)} and options char_cnn.vocabulary ${pyRepr(vocabulary)} disagree`);
+  }
+  if (!codepoint) return null;
+  return codepointScheme(scheme, where, {
+    nCharacters: options.char_cnn?.n_characters,
+    maxChars: options.char_cnn?.max_characters_per_token,
+    nWords: options.word_embedding?.n_words ?? 0,
+  });
 }

@@ -8,6 +8,7 @@ import {
 } from '../elmo.mjs';
 import * as chars from '../src/chars.mjs';
 import { checkSentence } from '../src/chars.mjs';
+import * as cp from '../src/codepoints.mjs';
 
 const MODEL = new URL('../../runtime/elmo_runtime/models/default.int8.onnx', import.meta.url);
 
@@ -51,13 +52,17 @@ test('the bundled model\'s metadata reads and checks', () => {
 test('unknown format versions and other files are refused by name', () => {
   const meta = readMetadata(new Uint8Array(readFileSync(MODEL)), 'm.onnx');
   const v = contract.format_version;
+  const cp = contract.codepoint_format_version;
   const unknown = Math.max(...contract.python_reads) + 1;
   assert.throws(() => checkMetadata({ ...meta, 'elmo_edge.format_version': String(unknown) }, contract, 'm.onnx'),
-    { message: `m.onnx: elmo-edge model format version '${unknown}' is not supported (elmo.mjs reads version ${v}); upgrade elmo-edge` });
-  for (const other of contract.python_reads.filter((x) => x !== v)) {
-    assert.throws(() => checkMetadata({ ...meta, 'elmo_edge.format_version': String(other) }, contract, 'm.onnx'),
-      new RegExp(`version '${other}' is read by the Python runtime but not by elmo.mjs`));
-  }
+    { message: `m.onnx: elmo-edge model format version '${unknown}' is not supported (elmo.mjs reads versions ${v} and ${cp}); upgrade elmo-edge` });
+  // a version Python reads and elmo.mjs does not (none today): refused by name
+  const older = { ...contract, codepoint_format_version: undefined };
+  assert.throws(() => checkMetadata({ ...meta, 'elmo_edge.format_version': String(cp) }, older, 'm.onnx'),
+    new RegExp(`version '${cp}' is read by the Python runtime but not by elmo.mjs`));
+  // version 3 with bilm-tf byte ids: the version, the scheme and the options disagree
+  assert.throws(() => checkMetadata({ ...meta, 'elmo_edge.format_version': String(cp) }, contract, 'm.onnx'),
+    { message: `m.onnx: format version ${cp}, char-id scheme None and options char_cnn.vocabulary 'bytes' disagree` });
   assert.throws(() => checkMetadata({ ...meta, 'elmo_edge.format_version': '0' }, contract, 'm.onnx'),
     /re-export it with this elmo-edge/);
   assert.throws(() => checkMetadata({}, contract, 'x.onnx'), /x.onnx: not an elmo-edge model/);
@@ -75,4 +80,48 @@ test('mixes: shapes and arithmetic', () => {
   assert.ok(Math.abs(normed.data.reduce((a, b) => a + b, 0)) < 1e-5);
   assert.throws(() => resolveMix({ weights: [1, 2], gamma: 1 }, 3), /expected 3 weights/);
   assert.throws(() => resolveMix('bottom', 3), /unknown mix 'bottom'/);
+});
+
+function codepointMeta(base, { words = true, drop = null } = {}) {
+  const chars = Object.fromEntries(['a', 'b', 'é', '🙂', ...cp.CHAR_SPECIALS].map((c, i) => [c, i]));
+  if (drop) delete chars[drop];
+  const vocab = { scheme: cp.SCHEME_NAME, id_shift: 1, max_chars: 8, markers: 'swapped', chars };
+  if (words) vocab.words = { '<oov>': 0, '<bos>': 1, '<eos>': 2, '<pad>': 3, ab: 4 };
+  const options = JSON.parse(base['elmo_edge.options']);
+  options.char_cnn = { ...options.char_cnn, vocabulary: 'codepoint', max_characters_per_token: 8,
+    n_characters: Object.keys(chars).length + 1 };
+  if (words) options.word_embedding = { dim: 4, n_words: 5 };
+  return { ...base, 'elmo_edge.format_version': String(contract.codepoint_format_version),
+    'elmo_edge.options': JSON.stringify(options), 'elmo_edge.char_ids': JSON.stringify(vocab) };
+}
+
+test('version 3: a code-point vocabulary, swapped markers, word ids, code-point cut', () => {
+  const base = readMetadata(new Uint8Array(readFileSync(MODEL)), 'm.onnx');
+  const info = checkMetadata(codepointMeta(base), contract, 'm.onnx');
+  assert.equal(info.charScheme, 'codepoint-vocab');
+  assert.equal(info.hasWords, true);
+  const p = cp.packCodepoints([['ab', '🙂'.repeat(7), 'ab', '<bos>', 'x']], info.vocabulary);
+  const row = (i) => Array.from(p.tokenChars.subarray(i * 8, (i + 1) * 8));
+  // ids: a0 b1 é2 🙂3 <bos>4 <eos>5 <oov>6 <pad>7 <bow>8 <eow>9, +1
+  assert.deepEqual(row(0), [10, 5, 9, 8, 8, 8, 8, 8]); // <bos>
+  assert.deepEqual(row(1), [10, 6, 9, 8, 8, 8, 8, 8]); // <eos>
+  assert.deepEqual(row(2), [10, 1, 2, 9, 8, 8, 8, 8]); // ab
+  assert.deepEqual(row(3), [10, 4, 4, 4, 4, 4, 4, 9]); // cut to 6 code points, not code units
+  assert.deepEqual(row(4), [10, 7, 9, 8, 8, 8, 8, 8]); // x: <oov>
+  assert.deepEqual(Array.from(p.tokenIndex), [0, 2, 3, 2, 0, 4, 1]);
+  assert.deepEqual(Array.from(p.wordIds), [1, 2, 4, 0, 0]);
+  const noWords = checkMetadata(codepointMeta(base, { words: false }), contract, 'm.onnx');
+  assert.equal(cp.packCodepoints([['a']], noWords.vocabulary).wordIds, null);
+  assert.throws(() => checkMetadata(codepointMeta(base, { drop: '<bow>' }), contract, 'efml.onnx'),
+    { message: 'efml.onnx: char vocabulary lacks <bow>' });
+  const bad = codepointMeta(base);
+  bad['elmo_edge.format_version'] = String(contract.format_version);
+  assert.throws(() => checkMetadata(bad, contract, 'm.onnx'), /disagree/);
+});
+
+test('the code-point scheme constants are the contract\'s', () => {
+  const c = contract.codepoint_char_ids;
+  assert.deepEqual([cp.SCHEME_NAME, cp.ID_SHIFT, cp.CHAR_SPECIALS, cp.WORD_SPECIALS, [cp.BOS, cp.EOS]],
+    [c.scheme, c.id_shift, c.char_specials, c.word_specials, c.boundaries]);
+  assert.equal(contract.inputs.word_ids, 'word_ids');
 });
