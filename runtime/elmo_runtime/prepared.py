@@ -122,11 +122,19 @@ def sample_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def file_stamp(path: Path) -> dict[str, int]:
+    """What tells a file's content unchanged without reading it: size, mtime, ctime, inode.
+
+    ctime: no write can keep it, not even one that resets mtime. Raises OSError.
+    """
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns,
+            "ino": st.st_ino}
+
+
 def model_sha256(model: Path, root: Path) -> str:
-    """sha256 of ``model``, remembered in ``root/index`` by path, size, mtime, ctime, inode."""
-    st = model.stat()
-    stamp = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns,
-             "ino": st.st_ino}  # ctime: no write can keep it, not even one that resets mtime
+    """sha256 of ``model``, remembered in ``root/index`` by path and :func:`file_stamp`."""
+    stamp = file_stamp(model)
     real = str(model.resolve())
     entry = root / "index" / (hashlib.sha256(real.encode()).hexdigest()[:32] + ".json")
     with contextlib.suppress(OSError, ValueError):

@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .prepared import cache_root, copy_key, model_sha256
+from .prepared import cache_root, copy_key, file_stamp, model_sha256
 
 
 def list_copies(root: Path | None = None) -> list[dict[str, Any]]:
@@ -35,9 +35,7 @@ def list_copies(root: Path | None = None) -> list[dict[str, Any]]:
             known = json.loads(entry.read_text(encoding="utf-8"))
             sha, path, stamp = str(known["sha256"]), str(known["path"]), known.get("stamp")
             try:
-                st = Path(path).stat()
-                now = {"size": st.st_size, "mtime_ns": st.st_mtime_ns,
-                       "ctime_ns": st.st_ctime_ns, "ino": st.st_ino}
+                now = file_stamp(Path(path))
             except OSError:
                 now = None
             (paths if now == stamp else changed).setdefault(sha, []).append(path)

@@ -93,8 +93,29 @@ export function checkSentence(sentence, index) {
  *            steps: number, lengths: number[]}}
  */
 export function pack(sentences, maxChars = DEFAULT_MAX_CHARS) {
-  const codes = new Map([[BOS_TOKEN, 0], [EOS_TOKEN, 1]]);
-  const newTokens = [];
+  const { tokens, ...steps } = indexTokens(sentences, BOS_TOKEN, EOS_TOKEN);
+  const rows = N_BOUNDARY_ROWS + tokens.length;
+  const tokenChars = new Int32Array(rows * maxChars);
+  tokenChars.set(boundaryRow(BOS_CHAR, maxChars), 0);
+  tokenChars.set(boundaryRow(EOS_CHAR, maxChars), maxChars);
+  tokenChars.set(tokensToIds(tokens, maxChars), N_BOUNDARY_ROWS * maxChars);
+  return { tokenChars, rows, ...steps };
+}
+
+/**
+ * Which row each step reads, whatever the char-id scheme: rows 0 and 1 are the sentence
+ * boundaries (a literal `bos` / `eos` token points at them too), then each distinct token
+ * in order of first use (`tokens`). tokenIndex: Int32Array (batch x steps), -1 past a
+ * sentence's end boundary; steps = longest sentence + 2.
+ * @param {string[][]} sentences
+ * @param {string} bos
+ * @param {string} eos
+ * @returns {{tokens: string[], tokenIndex: Int32Array, batch: number, steps: number,
+ *            lengths: number[]}}
+ */
+export function indexTokens(sentences, bos, eos) {
+  const codes = new Map([[bos, 0], [eos, 1]]);
+  const tokens = [];
   const lengths = sentences.map((s) => s.length + 2);
   const batch = sentences.length;
   const steps = batch ? Math.max(...lengths) : 2;
@@ -105,20 +126,15 @@ export function pack(sentences, maxChars = DEFAULT_MAX_CHARS) {
     sentence.forEach((token, j) => {
       let code = codes.get(token);
       if (code === undefined) {
-        code = N_BOUNDARY_ROWS + newTokens.length;
+        code = N_BOUNDARY_ROWS + tokens.length;
         codes.set(token, code);
-        newTokens.push(token);
+        tokens.push(token);
       }
       row[j + 1] = code;
     });
     row[sentence.length + 1] = 1;
   });
-  const rows = N_BOUNDARY_ROWS + newTokens.length;
-  const tokenChars = new Int32Array(rows * maxChars);
-  tokenChars.set(boundaryRow(BOS_CHAR, maxChars), 0);
-  tokenChars.set(boundaryRow(EOS_CHAR, maxChars), maxChars);
-  tokenChars.set(tokensToIds(newTokens, maxChars), N_BOUNDARY_ROWS * maxChars);
-  return { tokenChars, rows, tokenIndex, batch, steps, lengths };
+  return { tokens, tokenIndex, batch, steps, lengths };
 }
 
 /** The scheme as a model's metadata records it (chars.scheme() plus max_chars). */

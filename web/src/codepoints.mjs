@@ -10,6 +10,8 @@
 //   <oov> as the fallback, not shifted.
 // JS strings are UTF-16: tokens are cut and walked by code point, never by code unit.
 
+import { indexTokens } from './chars.mjs';
+
 export const SCHEME_NAME = 'codepoint-vocab';
 export const ID_SHIFT = 1;
 export const BOS = '<bos>';
@@ -20,7 +22,6 @@ const BOW = '<bow>';
 const EOW = '<eow>';
 export const CHAR_SPECIALS = [BOS, EOS, OOV, PAD, BOW, EOW];
 export const WORD_SPECIALS = [OOV, BOS, EOS, PAD];
-const N_BOUNDARY_ROWS = 2;
 
 /**
  * The token as their reader keeps it: at most maxChars - 2 code points.
@@ -151,34 +152,12 @@ export function fromMetadata(meta, where, { nCharacters, maxChars, nWords } = {}
  * @param {CodepointScheme} scheme
  */
 export function packCodepoints(sentences, scheme) {
-  const codes = new Map([[BOS, 0], [EOS, 1]]);
-  const rowTokens = [BOS, EOS];
-  const lengths = sentences.map((s) => s.length + 2);
-  const batch = sentences.length;
-  const steps = batch ? Math.max(...lengths) : 2;
-  const tokenIndex = new Int32Array(batch * steps).fill(-1);
-  sentences.forEach((sentence, b) => {
-    const row = tokenIndex.subarray(b * steps, (b + 1) * steps);
-    row[0] = 0;
-    sentence.forEach((token, j) => {
-      let code = codes.get(token);
-      if (code === undefined) {
-        code = rowTokens.length;
-        codes.set(token, code);
-        rowTokens.push(token);
-      }
-      row[j + 1] = code;
-    });
-    row[sentence.length + 1] = 1;
-  });
+  const { tokens, ...steps } = indexTokens(sentences, BOS, EOS);
+  const rowTokens = [BOS, EOS, ...tokens];
   return {
     tokenChars: scheme.charIds(rowTokens),
     rows: rowTokens.length,
     wordIds: scheme.hasWords ? scheme.wordIds(rowTokens) : null,
-    tokenIndex,
-    batch,
-    steps,
-    lengths,
-    newTokens: rowTokens.slice(N_BOUNDARY_ROWS),
+    ...steps,
   };
 }
