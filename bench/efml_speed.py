@@ -63,7 +63,7 @@ def bilm_tf_model(work: Path, seed: int) -> Path:
     from elmo_export.onnx_graph import build_model
     from elmo_export.presets import load_preset
     from elmo_export.weights import random_weights
-    from elmo_runtime.spec import contract
+    from elmo_runtime.format import contract
 
     options = load_preset("original")
     proto = build_model(options, random_weights(options, seed))

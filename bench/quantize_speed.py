@@ -39,8 +39,8 @@ def build(preset: str, work: Path, seed: int, reference: bool) -> dict[str, Path
     from elmo_export.onnx_graph import build_model
     from elmo_export.presets import load_preset
     from elmo_export.weights import random_weights
+    from elmo_runtime.format import contract
     from elmo_runtime.quantize import quantize_model
-    from elmo_runtime.spec import contract
 
     options = load_preset(preset)
     paths = {"fp32": work / "fp32.onnx", "int8": work / "int8.onnx"}
@@ -67,8 +67,8 @@ def build(preset: str, work: Path, seed: int, reference: bool) -> dict[str, Path
 
 def measure(paths: dict[str, Path], args: argparse.Namespace) -> dict[str, dict[str, float]]:
     """Best seconds per sentence at batch 1 and per batch of 32, rounds alternating."""
+    from elmo_runtime.format import chars
     from elmo_runtime.session import create_session
-    from elmo_runtime.spec import chars
 
     sentences = make_sentences(max(args.sentences, args.b1_sentences), seed=args.seed)
     b1 = [chars.pack([s]).feed() for s in sentences[: args.b1_sentences]]

@@ -241,7 +241,7 @@ def worker_torch(spec: dict[str, Any]) -> dict[str, Any]:
     from elmo_export.presets import load_preset
     from elmo_export.weights import random_weights
     from elmo_runtime.batching import plan_batches
-    from elmo_runtime.spec.chars import pack
+    from elmo_runtime.format.chars import pack
 
     torch.set_num_threads(spec["threads"])
     options = load_preset(spec["preset"])
@@ -305,8 +305,8 @@ def build_models(preset: str, work: Path, seed: int) -> dict[str, Path]:
     from elmo_export.onnx_graph import build_model
     from elmo_export.presets import load_preset
     from elmo_export.weights import random_weights
+    from elmo_runtime.format import contract
     from elmo_runtime.quantize import quantize_model
-    from elmo_runtime.spec import contract
 
     options = load_preset(preset)
     paths = {"fp32": work / f"{preset}.fp32.onnx"}

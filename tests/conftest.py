@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from elmo_runtime.spec import chars, contract
-from elmo_runtime.spec.options import ElmoOptions, load_options, parse_options
+from elmo_runtime.format import chars, contract
+from elmo_runtime.format.options import ElmoOptions, load_options, parse_options
 from onnx import TensorProto, helper, numpy_helper
 from util import FIXTURES_MISSING, fixture_dir, missing_fixtures
 

@@ -98,7 +98,7 @@ def top_layer_halves(layers: np.ndarray, n_tokens: int, proj_dim: int) -> np.nda
 
 def small_options(**overrides):
     """Tiny options for random-weight comparisons; lstm/char_cnn fields overridable."""
-    from elmo_runtime.spec.options import parse_options
+    from elmo_runtime.format.options import parse_options
 
     lstm = {
         "dim": 8,

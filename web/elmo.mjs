@@ -10,7 +10,7 @@
 // models (format version 2) and ELMoForManyLangs conversions (version 3: a learned code-point
 // vocabulary from the model's metadata, <bos>/<eos> rows, word_ids when the model has a word
 // table). The format versions and metadata keys come from contract.json, generated from
-// spec/contract.py.
+// format/contract.py.
 
 import contract from './contract.json' with { type: 'json' };
 import { checkSentence, pack } from './src/chars.mjs';

@@ -33,8 +33,8 @@ import numpy as np
 import torch
 from elmo_runtime.errors import ElmoError, first_line
 from elmo_runtime.files import atomic_path, check_not_an_input
-from elmo_runtime.spec.chars import EMBED_ROWS
-from elmo_runtime.spec.options import ElmoOptions, parse_options
+from elmo_runtime.format.chars import EMBED_ROWS
+from elmo_runtime.format.options import ElmoOptions, parse_options
 
 from .data import Vocab
 from .modules import BiLM

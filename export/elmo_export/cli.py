@@ -11,8 +11,8 @@ from pathlib import Path
 import click
 from elmo_runtime.errors import CONVERT_HINT, ElmoError
 from elmo_runtime.files import check_not_an_input
+from elmo_runtime.format.contract import PARITY_ATOL
 from elmo_runtime.models import HDF5_MAGIC, sniff
-from elmo_runtime.spec.contract import PARITY_ATOL
 
 
 @click.command("convert")

@@ -18,8 +18,8 @@ import numpy as np
 import onnx
 from elmo_runtime.errors import ElmoError
 from elmo_runtime.files import atomic_path, format_mib, sha256_file
-from elmo_runtime.spec import contract
-from elmo_runtime.spec.options import ElmoOptions, load_options
+from elmo_runtime.format import contract
+from elmo_runtime.format.options import ElmoOptions, load_options
 
 from .onnx_graph import build_model
 from .parity import DEFAULT_ATOL, ParityReport, SentenceMaker, check_parity, random_sentences

@@ -13,7 +13,7 @@ stream of sentences ``<S> w1 … wn </S>``, cut into windows of ``unroll``
 steps; the backward stream holds the same sentences, each reversed
 (``</S> wn … w1 <S>``), so both LSTM stacks run forward in their own time and
 carry their states from one window to the next. The char ids of a window's
-distinct tokens come from the one packer, :func:`elmo_runtime.spec.chars.pack`.
+distinct tokens come from the one packer, :func:`elmo_runtime.format.chars.pack`.
 
 A vocabulary file (bilm-tf's format) holds one token a line; a line
 ``token count`` (a frequency column, as many tools write) is read as the
@@ -34,7 +34,7 @@ import numpy as np
 from elmo_runtime.corpus import BOM
 from elmo_runtime.errors import ElmoError
 from elmo_runtime.files import read_text
-from elmo_runtime.spec.chars import pack
+from elmo_runtime.format.chars import pack
 
 BOS, EOS, UNK = "<S>", "</S>", "<UNK>"
 UTF8_BOM = BOM.encode("utf-8")

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 from elmo_runtime.errors import ElmoError
-from elmo_runtime.spec import codepoints
+from elmo_runtime.format import codepoints
 
 CONFIG_FILE = "config.json"
 CHAR_DIC = "char.dic"

@@ -17,8 +17,8 @@ import click
 import numpy as np
 from elmo_runtime.errors import EXPORT_HINT, ElmoError, OptionsError
 from elmo_runtime.files import sha256_file
-from elmo_runtime.spec import codepoints
-from elmo_runtime.spec.options import ElmoOptions, parse_options
+from elmo_runtime.format import codepoints
+from elmo_runtime.format.options import ElmoOptions, parse_options
 
 from .convert import check_directory, convert_weights, written_line
 from .efml import (

@@ -23,8 +23,8 @@ exact weight transforms (ELMO_SPEC.md names on the left):
 from __future__ import annotations
 
 import numpy as np
-from elmo_runtime.spec.codepoints import CodepointScheme
-from elmo_runtime.spec.options import FORGET_BIAS  # what the bilm-tf graph adds
+from elmo_runtime.format.codepoints import CodepointScheme
+from elmo_runtime.format.options import FORGET_BIAS  # what the bilm-tf graph adds
 
 from .efml import EfmlModel
 from .weights import WORD_EMBED, lstm_prefix

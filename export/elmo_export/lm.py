@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from elmo_runtime.spec.options import ElmoOptions
+from elmo_runtime.format.options import ElmoOptions
 from torch import Tensor, nn
 
 from .data import EOS, Batch, SequentialOrder, Streams, Tokenizer, Vocab, scan_corpus

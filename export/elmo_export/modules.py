@@ -1,9 +1,9 @@
 """The ELMo biLM in PyTorch, exactly as ELMO_SPEC.md describes it (training and ``elmo export``).
 
-``BiLM`` takes the exported graph's own inputs (:mod:`elmo_runtime.spec.contract`):
+``BiLM`` takes the exported graph's own inputs (:mod:`elmo_runtime.format.contract`):
 ``forward(token_chars, token_index, state, cached_vectors)``, each distinct
 token's char ids once and, per step, the row it uses (-1 = padding), as built
-by :func:`elmo_runtime.spec.chars.pack`. The initial LSTM state is explicit
+by :func:`elmo_runtime.format.chars.pack`. The initial LSTM state is explicit
 and the final one returned. :class:`StatefulBiLM` adds bilm-tf's per-row state
 carried across batches.
 """
@@ -15,10 +15,10 @@ from typing import NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-from elmo_runtime.spec import contract
-from elmo_runtime.spec.chars import EMBED_ROWS
-from elmo_runtime.spec.options import FORGET_BIAS, ElmoOptions
-from elmo_runtime.spec.states import RowStates
+from elmo_runtime.format import contract
+from elmo_runtime.format.chars import EMBED_ROWS
+from elmo_runtime.format.options import FORGET_BIAS, ElmoOptions
+from elmo_runtime.states import RowStates
 from torch import Tensor, nn
 
 from .weights import PROJECTION, Weights, check_weights, has_projection, lstm_prefix

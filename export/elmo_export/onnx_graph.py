@@ -8,7 +8,7 @@ is one MatMul, and the +1 forget bias is folded into the stored bias.
 The char CNN runs once per distinct token (``token_chars``); steps gather
 their token's row. The graph's inputs and outputs (names, dtypes, dims, axis
 names, defaults of optional inputs) are declared from the contract table,
-:data:`elmo_runtime.spec.contract.TENSORS`. Weights without cell projections
+:data:`elmo_runtime.format.contract.TENSORS`. Weights without cell projections
 (no ``W_P_0``) get no projection MatMul and no ``proj_clip``
 (:mod:`.weights`).
 """
@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from elmo_runtime.spec import contract
-from elmo_runtime.spec.options import FORGET_BIAS, ElmoOptions
+from elmo_runtime.format import contract
+from elmo_runtime.format.options import FORGET_BIAS, ElmoOptions
 from onnx import TensorProto, helper, numpy_helper
 
 from .weights import PROJECTION, WORD_EMBED, Weights, check_weights, has_projection, lstm_prefix

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 from elmo_runtime.errors import ElmoError
+from elmo_runtime.format import chars, contract
+from elmo_runtime.format.options import ElmoOptions
 from elmo_runtime.session import create_session
-from elmo_runtime.spec import chars, contract
-from elmo_runtime.spec.options import ElmoOptions
 
 DEFAULT_ATOL = contract.PARITY_ATOL
 # (batch size, max tokens): shapes chosen unlike each other; rows get mixed lengths

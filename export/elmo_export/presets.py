@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from elmo_runtime.errors import OptionsError
-from elmo_runtime.spec.options import ElmoOptions, load_options
+from elmo_runtime.format.options import ElmoOptions, load_options
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"  # shipped as package data
 

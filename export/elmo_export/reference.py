@@ -3,7 +3,7 @@
 ``elmo convert`` checks the graph it built against this forward before it
 writes anything (PyTorch is not needed). It takes the graph's own inputs
 (``token_chars``, ``token_index``, optional states and cached vectors; see
-:mod:`elmo_runtime.spec.contract`) and returns every output of the contract,
+:mod:`elmo_runtime.format.contract`) and returns every output of the contract,
 in float64. It is vectorized over the batch (one step at a time over all
 rows), independent of the graph builder: no ONNX, no folded biases, the
 backward stack run on rows reversed within their lengths.
@@ -15,8 +15,8 @@ The test suite holds it to the naive, one-sentence-at-a-time oracle in
 from __future__ import annotations
 
 import numpy as np
-from elmo_runtime.spec import contract
-from elmo_runtime.spec.options import FORGET_BIAS, ElmoOptions
+from elmo_runtime.format import contract
+from elmo_runtime.format.options import FORGET_BIAS, ElmoOptions
 
 from .weights import PROJECTION, WORD_EMBED, Weights, check_weights, has_projection, lstm_prefix
 

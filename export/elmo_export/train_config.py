@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 from elmo_runtime.errors import ElmoError
-from elmo_runtime.spec.options import ElmoOptions
+from elmo_runtime.format.options import ElmoOptions
 
 from .data import Tokenizer
 

@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 from elmo_runtime.errors import ElmoError
 from elmo_runtime.files import atomic_path
-from elmo_runtime.spec.chars import CHAR_VOCAB
-from elmo_runtime.spec.options import ElmoOptions
+from elmo_runtime.format.chars import CHAR_VOCAB
+from elmo_runtime.format.options import ElmoOptions
 
 Weights = dict[str, np.ndarray]
 PROJECTION = "W_P_0"  # the cell projection's dataset in each LSTM cell group

@@ -21,11 +21,11 @@ import numpy as np
 from .batching import DEFAULT_BATCH_SIZE, bucketed, chunks, in_order, max_tokens_for
 from .corpus import MAX_TOKENS
 from .errors import ElmoError, InputError, first_line
+from .format import contract
 from .mix import Mix, ScalarMix, check_mix, load_mix, make_mix, mix_spec
 from .models import resolve_model
 from .session import open_session
-from .spec import contract
-from .spec.states import RowStates
+from .states import RowStates
 from .token_cache import DEFAULT_CACHE_MB, TokenCache, capacity_for
 
 Sentence = Sequence[str]
@@ -82,11 +82,11 @@ class Embedder:
     are still encoded once per batch). Results do not depend on it.
 
     Attributes: ``model_path`` (Path of the .onnx file), ``info``
-    (:class:`~elmo_runtime.spec.contract.ModelInfo` from its metadata), ``mix``
+    (:class:`~elmo_runtime.format.contract.ModelInfo` from its metadata), ``mix``
     (the resolved mix: None for all layers, "top" or a :class:`ScalarMix`),
     ``stateful``, ``token_cache``.
     Literal ``"<S>"`` / ``"</S>"`` tokens are the sentence-boundary rows, as in
-    bilm-tf and AllenNLP (:mod:`elmo_runtime.spec.chars`).
+    bilm-tf and AllenNLP (:mod:`elmo_runtime.format.chars`).
     """
 
     def __init__(

@@ -25,11 +25,11 @@ def check_model(proto: Any, where: str) -> None:
     """Refuse a stranger's file before anything is optimized or cached.
 
     Raises ModelError when the metadata is not an elmo-edge model's
-    (:func:`elmo_runtime.spec.contract.parse_metadata`) or the graph uses an
+    (:func:`elmo_runtime.format.contract.parse_metadata`) or the graph uses an
     operator domain that needs a custom-op library (never loaded).
     """
     from .errors import ModelError
-    from .spec import contract
+    from .format import contract
 
     contract.parse_metadata({p.key: p.value for p in proto.metadata_props}, where)
     foreign = sorted({o.domain for o in proto.opset_import} - BUILTIN_DOMAINS)

@@ -6,7 +6,7 @@ export parity check all go through it). It turns every way a model file or
 an execution provider can fail into a one-line :class:`ModelError` or
 :class:`ProviderError`. :func:`open_session` adds what an elmo-edge model
 must offer: its metadata is read and its graph checked against the contract
-table (:data:`elmo_runtime.spec.contract.TENSORS`), every mismatch collected
+table (:data:`elmo_runtime.format.contract.TENSORS`), every mismatch collected
 into one ModelError.
 """
 
@@ -22,9 +22,9 @@ import onnxruntime as ort
 
 from . import prepared
 from .errors import GPU_HINT, ElmoError, ModelError, ProviderError, first_line
+from .format import contract
+from .format.contract import ModelInfo
 from .models import check_model_file
-from .spec import contract
-from .spec.contract import ModelInfo
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"

@@ -3,8 +3,8 @@
 ELMo's first stage (char CNN, highway, projection) depends on the token's
 characters only, so the graph encodes each *distinct* token of a batch once
 (``token_chars``) and a step points at its row (``token_index``), see
-:mod:`elmo_runtime.spec.contract`. :class:`TokenCache` builds those inputs from
-token strings with the one packer, :func:`elmo_runtime.spec.chars.pack`, and
+:mod:`elmo_runtime.format.contract`. :class:`TokenCache` builds those inputs from
+token strings with the one packer, :func:`elmo_runtime.format.chars.pack`, and
 keeps the vectors the graph returns (``token_vectors``) in a
 least-recently-used cache of fixed capacity, fed back as
 ``cached_vectors``: a token seen before skips the char CNN entirely. The
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .spec import chars
+from .format import chars
 
 DEFAULT_CACHE_MB = 32.0  # vectors only; 65,536 tokens for P = 128, 16,384 for P = 512
 N_BOUNDARY_ROWS = chars.N_BOUNDARY_ROWS  # token_chars rows 0 and 1 are always <S> and </S>

@@ -13,7 +13,7 @@ name no file path of this machine.
 
 ``web/contract.json`` is what ``web/elmo.mjs`` knows of the model contract
 (format name and version, metadata keys, char-id scheme, tensor names). It is
-generated from :mod:`elmo_runtime.spec.contract` by :func:`contract_json`
+generated from :mod:`elmo_runtime.format.contract` by :func:`contract_json`
 (``python -m elmo_runtime.webserve`` rewrites it); a test checks the file
 against this function so the two sides cannot drift apart.
 """
@@ -33,8 +33,8 @@ from typing import Any
 import click
 
 from .errors import ElmoError, ModelError
+from .format import chars, codepoints, contract
 from .serve.config import host_allowed, loopback_names
-from .spec import chars, codepoints, contract
 
 HOST = "127.0.0.1"
 HOST_NAMES = loopback_names(HOST) or ()  # the Host header values answered (DNS rebinding)
@@ -53,7 +53,7 @@ ISOLATION_HEADERS = {
 def contract_json() -> dict[str, Any]:
     """The contract facts ``web/elmo.mjs`` reads, as a JSON-ready dict."""
     return {
-        "generated_by": "python -m elmo_runtime.webserve (from elmo_runtime.spec.contract)",
+        "generated_by": "python -m elmo_runtime.webserve (from elmo_runtime.format.contract)",
         "format": contract.FORMAT_NAME,
         "format_version": contract.FORMAT_VERSION,  # the one elmo.mjs reads: bilm-tf byte ids
         "python_reads": list(contract.READABLE_VERSIONS),

@@ -18,8 +18,8 @@ import pytest
 from elmo_runtime import __version__
 from elmo_runtime.cli import INTERRUPTS, count_lines, read_sentences
 from elmo_runtime.embedder import Embedder
+from elmo_runtime.format import contract
 from elmo_runtime.mix import ScalarMix, save_mix
-from elmo_runtime.spec import contract
 from util import interrupt_after
 from util import one_line_error as assert_error
 from util import run_elmo as run

@@ -12,8 +12,8 @@ from pathlib import Path
 import onnx
 import pytest
 from elmo_runtime.errors import ModelError
+from elmo_runtime.format import contract
 from elmo_runtime.mix import MixError, load_mix
-from elmo_runtime.spec import contract
 from util import one_line_error
 from util import run_elmo as run
 

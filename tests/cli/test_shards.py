@@ -16,8 +16,8 @@ import onnx
 import pytest
 from click.testing import Result
 from conftest import TOY_OPTIONS, toy_model
+from elmo_runtime.format import contract
 from elmo_runtime.output.shards import MANIFEST, iter_vectors, read_manifest
-from elmo_runtime.spec import contract
 from test_cli import elmo_command
 from util import one_line_error, run_interrupted, write_input
 from util import run_elmo as run

@@ -1,6 +1,6 @@
 """The contract table is the one declaration: the builder and the validator follow it together.
 
-Changing a dim or an axis name in ``elmo_runtime.spec.contract`` changes what
+Changing a dim or an axis name in ``elmo_runtime.format.contract`` changes what
 the graph builder declares *and* what the session accepts; a model built
 before the change is refused with every mismatch in one error. Torch-free.
 """
@@ -14,8 +14,8 @@ import pytest
 from elmo_export.onnx_graph import build_model
 from elmo_export.weights import random_weights
 from elmo_runtime.errors import ModelError
+from elmo_runtime.format import contract
 from elmo_runtime.session import open_session
-from elmo_runtime.spec import contract
 from util import small_options
 
 OPTIONS = small_options()

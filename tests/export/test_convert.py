@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from elmo_runtime.spec import contract
-from elmo_runtime.spec.chars import batch_to_ids
+from elmo_runtime.format import contract
+from elmo_runtime.format.chars import batch_to_ids
 from reference import ReferenceBiLM
 from util import EDGE_BATCH, break_build, require_fixtures, small_options
 

@@ -22,7 +22,7 @@ from elmo_export.data import (  # noqa: E402
     build_vocab,
     scan_corpus,
 )
-from elmo_runtime.spec.chars import batch_to_ids, tokens_to_ids  # noqa: E402
+from elmo_runtime.format.chars import batch_to_ids, tokens_to_ids  # noqa: E402
 
 LINES = ["a b c", "", "d e", "   ", "f g h i"]
 

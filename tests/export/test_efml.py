@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 from elmo_export import efml, efml_map, efml_random  # noqa: E402
 from elmo_export.efml import EfmlError  # noqa: E402
 from elmo_runtime.errors import ElmoError  # noqa: E402
-from elmo_runtime.spec import codepoints  # noqa: E402
+from elmo_runtime.format import codepoints  # noqa: E402
 
 
 @pytest.fixture

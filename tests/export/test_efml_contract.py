@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 from elmo_runtime.errors import ModelError, OptionsError
-from elmo_runtime.spec import chars, codepoints, contract
-from elmo_runtime.spec.options import parse_options
+from elmo_runtime.format import chars, codepoints, contract
+from elmo_runtime.format.options import parse_options
 
 VOCAB_CHARS = {c: i for i, c in enumerate(["a", "b", "ü", "😀", *codepoints.CHAR_SPECIALS])}
 VOCAB_WORDS = {w: i for i, w in enumerate([*codepoints.WORD_SPECIALS, "ab", "Ab"])}

@@ -24,7 +24,7 @@ efml = pytest.importorskip("elmo_export.efml")
 from elmo_export import efml_map, efml_random  # noqa: E402
 from elmo_export.efml_convert import efml_options  # noqa: E402
 from elmo_export.reference import NumpyBiLM  # noqa: E402
-from elmo_runtime.spec import chars  # noqa: E402
+from elmo_runtime.format import chars  # noqa: E402
 from util import one_torch_thread  # noqa: E402,F401
 
 ATOL = 1e-5
@@ -183,7 +183,7 @@ def test_clips_are_exercised():
 
 def test_mapping_dumps_json_round_trip(oracle_model):
     """The scheme metadata survives JSON (non-BMP entries included)."""
-    from elmo_runtime.spec import codepoints
+    from elmo_runtime.format import codepoints
 
     directory, _ = oracle_model
     scheme = efml_map.scheme(efml.read_model(directory))

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from elmo_runtime.spec.chars import pack
-from elmo_runtime.spec.options import load_options
+from elmo_runtime.format.chars import pack
+from elmo_runtime.format.options import load_options
 from util import (  # noqa: F401  (one_torch_thread is an autouse fixture)
     FIXTURE_ATOL,
     fixture_batches,

@@ -16,9 +16,9 @@ import importlib.util
 import numpy as np
 import pytest
 import reference
-from elmo_runtime.spec import contract
-from elmo_runtime.spec.chars import batch_to_ids
-from elmo_runtime.spec.options import load_options
+from elmo_runtime.format import contract
+from elmo_runtime.format.chars import batch_to_ids
+from elmo_runtime.format.options import load_options
 from reference import ReferenceBiLM
 from util import (  # noqa: F401  (one_torch_thread is an autouse fixture)
     EDGE_BATCH,

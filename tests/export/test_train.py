@@ -39,9 +39,9 @@ from elmo_export.train import (  # noqa: E402
 from elmo_export.weights import read_weights  # noqa: E402
 from elmo_runtime.cli import main  # noqa: E402
 from elmo_runtime.errors import ElmoError, OptionsError  # noqa: E402
-from elmo_runtime.spec import contract  # noqa: E402
-from elmo_runtime.spec.chars import pack  # noqa: E402
-from elmo_runtime.spec.options import load_options  # noqa: E402
+from elmo_runtime.format import contract  # noqa: E402
+from elmo_runtime.format.chars import pack  # noqa: E402
+from elmo_runtime.format.options import load_options  # noqa: E402
 from util import one_line_error, run_elmo  # noqa: E402
 
 SENTENCES = [["neural", "networks", "are", "models", "."], ["a", "net"], []]

@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 from elmo_runtime.errors import OptionsError
-from elmo_runtime.spec.options import load_options, parse_options
+from elmo_runtime.format.options import load_options, parse_options
 from util import one_torch_thread, require_fixtures  # noqa: F401  (autouse fixture)
 
 h5py = pytest.importorskip("h5py")
@@ -126,7 +126,7 @@ def test_both_n_characters_accepted(fixture_files, n_characters):
 def test_n_characters_261_and_262_give_the_same_model(fixture_files):
     torch = pytest.importorskip("torch", reason="the PyTorch model needs the export extra")
     from elmo_export.modules import BiLM
-    from elmo_runtime.spec.chars import pack
+    from elmo_runtime.format.chars import pack
 
     outs = []
     for n in (261, 262):

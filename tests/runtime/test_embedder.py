@@ -13,8 +13,8 @@ from elmo_runtime import Embedder
 from elmo_runtime.batching import chunks
 from elmo_runtime.embedder import default_model_path
 from elmo_runtime.errors import ElmoError, InputError, MixError, ModelError
+from elmo_runtime.format import chars, contract
 from elmo_runtime.mix import ScalarMix, save_mix
-from elmo_runtime.spec import chars, contract
 
 P2 = 4  # the toy model's 2P
 TOY_LAYERS = 3

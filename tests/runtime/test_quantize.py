@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from elmo_runtime.cli import ElmoGroup
 from elmo_runtime.cli.quantize import quantize_command
 from elmo_runtime.errors import ElmoError, InputError, ModelError
+from elmo_runtime.format import chars, contract
 from elmo_runtime.quantize import (
     MODES,
     SAMPLE_SENTENCES,
@@ -29,7 +30,6 @@ from elmo_runtime.quantize import (
     quantize_model,
 )
 from elmo_runtime.session import DISABLED_OPTIMIZERS
-from elmo_runtime.spec import chars, contract
 from test_no_torch import BLOCK_TORCH
 
 CUDA = "CUDAExecutionProvider"

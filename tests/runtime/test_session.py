@@ -11,8 +11,8 @@ import onnxruntime as ort
 import pytest
 from conftest import TOY_OPTIONS, toy_model
 from elmo_runtime.errors import ElmoError, ModelError, ProviderError
+from elmo_runtime.format import contract
 from elmo_runtime.session import CPU, CUDA, describe_model, open_session
-from elmo_runtime.spec import contract
 
 HAS_CUDA = CUDA in ort.get_available_providers()
 
@@ -192,7 +192,7 @@ def test_describe_marks_default_states_optional(tiny_model_path: Path) -> None:
 
 
 def test_char_scheme_is_named_and_older_files_read_as_bilm_tf() -> None:
-    from elmo_runtime.spec import chars
+    from elmo_runtime.format import chars
 
     meta = contract.make_metadata(TOY_OPTIONS, {"kind": "test"})
     assert json.loads(meta[contract.KEY_CHARS])["scheme"] == chars.SCHEME_NAME == "bilm-tf-bytes"

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from elmo_runtime import Embedder
-from elmo_runtime.spec import chars
+from elmo_runtime.format import chars
 from elmo_runtime.token_cache import TokenCache, capacity_for
 
 LONG_A = "a" * 60 + "x"  # > 48 bytes: only the first 48 reach the char CNN

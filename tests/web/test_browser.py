@@ -15,8 +15,8 @@ import onnx
 import pytest
 from elmo_runtime import Embedder, webserve
 from elmo_runtime.errors import ModelError
+from elmo_runtime.format import contract
 from elmo_runtime.mix import ScalarMix
-from elmo_runtime.spec import contract
 from elmo_runtime.tokenize import tokenize
 from web_strings import texts
 from webutil import (
@@ -218,7 +218,7 @@ def test_tokenizer_and_char_ids_in_chromium_equal_python(blank_page: Page) -> No
     expected = [tokenize(t) for t in raw]
     bad = [(t, g, e) for t, g, e in zip(raw, got["tokens"], expected, strict=True) if g != e]
     assert not bad, f"{len(bad)} of {len(raw)} differ, first: {bad[0]!r}"
-    from elmo_runtime.spec import chars
+    from elmo_runtime.format import chars
 
     packed = chars.pack(expected, 50)
     assert got["chars"] == packed.token_chars.ravel().tolist()

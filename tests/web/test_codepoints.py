@@ -1,5 +1,5 @@
 """The JavaScript code-point packer (web/src/codepoints.mjs, ELMoForManyLangs models) equals
-the Python runtime's (elmo_runtime.spec.codepoints through chars.pack)."""
+the Python runtime's (elmo_runtime.format.codepoints through chars.pack)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from elmo_export.efml_random import SAMPLE_CHARS, default_vocabs
 from elmo_runtime.errors import ModelError
-from elmo_runtime.spec import chars, codepoints
+from elmo_runtime.format import chars, codepoints
 from elmo_runtime.tokenize import tokenize
 from web_strings import long_tokens, texts
 from webutil import REPO, node_or_skip, run_node

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from elmo_runtime import webserve
 from elmo_runtime.errors import ElmoError
-from elmo_runtime.spec import contract
+from elmo_runtime.format import contract
 from webutil import FP32, WEB, node_or_skip
 
 

@@ -7,7 +7,7 @@ import random
 
 import numpy as np
 import pytest
-from elmo_runtime.spec import chars
+from elmo_runtime.format import chars
 from elmo_runtime.tokenize import tokenize
 from web_strings import long_tokens, texts
 from webutil import REPO, run_node

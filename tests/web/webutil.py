@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from elmo_runtime.spec import contract
+from elmo_runtime.format import contract
 
 REPO = Path(__file__).resolve().parents[2]
 WEB = REPO / "web"

@@ -1,5 +1,5 @@
 // Tokens -> ids for models with a learned code-point vocabulary (ELMoForManyLangs conversions,
-// elmo-edge format version 3), as elmo_runtime/spec/codepoints.py does it:
+// elmo-edge format version 3), as elmo_runtime/format/codepoints.py does it:
 // * a token longer than maxChars - 2 code points is cut to that many (the word lookup too);
 // * its row is [chars['<eow>'], c0, c1, ..., chars['<bow>'], <pad>, ...] (the markers are
 //   swapped on purpose: their code does so in training and inference); a character not in

@@ -1,7 +1,7 @@
 // An elmo-edge model describes itself in the ONNX ModelProto's metadata_props; onnxruntime-web
 // does not expose them, so they are read here from the model bytes (the top-level protobuf
 // fields only: the graph, field 7, is skipped by its length) and checked as
-// elmo_runtime/spec/contract.py's parse_metadata checks them, with the same advice. elmo.mjs
+// elmo_runtime/format/contract.py's parse_metadata checks them, with the same advice. elmo.mjs
 // reads the bilm-tf byte char-id format (contract.format_version) and the learned code-point
 // vocabulary of ELMoForManyLangs conversions (contract.codepoint_format_version); a version
 // only the Python runtime reads (in contract.python_reads but neither) is refused by name.

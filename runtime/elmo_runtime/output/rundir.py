@@ -41,7 +41,7 @@ from ..files import is_partial, sha256_file, write_text_atomic
 from ..prepared import cache_root, model_sha256
 
 if TYPE_CHECKING:
-    from ..spec.contract import ModelInfo
+    from ..format.contract import ModelInfo
 
 MANIFEST = "_manifest.json"
 MANIFEST_FORMAT = "elmo-edge-embeddings"

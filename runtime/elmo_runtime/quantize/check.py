@@ -20,9 +20,9 @@ import numpy as np
 
 from ..corpus import read_sentences
 from ..errors import InputError, first_line
+from ..format import chars, contract
+from ..format.contract import ModelInfo
 from ..session import create_session
-from ..spec import chars, contract
-from ..spec.contract import ModelInfo
 
 CHECK_BATCH = 8
 CPU, CUDA = "cpu", "cuda"

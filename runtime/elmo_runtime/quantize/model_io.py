@@ -12,8 +12,8 @@ from onnx import helper
 
 from ..errors import ElmoError, ModelError, first_line
 from ..files import atomic_path
-from ..spec import contract
-from ..spec.contract import ModelInfo
+from ..format import contract
+from ..format.contract import ModelInfo
 from .common import QuantizeError
 
 

@@ -41,7 +41,7 @@ class ElmoOptions:
     n_highway: int
     filters: tuple[tuple[int, int], ...]
     # "bytes": bilm-tf's UTF-8 ids; "codepoint": a learned code-point vocabulary of
-    # n_characters - 1 entries (ELMoForManyLangs; elmo_runtime.spec.codepoints)
+    # n_characters - 1 entries (ELMoForManyLangs; elmo_runtime.format.codepoints)
     char_vocabulary: str = "bytes"
     word_dim: int = 0  # width of a word-embedding branch before the projection (0: none)
     n_words: int = 0  # rows of its table

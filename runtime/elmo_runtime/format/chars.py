@@ -15,7 +15,7 @@ The single source of truth for the char-id scheme (ELMO_SPEC.md, "Character ids"
   "no token".
 
 :func:`pack` turns tokenized sentences into the graph's token inputs
-(``token_chars``, ``token_index``; see :mod:`elmo_runtime.spec.contract`):
+(``token_chars``, ``token_index``; see :mod:`elmo_runtime.format.contract`):
 each distinct token is encoded once, ``<S>`` and ``</S>`` are rows 0 and 1,
 and each step points at its token's row. The runtime, the token cache and
 the training data all build their inputs through it or :func:`tokens_to_ids`.
@@ -122,7 +122,7 @@ def tokens_to_ids(
 
 @dataclass(frozen=True)
 class Packed:
-    """The token inputs of one graph run (see :mod:`elmo_runtime.spec.contract`).
+    """The token inputs of one graph run (see :mod:`elmo_runtime.format.contract`).
 
     ``token_chars`` int32 (N, C): ``<S>``, ``</S>``, then each distinct token to
     encode, in order of first use. ``token_index`` int32 (B, T), T = longest

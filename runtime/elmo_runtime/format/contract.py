@@ -2,7 +2,7 @@
 
 :data:`TENSORS` is the one table of the graph's interface: each tensor's
 name, dtype and dims, where a dim is a fixed int, the name of an
-:class:`~elmo_runtime.spec.options.ElmoOptions` field (fixed by the model's
+:class:`~elmo_runtime.format.options.ElmoOptions` field (fixed by the model's
 options) or an :class:`Axis` (a named symbolic dimension). The graph builder
 (``elmo_export.onnx_graph``) declares its inputs and outputs from it, the
 session (:mod:`elmo_runtime.session`) validates a loaded graph against it
@@ -11,13 +11,13 @@ parity check read it. Optional inputs have a default (zeros, with the
 ``default`` axis sizes) stored in the graph as an overridable initializer.
 
 An elmo-edge model is self-describing: its ``metadata_props`` hold the
-options, the char-id scheme (by name, :mod:`elmo_runtime.spec.chars`), the
+options, the char-id scheme (by name, :mod:`elmo_runtime.format.chars`), the
 format version, how it was made and how it was quantized. The exporter writes
 :func:`make_metadata`; the runtime reads :func:`parse_metadata` and refuses
 files it does not understand.
 
 The char CNN runs once per distinct token, not once per step: the runtime
-deduplicates a batch's tokens (:func:`elmo_runtime.spec.chars.pack`) and may
+deduplicates a batch's tokens (:func:`elmo_runtime.format.chars.pack`) and may
 skip tokens it has cached (:mod:`elmo_runtime.token_cache`).
 """
 
