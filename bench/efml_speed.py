@@ -16,11 +16,17 @@ ratio to the bilm-tf model.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+# tests/support: the seeded random models of tests and benches (not shipped in the wheel)
+TESTS_DIR = Path(__file__).resolve().parents[1] / "tests"
+if str(TESTS_DIR) not in sys.path:
+    sys.path.append(str(TESTS_DIR))
 
 ALPHABETS = ((0x61, 0x7B), (0x41, 0x5B), (0xE0, 0x100), (0x430, 0x450), (0x4E00, 0x5A00))
 
@@ -60,10 +66,10 @@ def sentences(rng: np.random.Generator, words: list[str], letters: str, n: int
 def bilm_tf_model(work: Path, seed: int) -> Path:
     """The bilm-tf original size, random weights, no parity check (as bench/run.py does)."""
     import onnx
-    from elmo_export.onnx_graph import build_model
+    from elmo_export.graph.builder import build_model
     from elmo_export.presets import load_preset
-    from elmo_export.weights import random_weights
     from elmo_runtime.format import contract
+    from support.bilm_random import random_weights
 
     options = load_preset("original")
     proto = build_model(options, random_weights(options, seed))
@@ -76,7 +82,8 @@ def bilm_tf_model(work: Path, seed: int) -> Path:
 
 def efml_model_dir(work: Path, n_chars: int, words: list[str], seed: int) -> Path:
     """Their format, their shipped config (found by name), random weights."""
-    from elmo_export import efml, efml_random
+    from elmo_export.efml import model as efml
+    from support import efml_random
 
     config = efml.SHIPPED_CONFIGS["cnn_50_100_512_4096_sample.json"]
     chars, word_vocab = efml_random.default_vocabs(words, code_points(n_chars))
@@ -117,7 +124,7 @@ def main() -> None:
     ap.add_argument("--words", type=int, default=50_000, help="word.dic entries")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
-    from elmo_export.efml_convert import convert
+    from elmo_export.efml.convert import convert_efml
 
     rng = np.random.default_rng(args.seed)
     letters = code_points(args.chars)
@@ -128,7 +135,7 @@ def main() -> None:
         directory = efml_model_dir(work, args.chars, words, args.seed)
         size_in = sum(f.stat().st_size for f in directory.iterdir()) / 2**20
         start = time.perf_counter()
-        report = convert(directory, work / "efml.onnx")
+        report = convert_efml(directory, work / "efml.onnx")
         took = time.perf_counter() - start
         print(f"elmo convert (their {directory.name}/, {size_in:.0f} MiB, "
               f"{args.chars} chars, {args.words} words): {took:.1f} s, "

@@ -28,6 +28,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+# tests/support: the seeded random models of tests and benches (not shipped in the wheel)
+TESTS_DIR = Path(__file__).resolve().parents[1] / "tests"
+if str(TESTS_DIR) not in sys.path:
+    sys.path.append(str(TESTS_DIR))
+
 from run import cpu_model, make_sentences  # noqa: E402  (bench/run.py: one sentence generator)
 
 TARGETS = {"b1": 4.5, "b32": 2.0, "size": 0.30}
@@ -36,11 +41,11 @@ TARGETS = {"b1": 4.5, "b32": 2.0, "size": 0.30}
 def build(preset: str, work: Path, seed: int, reference: bool) -> dict[str, Path]:
     """fp32, int8 (and the former per-tensor int8 with ``reference``) files of ``preset``."""
     import onnx
-    from elmo_export.onnx_graph import build_model
+    from elmo_export.graph.builder import build_model
     from elmo_export.presets import load_preset
-    from elmo_export.weights import random_weights
     from elmo_runtime.format import contract
     from elmo_runtime.quantize import quantize_model
+    from support.bilm_random import random_weights
 
     options = load_preset(preset)
     paths = {"fp32": work / "fp32.onnx", "int8": work / "int8.onnx"}

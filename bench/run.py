@@ -55,6 +55,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+# tests/support: the seeded random models of tests and benches (not shipped in the wheel)
+TESTS_DIR = Path(__file__).resolve().parents[1] / "tests"
+if str(TESTS_DIR) not in sys.path:
+    sys.path.append(str(TESTS_DIR))
+
 BATCH = 32
 QUANT_MODES = ("int8", "int4")
 # (row name, model file key, token cache MiB, prepared): "before" rows load the .onnx as it
@@ -237,11 +242,11 @@ def _timed(sentences: list[list[str]], batch: int, run_one: Any, run_all: Any,
 
 def worker_torch(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
-    from elmo_export.modules import BiLM
     from elmo_export.presets import load_preset
-    from elmo_export.weights import random_weights
+    from elmo_export.pytorch.modules import BiLM
     from elmo_runtime.batching import plan_batches
     from elmo_runtime.format.chars import pack
+    from support.bilm_random import random_weights
 
     torch.set_num_threads(spec["threads"])
     options = load_preset(spec["preset"])
@@ -302,11 +307,11 @@ def cold_start(model: Path | None, env: dict[str, str] | None = None, runs: int 
 def build_models(preset: str, work: Path, seed: int) -> dict[str, Path]:
     """fp32 (random seeded weights), int8 and int4 variants of ``preset``."""
     import onnx
-    from elmo_export.onnx_graph import build_model
+    from elmo_export.graph.builder import build_model
     from elmo_export.presets import load_preset
-    from elmo_export.weights import random_weights
     from elmo_runtime.format import contract
     from elmo_runtime.quantize import quantize_model
+    from support.bilm_random import random_weights
 
     options = load_preset(preset)
     paths = {"fp32": work / f"{preset}.fp32.onnx"}

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from elmo_export.data import Batch, ShuffledOrder, Streams, build_vocab, scan_corpus
-from elmo_export.lm import LanguageModel, batch_tensors
 from elmo_export.presets import resolve_options
+from elmo_export.train.data import Batch, ShuffledOrder, Streams, build_vocab, scan_corpus
+from elmo_export.train.lm import LanguageModel, batch_tensors
 
 
 def make_corpus(path: Path, n: int, seed: int = 0) -> None:

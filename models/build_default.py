@@ -104,7 +104,7 @@ def read_sentences(path: Path) -> list[list[str]]:
 
 def build_corpus(paths: Paths, wordnet_dir: Path) -> dict[str, Any]:
     """train.txt, heldout.txt and vocab.txt; their sizes."""
-    from elmo_export.data import build_vocab
+    from elmo_export.train.data import build_vocab
     from wordnet_corpus import write_corpus  # models/wordnet_corpus.py, beside this script
 
     files = write_corpus(paths.corpus, wordnet_dir)
@@ -172,7 +172,7 @@ def finetune(paths: Paths, epochs: float, threads: int | None) -> float:
 
 def export_and_quantize(paths: Paths) -> dict[str, object]:
     """default.onnx (parity-checked) and default.int8.onnx (cosine-checked)."""
-    from elmo_export.checkpoint import export_checkpoint
+    from elmo_export.train.checkpoint import export_checkpoint
     from elmo_runtime.quantize import quantize_model
 
     MODEL_DIR.mkdir(parents=True, exist_ok=True)
@@ -189,9 +189,9 @@ def export_and_quantize(paths: Paths) -> dict[str, object]:
 
 def evaluate(paths: Paths) -> dict[str, float]:
     """Held-out perplexity of the trained biLM (full softmax) and of the unigram baseline."""
-    from elmo_export.checkpoint import load_checkpoint
-    from elmo_export.lm import LanguageModel, unigram_perplexity
-    from elmo_export.lm import evaluate as lm_perplexity
+    from elmo_export.train.checkpoint import load_checkpoint
+    from elmo_export.train.lm import LanguageModel, unigram_perplexity
+    from elmo_export.train.lm import evaluate as lm_perplexity
 
     ckpt = load_checkpoint(paths.final_dir())
     finetuned = paths.final_dir() != paths.train_dir

@@ -79,8 +79,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory: pytest.TempPathFactory, bilm_fixtures: Path) -> Path:
     """The bilm-tf fixture biLM as an elmo-edge ONNX model."""
-    onnx_graph = pytest.importorskip("elmo_export.onnx_graph")
-    weights_mod = pytest.importorskip("elmo_export.weights")
+    onnx_graph = pytest.importorskip("elmo_export.graph.builder")
+    weights_mod = pytest.importorskip("elmo_export.bilm_tf.weights")
     options = load_options(bilm_fixtures / "options.json")
     weights = weights_mod.read_weights(bilm_fixtures / "lm_weights.hdf5", options)
     proto = onnx_graph.build_model(options, weights)

@@ -49,6 +49,13 @@ def pip_hint(extra: str) -> str:
     return f"pip install 'elmo-edge[{extra}]'"
 
 
+def missing_extra(command: str, extra: str, error: ImportError) -> ElmoError:
+    """``elmo COMMAND`` could not import what ``extra`` installs: the one-line error
+    "`elmo train` needs the export extra (torch is not installed): pip install …"."""
+    return ElmoError(f"`elmo {command}` needs the {extra} extra "
+                     f"({error.name or 'a module'} is not installed): {pip_hint(extra)}")
+
+
 EXPORT_HINT = pip_hint("export")
 CONVERT_HINT = pip_hint("convert")
 SERVE_HINT = pip_hint("serve")

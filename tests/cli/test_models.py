@@ -124,7 +124,7 @@ def test_parity_line_prints_the_tolerance_applied() -> None:
 
 def test_export_parity_records_the_tolerance_it_applied(tiny_model_path: Path) -> None:
     """check_parity holds each output to atol x max(1, |reference|) and records that value."""
-    parity = pytest.importorskip("elmo_export.parity")
+    parity = pytest.importorskip("elmo_export.graph.parity")
     from elmo_runtime.format.contract import parse_metadata
     from elmo_runtime.session import create_session
 

@@ -11,11 +11,11 @@ import dataclasses
 
 import onnx
 import pytest
-from elmo_export.onnx_graph import build_model
-from elmo_export.weights import random_weights
+from elmo_export.graph.builder import build_model
 from elmo_runtime.errors import ModelError
 from elmo_runtime.format import contract
 from elmo_runtime.session import open_session
+from support.bilm_random import random_weights
 from util import small_options
 
 OPTIONS = small_options()

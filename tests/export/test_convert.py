@@ -1,6 +1,6 @@
 """`elmo convert` without PyTorch: the float64 NumPy forward, cells without projection, refusals.
 
-The package's NumPy forward (``elmo_export.reference``, convert's parity
+The package's NumPy forward (``elmo_export.graph.reference``, convert's parity
 oracle) is held to the independent naive oracle of ``tests/reference.py``;
 weights without a cell projection (dim == projection_dim, no ``W_P_0``,
 allenai/allennlp#2062) go through the graph, the PyTorch model and the
@@ -23,19 +23,19 @@ from util import EDGE_BATCH, break_build, require_fixtures, small_options
 
 h5py = pytest.importorskip("h5py", reason="reading weight files needs h5py (convert extra)")
 
-from elmo_export import convert as convert_mod  # noqa: E402
-from elmo_export.onnx_graph import build_model  # noqa: E402
-from elmo_export.parity import ExportError  # noqa: E402
-from elmo_export.reference import NumpyBiLM  # noqa: E402
-from elmo_export.weights import (  # noqa: E402
+from elmo_export.bilm_tf.weights import (  # noqa: E402
     PROJECTION,
     WeightsError,
     lstm_prefix,
-    random_weights,
     read_weights,
     write_weights,
 )
+from elmo_export.graph import convert as convert_mod  # noqa: E402
+from elmo_export.graph.builder import build_model  # noqa: E402
+from elmo_export.graph.parity import ExportError  # noqa: E402
+from elmo_export.graph.reference import NumpyBiLM  # noqa: E402
 from elmo_runtime.session import create_session  # noqa: E402
+from support.bilm_random import random_weights  # noqa: E402
 
 ATOL = 1e-5
 # dim == projection_dim: a biLM whose cells have no projection. Scale chosen so that
@@ -125,7 +125,7 @@ def test_no_projection_graph_matches_the_oracle():
 
 def test_no_projection_torch_matches_the_oracle():
     torch = pytest.importorskip("torch", reason="the PyTorch model needs torch")
-    from elmo_export.modules import BiLM
+    from elmo_export.pytorch.modules import BiLM
 
     options, weights = _no_projection()
     c, h = _states(options, len(EDGE_BATCH))
@@ -145,7 +145,7 @@ def test_convert_weights_without_projection(tmp_path):
     (tmp_path / "options.json").write_text(options.to_json(), encoding="utf-8")
     write_weights(tmp_path / "weights.hdf5", weights, options)
     out = tmp_path / "m.onnx"
-    report = convert_mod.convert(tmp_path / "options.json", tmp_path / "weights.hdf5", out)
+    report = convert_mod.convert_bilm_tf(tmp_path / "options.json", tmp_path / "weights.hdf5", out)
     assert report.max_abs_diff <= ATOL
     emb = Embedder(out, provider="cpu")
     assert emb.info.source["cell_projection"] is False
@@ -218,7 +218,7 @@ def test_cli_convert_without_torch_writes_a_checked_model(tmp_path):
 def test_convert_to_a_missing_directory_reads_nothing(tmp_path):
     d = require_fixtures()
     with pytest.raises(Exception, match="does not exist"):
-        convert_mod.convert(d / "options.json", d / "lm_weights.hdf5",
+        convert_mod.convert_bilm_tf(d / "options.json", d / "lm_weights.hdf5",
                             tmp_path / "nope" / "m.onnx")
     assert not (tmp_path / "nope").exists()
 
@@ -226,7 +226,8 @@ def test_convert_to_a_missing_directory_reads_nothing(tmp_path):
 def test_convert_accepts_str_paths_and_checks_every_shape(tmp_path):
     d = require_fixtures()
     out: Path = tmp_path / "m.onnx"
-    report = convert_mod.convert(str(d / "options.json"), str(d / "lm_weights.hdf5"), str(out))
+    report = convert_mod.convert_bilm_tf(str(d / "options.json"), str(d / "lm_weights.hdf5"),
+                                         str(out))
     assert out.is_file() and report.max_abs_diff <= ATOL
     assert [c["batch"] for c in report.cases] == [1, 1, 3, 5, 2]
 

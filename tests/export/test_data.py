@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("torch")
 
-from elmo_export.data import (  # noqa: E402
+from elmo_export.train.data import (  # noqa: E402
     BOS,
     EOS,
     SPECIAL_TOKENS,

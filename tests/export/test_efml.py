@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-from elmo_export import efml, efml_map, efml_random  # noqa: E402
-from elmo_export.efml import EfmlError  # noqa: E402
+from elmo_export.efml import mapping as efml_map  # noqa: E402
+from elmo_export.efml import model as efml  # noqa: E402
+from elmo_export.efml.model import EfmlError  # noqa: E402
 from elmo_runtime.errors import ElmoError  # noqa: E402
 from elmo_runtime.format import codepoints  # noqa: E402
+from support import efml_random  # noqa: E402
 
 
 @pytest.fixture

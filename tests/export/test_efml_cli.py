@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-efml = pytest.importorskip("elmo_export.efml")
-from elmo_export import efml_random  # noqa: E402
+efml = pytest.importorskip("elmo_export.efml.model")
+from support import efml_random  # noqa: E402
 from test_efml_oracle import (  # noqa: E402
     ATOL,
     CONFIGS,

@@ -4,7 +4,7 @@ Random-weight models are built with their classes (``elmoformanylangs``,
 oracle extra) in several configs, saved in their format, and embedded by their
 ``sents2elmo`` (all layers, encoder state reset before each call: their
 encoder is stateful). Ours must agree per element within 1e-5: here the
-float64 NumPy forward (elmo_export.reference) on the converted weights and
+float64 NumPy forward (elmo_export.graph.reference) on the converted weights and
 packed ids (the weight mapping, the code-point scheme), in test_efml_cli.py the
 converted ONNX model through ``elmo embed`` (the whole path).
 """
@@ -20,11 +20,12 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-efml = pytest.importorskip("elmo_export.efml")
-from elmo_export import efml_map, efml_random  # noqa: E402
-from elmo_export.efml_convert import efml_options  # noqa: E402
-from elmo_export.reference import NumpyBiLM  # noqa: E402
+efml = pytest.importorskip("elmo_export.efml.model")
+from elmo_export.efml import mapping as efml_map  # noqa: E402
+from elmo_export.efml.convert import efml_options  # noqa: E402
+from elmo_export.graph.reference import NumpyBiLM  # noqa: E402
 from elmo_runtime.format import chars  # noqa: E402
+from support import efml_random  # noqa: E402
 from util import one_torch_thread  # noqa: E402,F401
 
 ATOL = 1e-5

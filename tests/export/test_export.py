@@ -11,13 +11,13 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="elmo export checks against PyTorch (export extra)")
 
-from elmo_export import onnx_export  # noqa: E402
-from elmo_export.modules import BiLM  # noqa: E402
-from elmo_export.onnx_export import ExportError, export_onnx, random_sentences  # noqa: E402
-from elmo_export.weights import random_weights  # noqa: E402
+from elmo_export.pytorch import export as onnx_export  # noqa: E402
+from elmo_export.pytorch.export import ExportError, export_onnx, random_sentences  # noqa: E402
+from elmo_export.pytorch.modules import BiLM  # noqa: E402
 from elmo_runtime.format import contract  # noqa: E402
 from elmo_runtime.format.chars import batch_to_ids  # noqa: E402
 from elmo_runtime.format.options import parse_options  # noqa: E402
+from support.bilm_random import random_weights  # noqa: E402
 from util import break_build  # noqa: E402
 
 SMALL = {

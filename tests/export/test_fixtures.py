@@ -26,7 +26,7 @@ from util import (  # noqa: F401  (one_torch_thread is an autouse fixture)
 
 @pytest.fixture(scope="module")
 def fixture_model():
-    from elmo_export.weights import read_weights
+    from elmo_export.bilm_tf.weights import read_weights
 
     d = require_fixtures()
     options = load_options(d / "options.json")
@@ -39,13 +39,13 @@ def fixture_onnx(request, fixture_model, tmp_path_factory):
     d, options, weights = fixture_model
     path = tmp_path_factory.mktemp("onnx") / f"bilm-tf-fixture-{request.param}.onnx"
     if request.param == "convert":  # torch-free
-        from elmo_export.convert import convert
+        from elmo_export.graph.convert import convert_bilm_tf
 
-        convert(d / "options.json", d / "lm_weights.hdf5", path)
+        convert_bilm_tf(d / "options.json", d / "lm_weights.hdf5", path)
         return path
     pytest.importorskip("torch", reason="elmo export of a PyTorch model needs torch")
-    from elmo_export.modules import BiLM
-    from elmo_export.onnx_export import export_onnx
+    from elmo_export.pytorch.export import export_onnx
+    from elmo_export.pytorch.modules import BiLM
 
     model = BiLM.from_elmo_weights(options, weights)
     model.eval()
@@ -93,7 +93,7 @@ def _torch_stateful_run(stateful, batches, options):
 
 def test_torch_reproduces_bilm_tf_statefully(fixture_model):
     pytest.importorskip("torch", reason="the PyTorch model needs the export extra")
-    from elmo_export.modules import BiLM, StatefulBiLM
+    from elmo_export.pytorch.modules import BiLM, StatefulBiLM
 
     d, options, weights = fixture_model
     batches, expected = fixture_batches(d), fixture_expected(d)

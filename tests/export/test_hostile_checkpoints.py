@@ -11,7 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="elmo export reads torch checkpoints")
 from click.testing import CliRunner  # noqa: E402
-from elmo_export.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint  # noqa: E402
+from elmo_export.train.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint  # noqa: E402
 from elmo_runtime.cli import main  # noqa: E402
 
 

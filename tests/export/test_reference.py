@@ -5,7 +5,7 @@ and never reach proj_clip); the reference then checks what the fixtures
 cannot: skip connections, both clips engaged, tanh, other highway counts, no
 clipping, nonzero initial states, cells without projection, and the edge
 cases of the char ids. The package's own float64 NumPy forward
-(``elmo_export.reference``, the oracle of the torch-free `elmo convert`) is
+(``elmo_export.graph.reference``, the oracle of the torch-free `elmo convert`) is
 held to this independent one too.
 """
 
@@ -37,7 +37,7 @@ SCALE = 2.0  # random_weights scale at which both clips engage on EDGE_BATCH
 
 # --------------------------------------------------------------------------- helpers
 def _fixture_model():
-    from elmo_export.weights import read_weights
+    from elmo_export.bilm_tf.weights import read_weights
 
     d = require_fixtures()
     options = load_options(d / "options.json")
@@ -80,7 +80,7 @@ def _initial_states(options, batch: int, seed: int = 7):
 
 def _torch_run(options, weights, ids, state_c=None, state_h=None):
     torch = pytest.importorskip("torch", reason="the PyTorch model needs the export extra")
-    from elmo_export.modules import BiLM
+    from elmo_export.pytorch.modules import BiLM
 
     model = BiLM.from_elmo_weights(options, weights)
     model.eval()
@@ -120,7 +120,7 @@ VARIANT_ARGS = ("name", "overrides", "seed", "scale", "clips")
 
 
 def _variant(overrides, seed: int = 3, scale: float = SCALE):
-    from elmo_export.weights import random_weights
+    from support.bilm_random import random_weights
 
     options = small_options(**overrides)
     weights = random_weights(options, seed=seed, scale=scale)
@@ -241,7 +241,7 @@ def test_torch_all_padding_row_keeps_its_state():
 
 # ---------------------------------------------------------- (c) ONNX vs reference
 def _onnx_session(options, weights):
-    from elmo_export.onnx_graph import build_model  # torch-free
+    from elmo_export.graph.builder import build_model  # torch-free
     from elmo_runtime.session import create_session
 
     model = build_model(options, weights)
@@ -339,7 +339,7 @@ def _compare_stateful(got, expected) -> None:
 
 def test_torch_stateful_rows_follow_the_spec():
     torch = pytest.importorskip("torch", reason="the PyTorch model needs the export extra")
-    from elmo_export.modules import BiLM, StatefulBiLM
+    from elmo_export.pytorch.modules import BiLM, StatefulBiLM
 
     options, weights = _variant({})
     expected = _reference_stateful(options, weights, STATEFUL_BATCHES)
@@ -362,7 +362,7 @@ def test_embedder_stateful_rows_follow_the_spec(tmp_path):
     if importlib.util.find_spec("elmo_runtime.embedder") is None:
         pytest.skip("elmo_runtime.embedder is not written yet")
     import onnx
-    from elmo_export.onnx_graph import build_model
+    from elmo_export.graph.builder import build_model
     from elmo_runtime import Embedder
 
     options, weights = _variant({})

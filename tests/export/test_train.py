@@ -18,7 +18,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("h5py")
 
 from click.testing import CliRunner  # noqa: E402
-from elmo_export.checkpoint import (  # noqa: E402
+from elmo_export.bilm_tf.weights import read_weights  # noqa: E402
+from elmo_export.presets import load_preset, preset_names, resolve_options  # noqa: E402
+from elmo_export.train.checkpoint import (  # noqa: E402
     CheckpointError,
     export_checkpoint,
     load_bilm,
@@ -26,17 +28,15 @@ from elmo_export.checkpoint import (  # noqa: E402
     rng_state,
     set_rng_state,
 )
-from elmo_export.data import Vocab  # noqa: E402
-from elmo_export.lm import evaluate, unigram_perplexity  # noqa: E402
-from elmo_export.presets import load_preset, preset_names, resolve_options  # noqa: E402
-from elmo_export.train import (  # noqa: E402
+from elmo_export.train.data import Vocab  # noqa: E402
+from elmo_export.train.lm import evaluate, unigram_perplexity  # noqa: E402
+from elmo_export.train.loop import (  # noqa: E402
     EXPLODE_FACTOR,
     TrainConfig,
     TrainingDiverged,
     divergence,
     train,
 )
-from elmo_export.weights import read_weights  # noqa: E402
 from elmo_runtime.cli import main  # noqa: E402
 from elmo_runtime.errors import ElmoError, OptionsError  # noqa: E402
 from elmo_runtime.format import contract  # noqa: E402
@@ -104,7 +104,7 @@ def test_tiny_model_learns(trained: Path, data: dict[str, Path]) -> None:
 
 
 def test_evaluate_is_the_logged_perplexity(trained: Path, data: dict[str, Path]) -> None:
-    from elmo_export.lm import LanguageModel
+    from elmo_export.train.lm import LanguageModel
 
     ckpt = load_checkpoint(trained)
     lm = LanguageModel(ckpt["options"], ckpt["vocab"])
@@ -179,7 +179,7 @@ def test_two_processes_end_with_equal_weights(data: dict[str, Path], tmp_path: P
     script.write_text(
         "import os, sys, torch\n"
         "from elmo_export.presets import load_preset\n"
-        "from elmo_export.train import TrainConfig, train\n"
+        "from elmo_export.train.loop import TrainConfig, train\n"
         "out = sys.argv[1]\n"
         "model = train(TrainConfig(corpus=(sys.argv[2],), output_dir=out, steps=5,\n"
         "    options=load_preset('tiny'), batch_size=2, unroll=5, n_samples=16, progress=False))\n"
@@ -219,7 +219,7 @@ def test_export_onnx_matches_pytorch(trained: Path, tmp_path: Path) -> None:
 
 
 def test_export_hdf5_round_trips(trained: Path, tmp_path: Path) -> None:
-    from elmo_export.onnx_export import convert
+    from elmo_export.graph.convert import convert_bilm_tf
 
     out = tmp_path / "elmo"
     result = CliRunner().invoke(main, ["export", str(trained), "--format", "hdf5", "-o", str(out)])
@@ -232,7 +232,7 @@ def test_export_hdf5_round_trips(trained: Path, tmp_path: Path) -> None:
         np.testing.assert_array_equal(weights[name], value, err_msg=name)
     assert (out / "vocab.txt").read_text().split() == ckpt["vocab"].tokens
     # `elmo convert` of the export gives the checkpoint's vectors
-    convert(out / "options.json", out / "weights.hdf5", tmp_path / "converted.onnx")
+    convert_bilm_tf(out / "options.json", out / "weights.hdf5", tmp_path / "converted.onnx")
     import onnxruntime as ort
 
     feed = pack(SENTENCES, options.max_characters_per_token).feed()
@@ -411,7 +411,7 @@ def test_export_records_the_hash_of_the_loaded_bytes(trained: Path, tmp_path: Pa
     import hashlib
 
     import onnxruntime as ort
-    from elmo_export import checkpoint
+    from elmo_export.train import checkpoint
 
     loaded = (trained / "checkpoint.pt").read_bytes()
     copy = tmp_path / "checkpoint.pt"

@@ -13,7 +13,7 @@ from elmo_runtime.format.options import load_options, parse_options
 from util import one_torch_thread, require_fixtures  # noqa: F401  (autouse fixture)
 
 h5py = pytest.importorskip("h5py")
-weights_mod = pytest.importorskip("elmo_export.weights")
+weights_mod = pytest.importorskip("elmo_export.bilm_tf.weights")
 WeightsError = weights_mod.WeightsError
 read_weights = weights_mod.read_weights
 write_weights = weights_mod.write_weights
@@ -59,7 +59,7 @@ def _datasets(path) -> dict[str, np.ndarray]:
 # ---------------------------------------------------------------------- round trip
 def test_round_trip_through_the_model_is_bit_exact(fixture_files, options, tmp_path):
     pytest.importorskip("torch", reason="the PyTorch model needs the export extra")
-    from elmo_export.modules import BiLM
+    from elmo_export.pytorch.modules import BiLM
 
     original = read_weights(fixture_files[1], options)
     assert set(original) == set(weights_mod.weight_shapes(options))
@@ -87,10 +87,11 @@ def test_round_trip_through_the_model_is_bit_exact(fixture_files, options, tmp_p
 
 
 def test_round_trip_of_random_weights(tmp_path):
+    from support.bilm_random import random_weights
     from util import small_options
 
     opts = small_options()
-    w = weights_mod.random_weights(opts, seed=11, scale=3.0)
+    w = random_weights(opts, seed=11, scale=3.0)
     path = tmp_path / "random.hdf5"
     write_weights(path, w, opts)
     back = read_weights(path, opts)
@@ -102,7 +103,7 @@ def test_round_trip_of_random_weights(tmp_path):
 def test_model_weights_are_really_used(fixture_files, options):
     """Guards the round trip above against a model that ignores what it is given."""
     pytest.importorskip("torch", reason="the PyTorch model needs the export extra")
-    from elmo_export.modules import BiLM
+    from elmo_export.pytorch.modules import BiLM
 
     w = read_weights(fixture_files[1], options)
     changed = dict(w)
@@ -125,7 +126,7 @@ def test_both_n_characters_accepted(fixture_files, n_characters):
 
 def test_n_characters_261_and_262_give_the_same_model(fixture_files):
     torch = pytest.importorskip("torch", reason="the PyTorch model needs the export extra")
-    from elmo_export.modules import BiLM
+    from elmo_export.pytorch.modules import BiLM
     from elmo_runtime.format.chars import pack
 
     outs = []

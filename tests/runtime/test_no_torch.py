@@ -110,8 +110,8 @@ def test_convert_side_imports_without_torch():
     code = BLOCK_TORCH + textwrap.dedent(
         """
         import sys
-        import elmo_export.cli, elmo_export.convert, elmo_export.onnx_graph
-        import elmo_export.parity, elmo_export.reference, elmo_export.weights
+        import elmo_export.cli, elmo_export.graph.convert, elmo_export.graph.builder
+        import elmo_export.graph.parity, elmo_export.graph.reference, elmo_export.bilm_tf.weights
         assert "torch" not in sys.modules
         print("ok")
         """

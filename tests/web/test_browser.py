@@ -279,8 +279,8 @@ EFML_MIXES = {"all": "all", "top": "top", "average": "average"}
 
 def _convert(folder: Path, name: str, **config: object) -> Path:
     from click.testing import CliRunner
-    from elmo_export import efml_random
     from elmo_runtime.cli import main
+    from support import efml_random
 
     directory = efml_random.write_random_model(
         folder / name, efml_random.small_config(**config), words=EFML_WORDS, seed=7, scale=1.5)

@@ -9,10 +9,10 @@ import subprocess
 
 import numpy as np
 import pytest
-from elmo_export.efml_random import SAMPLE_CHARS, default_vocabs
 from elmo_runtime.errors import ModelError
 from elmo_runtime.format import chars, codepoints
 from elmo_runtime.tokenize import tokenize
+from support.efml_random import SAMPLE_CHARS, default_vocabs
 from web_strings import long_tokens, texts
 from webutil import REPO, node_or_skip, run_node
 

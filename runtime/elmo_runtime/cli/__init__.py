@@ -6,22 +6,25 @@ interrupt (Ctrl-C or SIGTERM) exits with 130; anything unexpected prints one
 line and exits with 2 (``ELMO_DEBUG=1`` shows the traceback). The commands
 live in their own modules: `embed` (cli/embed.py), `info` (cli/info.py),
 `cache` (cli/cache.py),
-`quantize` (cli/quantize.py); the export commands (`elmo convert`, …) come
-from elmo_export when it is installed.
+`quantize` (cli/quantize.py); the export side's commands (`elmo convert`,
+`train`, `export`) come from the ``elmo_edge.commands`` entry-point group
+(pyproject.toml), so the runtime never imports elmo_export.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import warnings
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 import click
 
 from .. import __version__
 from ..corpus import read_sentences
-from ..errors import ElmoError, UsageError, first_line, pip_hint
+from ..errors import ElmoError, UsageError, first_line, missing_extra, pip_hint
 from ..output.job import count_lines
 from .progress import INTERRUPTS
 
@@ -36,23 +39,30 @@ def _show_warning(message: Any, category: type, *args: Any, **kwargs: Any) -> No
                err=True)
 
 
-# Commands defined elsewhere, imported only when used, so `elmo embed` starts
-# without loading torch: name -> (module, attribute, the extra it needs, or None).
+# The runtime's commands defined elsewhere, imported only when used, so `elmo embed`
+# starts fast: name -> (module, attribute).
 LAZY_COMMANDS = {
-    "convert": ("elmo_export.cli", "convert_command", "convert"),
-    "export": ("elmo_export.train_cli", "export_command", "export"),
-    "quantize": ("elmo_runtime.cli.quantize", "quantize_command", None),
-    "serve": ("elmo_runtime.serve.command", "serve_command", None),
-    "train": ("elmo_export.train_cli", "train_command", "export"),
-    "web": ("elmo_runtime.webserve", "web_command", None),
+    "quantize": ("elmo_runtime.cli.quantize", "quantize_command"),
+    "serve": ("elmo_runtime.serve.command", "serve_command"),
+    "web": ("elmo_runtime.webserve", "web_command"),
 }
+# Commands of other packages (elmo_export's convert, train, export), found in the installed
+# metadata: `name = "module:attribute [extra]"`, the extra naming what installs its imports.
+COMMAND_GROUP = "elmo_edge.commands"
 
 
-def _needs_extra(name: str, extra: str, reason: str) -> click.Command:
+@functools.cache
+def plugin_commands() -> dict[str, EntryPoint]:
+    """The ``elmo_edge.commands`` entry points by command name (read once per process)."""
+    return {ep.name: ep for ep in entry_points(group=COMMAND_GROUP)}
+
+
+def _needs_extra(name: str, extra: str, error: ImportError) -> click.Command:
+    """A stand-in for a command whose imports failed: running it is the one-line error."""
     hint = pip_hint(extra)
 
     def callback(args: tuple[str, ...]) -> None:
-        raise ElmoError(f"`elmo {name}` needs the {extra} extra ({reason}): {hint}")
+        raise missing_extra(name, extra, error)
 
     return click.Command(
         name,
@@ -67,19 +77,24 @@ class ElmoGroup(click.Group):
     """A click group that turns every failure into one line and an exit status."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS, *plugin_commands()})
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         command = super().get_command(ctx, name)
-        if command is not None or name not in LAZY_COMMANDS:
+        if command is not None:
             return command
-        module, attr, extra = LAZY_COMMANDS[name]
-        try:
+        if name in LAZY_COMMANDS:
+            module, attr = LAZY_COMMANDS[name]
             return getattr(importlib.import_module(module), attr)
+        entry = plugin_commands().get(name)
+        if entry is None:
+            return None
+        try:
+            return entry.load()
         except ImportError as e:
-            if extra is None:
+            if not entry.extras:
                 raise
-            return _needs_extra(name, extra, f"{e.name or 'a module'} is not installed")
+            return _needs_extra(name, entry.extras[0], e)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:

@@ -4,7 +4,7 @@
 name, dtype and dims, where a dim is a fixed int, the name of an
 :class:`~elmo_runtime.format.options.ElmoOptions` field (fixed by the model's
 options) or an :class:`Axis` (a named symbolic dimension). The graph builder
-(``elmo_export.onnx_graph``) declares its inputs and outputs from it, the
+(``elmo_export.graph.builder``) declares its inputs and outputs from it, the
 session (:mod:`elmo_runtime.session`) validates a loaded graph against it
 (names, dtypes, fixed dims, axis names), and ``elmo info`` and the export
 parity check read it. Optional inputs have a default (zeros, with the

@@ -4,7 +4,7 @@ The export side (PyTorch model, weight files, ONNX builder) and the runtime
 (state shapes, `elmo info`) both use :class:`ElmoOptions`; the JSON format is
 the one bilm-tf and AllenNLP publish next to ``weights.hdf5``. The weight
 file's layout (TF variable names) lives on the export side,
-``elmo_export.weights``.
+``elmo_export.bilm_tf.weights``.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """Export a trained PyTorch biLM to a self-describing ONNX file, refusing any that disagrees.
 
-The graph is built from the model's weights (:mod:`.onnx_graph`) and checked
-against the PyTorch model itself (:mod:`.parity`: several batch sizes and
+The graph is built from the model's weights (:mod:`elmo_export.graph.builder`) and checked
+against the PyTorch model itself (:mod:`elmo_export.graph.parity`: several batch sizes and
 lengths, mixed lengths in one batch, non-zero initial states, every mismatch
 collected into one error). Only a model that passes is moved under the final
 name; the measured difference goes into its metadata. Published ELMo weights
-are converted without PyTorch by :mod:`.convert`.
+are converted without PyTorch by :mod:`elmo_export.graph.convert`.
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from .convert import check_directory, convert, write_model
+from ..graph.builder import build_model
+from ..graph.convert import check_directory, write_model
+from ..graph.parity import DEFAULT_ATOL, ExportError, ParityReport, random_sentences
+from ..graph.parity import check_parity as _check_parity
 from .modules import BiLM
-from .onnx_graph import build_model
-from .parity import DEFAULT_ATOL, ExportError, ParityReport, random_sentences
-from .parity import check_parity as _check_parity
 
-__all__ = ["DEFAULT_ATOL", "ExportError", "ParityReport", "build_model", "check_parity",
-           "convert", "export_onnx", "random_sentences", "torch_reference"]
+__all__ = ["DEFAULT_ATOL", "ExportError", "ParityReport", "check_parity", "export_onnx",
+           "random_sentences", "torch_reference"]
 
 
 def torch_reference(model: BiLM) -> Any:

@@ -13,18 +13,15 @@ Writes are atomic (temporary file, then rename), so an interrupted save
 leaves the previous checkpoint intact. Reads take the file's bytes once,
 hash them (``sha256``: what an export records, even if training replaces
 the file meanwhile) and decode them with ``torch.load(weights_only=True)``,
-which refuses anything but tensors and plain containers.
+which refuses anything but tensors and plain containers
+(:mod:`elmo_export.pytorch.safe_load`).
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import pickle
 import random
-import re
-import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -36,9 +33,10 @@ from elmo_runtime.files import atomic_path, check_not_an_input
 from elmo_runtime.format.chars import EMBED_ROWS
 from elmo_runtime.format.options import ElmoOptions, parse_options
 
+from ..bilm_tf.weights import write_weights
+from ..pytorch.modules import BiLM
+from ..pytorch.safe_load import TorchFileError, load_tensors
 from .data import Vocab
-from .modules import BiLM
-from .weights import write_weights
 
 FORMAT = "elmo-edge-checkpoint"
 VERSION = 1
@@ -66,16 +64,6 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
         raise CheckpointError(f"{path}: cannot write the checkpoint ({e.strerror})") from None
 
 
-def refused_pickle(error: Exception) -> str:
-    """Why ``torch.load(weights_only=True)`` refused a file, without torch's advice to
-    turn the safety off: ``"the tensors-only loader refused it (Unsupported global:
-    GLOBAL os.system); nothing in it was run"``."""
-    found = re.search(r"Unsupported (?:operand \d+|global: GLOBAL \S+)|invalid load key[^\n]*",
-                      str(error))
-    detail = f" ({found.group(0)})" if found else ""
-    return f"the tensors-only loader refused it{detail}; nothing in it was run"
-
-
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read and check a checkpoint (file or output directory).
 
@@ -92,17 +80,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: cannot read the checkpoint ({e.strerror})") from None
     digest = hashlib.sha256(data).hexdigest()
     try:
-        with warnings.catch_warnings():  # torch's pickle-protocol warning: not a user error
-            warnings.simplefilter("ignore")
-            ckpt = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:  # torch's text advises weights_only=False: never
-        raise CheckpointError(
-            f"{path}: not a readable elmo-edge checkpoint: {refused_pickle(e)}"
-        ) from None
-    except Exception as e:  # zip and torch errors alike
-        raise CheckpointError(
-            f"{path}: not a readable elmo-edge checkpoint ({first_line(e)})"
-        ) from None
+        ckpt = load_tensors(data)
+    except TorchFileError as e:
+        what = f"{path}: not a readable elmo-edge checkpoint"
+        raise CheckpointError(f"{what}: {e}" if e.refused else f"{what} ({e})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an elmo-edge training checkpoint")
     if ckpt.get("version") != VERSION:
@@ -162,7 +143,7 @@ def export_checkpoint(path: str | Path, output: str | Path, fmt: str = "onnx",
         check_not_an_input(target, [source])  # before anything is read or written
     model, ckpt = load_bilm(path)
     if fmt == "onnx":
-        from .onnx_export import DEFAULT_ATOL, export_onnx
+        from ..pytorch.export import DEFAULT_ATOL, export_onnx
 
         source = {
             "kind": "elmo-edge-train",

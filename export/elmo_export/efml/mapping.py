@@ -26,8 +26,8 @@ import numpy as np
 from elmo_runtime.format.codepoints import CodepointScheme
 from elmo_runtime.format.options import FORGET_BIAS  # what the bilm-tf graph adds
 
-from .efml import EfmlModel
-from .weights import WORD_EMBED, lstm_prefix
+from ..bilm_tf.weights import WORD_EMBED, lstm_prefix
+from .model import EfmlModel
 
 # TF's gate blocks (i, j, f, o) taken from theirs (i, f, g, o)
 _GATE_ORDER = (0, 2, 1, 3)

@@ -5,10 +5,10 @@ launcher that sets ``WORLD_SIZE``/``RANK``/``MASTER_ADDR``) each process
 trains its own ``batch_size`` rows on its own share of the sentences and
 gradients are averaged with DistributedDataParallel (gloo on CPU).
 
-The rooms: settings in :mod:`.train_config`, the run's state and its
-checkpoint in :mod:`.train_setup`, processes and signals in
-:mod:`.train_processes`, the progress line and ``metrics.jsonl`` in
-:mod:`.train_progress`; here the loop and its guard against divergence.
+The rooms: settings in :mod:`.config`, the run's state and its
+checkpoint in :mod:`.run`, processes and signals in
+:mod:`.processes`, the progress line and ``metrics.jsonl`` in
+:mod:`.progress`; here the loop and its guard against divergence.
 
 **Divergence.** A step whose loss (the mean over the processes) is not
 finite, or exceeds ``EXPLODE_FACTOR`` × ln(vocabulary size) (four times the
@@ -31,11 +31,11 @@ import numpy as np
 import torch
 from elmo_runtime.errors import ElmoError
 
+from .config import DEFAULT_LR, OPTIMIZERS, TrainConfig, tokenizer_for
 from .lm import LanguageModel, batch_tensors
-from .train_config import DEFAULT_LR, OPTIMIZERS, TrainConfig, tokenizer_for
-from .train_processes import Processes, stop_on_signal
-from .train_progress import METRICS_NAME, Progress
-from .train_setup import Run, setup, total_steps
+from .processes import Processes, stop_on_signal
+from .progress import METRICS_NAME, Progress
+from .run import Run, setup, total_steps
 
 __all__ = ["DEFAULT_LR", "EXPLODE_FACTOR", "METRICS_NAME", "OPTIMIZERS", "TrainConfig",
            "TrainingDiverged", "TrainingInterrupted", "tokenizer_for", "train"]

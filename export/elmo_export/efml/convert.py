@@ -1,9 +1,9 @@
 """`elmo convert MODEL_DIR`: an ELMoForManyLangs model → a parity-checked elmo-edge ONNX file.
 
-Read and checked by :mod:`.efml`, mapped onto the ELMo weight layout by
-:mod:`.efml_map`, built by :mod:`.onnx_graph` (with the word branch and the
+Read and checked by :mod:`.model`, mapped onto the ELMo weight layout by
+:mod:`.mapping`, built by :mod:`elmo_export.graph.builder` (with the word branch and the
 ``word_ids`` input when the model has one) and checked against the float64
-NumPy forward (:mod:`.reference`) on sentences drawn from the model's own
+NumPy forward (:mod:`elmo_export.graph.reference`) on sentences drawn from the model's own
 vocabularies, packed with its code-point scheme. The file carries the
 vocabularies in its metadata (format version 3), so the runtime packs text
 for it without the model directory.
@@ -20,8 +20,10 @@ from elmo_runtime.files import sha256_file
 from elmo_runtime.format import codepoints
 from elmo_runtime.format.options import ElmoOptions, parse_options
 
-from .convert import check_directory, convert_weights, written_line
-from .efml import (
+from ..graph.convert import check_directory, convert_weights, written_line
+from ..graph.parity import DEFAULT_ATOL, ParityReport, SentenceMaker, sentences_of
+from .mapping import elmo_weights, options_dict, scheme
+from .model import (
     CHAR_DIC,
     ENCODER,
     FAMILY,
@@ -32,8 +34,6 @@ from .efml import (
     n_parameters,
     read_model,
 )
-from .efml_map import elmo_weights, options_dict, scheme
-from .parity import DEFAULT_ATOL, ParityReport, SentenceMaker, sentences_of
 
 # tokens the parity sentences mix in: literal boundaries, likely-unseen characters
 _EXTRAS = ("<bos>", "<eos>", "\U0001f9ea", "\u01c2", "<S>")
@@ -66,7 +66,7 @@ def vocab_sentences(vocab: codepoints.CodepointScheme) -> SentenceMaker:
     return sentences_of(token)
 
 
-def convert(model_dir: str | Path, output: str | Path, config: str | Path | None = None,
+def convert_efml(model_dir: str | Path, output: str | Path, config: str | Path | None = None,
             atol: float = DEFAULT_ATOL) -> ParityReport:
     """An ELMoForManyLangs model directory → elmo-edge ONNX at ``output``.
 
@@ -105,5 +105,5 @@ def convert_command_efml(model_dir: str, extra: str | None, output: str, config:
         raise ElmoError("reading an ELMoForManyLangs model needs PyTorch (torch.load with "
                         f"weights_only=True): {EXPORT_HINT}") from None
     click.echo(f"converting ELMoForManyLangs model {model_dir} …", err=True)
-    report = convert(model_dir, output, config, atol=atol)
+    report = convert_efml(model_dir, output, config, atol=atol)
     click.echo(written_line(output, report, atol), err=True)

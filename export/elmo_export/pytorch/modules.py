@@ -21,7 +21,7 @@ from elmo_runtime.format.options import FORGET_BIAS, ElmoOptions
 from elmo_runtime.states import RowStates
 from torch import Tensor, nn
 
-from .weights import PROJECTION, Weights, check_weights, has_projection, lstm_prefix
+from ..bilm_tf.weights import PROJECTION, Weights, check_weights, has_projection, lstm_prefix
 
 __all__ = ["FORGET_BIAS", "BiLM", "BiLMOutput", "CharCNN", "StatefulBiLM"]
 

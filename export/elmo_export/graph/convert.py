@@ -1,11 +1,11 @@
 """`elmo convert` without PyTorch: published ELMo weights → a parity-checked elmo-edge ONNX file.
 
 Needs NumPy, onnx, onnxruntime and h5py (``pip install 'elmo-edge[convert]'``).
-The graph is built by :mod:`.onnx_graph` and checked against the float64
+The graph is built by :mod:`.builder` and checked against the float64
 NumPy forward of the spec (:mod:`.reference`) on several shapes before it is
 written; a model that disagrees is refused and nothing is written.
 :func:`write_model` is the one writer of a model file (metadata, atomic
-rename), shared with ``elmo export`` (:mod:`.onnx_export`).
+rename), shared with ``elmo export`` (:mod:`elmo_export.pytorch.export`).
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from elmo_runtime.files import atomic_path, format_mib, sha256_file
 from elmo_runtime.format import contract
 from elmo_runtime.format.options import ElmoOptions, load_options
 
-from .onnx_graph import build_model
+from ..bilm_tf.weights import Weights, has_projection, read_weights
+from .builder import build_model
 from .parity import DEFAULT_ATOL, ParityReport, SentenceMaker, check_parity, random_sentences
 from .reference import NumpyBiLM
-from .weights import Weights, has_projection, read_weights
 
 
 def check_directory(path: Path) -> None:
@@ -91,7 +91,7 @@ def convert_weights(options: ElmoOptions, weights: Weights, output: str | Path,
     return report
 
 
-def convert(options_path: str | Path, weights_path: str | Path, output: str | Path,
+def convert_bilm_tf(options_path: str | Path, weights_path: str | Path, output: str | Path,
             atol: float = DEFAULT_ATOL) -> ParityReport:
     """Published ELMo weights (options.json + weights.hdf5) → elmo-edge ONNX at ``output``.
 

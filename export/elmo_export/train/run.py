@@ -30,11 +30,11 @@ from .checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from .config import FIXED_ON_RESUME, TrainConfig, make_optimizer, tokenizer_for
 from .data import Corpus, ShuffledOrder, Streams, Vocab, build_vocab, scan_corpus
 from .lm import LanguageModel, evaluate
-from .train_config import FIXED_ON_RESUME, TrainConfig, make_optimizer, tokenizer_for
-from .train_processes import Processes
-from .train_progress import MetricsLog
+from .processes import Processes
+from .progress import MetricsLog
 
 PENDING_NAME = "checkpoint.next.pt"  # a checkpoint written, not yet confirmed by the next loss
 

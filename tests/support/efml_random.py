@@ -1,9 +1,9 @@
-"""Write a random-weight model directory in the ELMoForManyLangs format (tests, benches).
+"""A random-weight model directory in the ELMoForManyLangs format (tests, benches; not shipped).
 
 The files are those their training writes: ``config.json`` naming a model
 config, that config, ``char.dic``/``word.dic`` and the two state dicts saved
 with ``torch.save`` (zip, or the legacy serialization with ``legacy=True``).
-Tensor names and shapes come from :func:`elmo_export.efml.expected_shapes`;
+Tensor names and shapes come from :func:`elmo_export.efml.model.expected_shapes`;
 the oracle tests check them against their package's own classes.
 """
 
@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from .efml import (
+from elmo_export.efml.model import (
     CHAR_DIC,
     CONFIG_FILE,
     ENCODER,

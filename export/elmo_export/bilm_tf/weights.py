@@ -156,27 +156,6 @@ def write_weights(path: str | Path, weights: Weights, options: ElmoOptions) -> N
             f.create_dataset(name, data=np.asarray(weights[name], dtype=np.float32))
 
 
-def random_weights(
-    options: ElmoOptions, seed: int = 0, scale: float = 1.0, projection: bool = True
-) -> Weights:
-    """Seeded weights with 1/sqrt(fan_in) scale (times ``scale``): for tests and benches.
-
-    ``projection=False``: no ``W_P_0`` (needs ``projection_dim == dim``).
-    """
-    rng = np.random.default_rng(seed)
-    weights: Weights = {}
-    for name, shape in weight_shapes(options, projection).items():
-        if name == "char_embed":
-            w = rng.standard_normal(shape)
-        elif len(shape) == 1:
-            w = 0.1 * rng.standard_normal(shape)
-        else:
-            fan_in = int(np.prod(shape[:-1]))
-            w = rng.standard_normal(shape) / np.sqrt(fan_in)
-        weights[name] = (scale * w).astype(np.float32)
-    return weights
-
-
 __all__ = [
     "PROJECTION",
     "Weights",
@@ -184,7 +163,6 @@ __all__ = [
     "check_weights",
     "has_projection",
     "lstm_prefix",
-    "random_weights",
     "read_weights",
     "weight_shapes",
     "write_weights",

@@ -10,7 +10,7 @@ their token's row. The graph's inputs and outputs (names, dtypes, dims, axis
 names, defaults of optional inputs) are declared from the contract table,
 :data:`elmo_runtime.format.contract.TENSORS`. Weights without cell projections
 (no ``W_P_0``) get no projection MatMul and no ``proj_clip``
-(:mod:`.weights`).
+(:mod:`elmo_export.bilm_tf.weights`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,14 @@ from elmo_runtime.format import contract
 from elmo_runtime.format.options import FORGET_BIAS, ElmoOptions
 from onnx import TensorProto, helper, numpy_helper
 
-from .weights import PROJECTION, WORD_EMBED, Weights, check_weights, has_projection, lstm_prefix
+from ..bilm_tf.weights import (
+    PROJECTION,
+    WORD_EMBED,
+    Weights,
+    check_weights,
+    has_projection,
+    lstm_prefix,
+)
 
 OPSET = 17
 IR_VERSION = 8  # readable by onnxruntime >= 1.10
@@ -147,7 +154,7 @@ def _char_cnn(g: _Graph, o: ElmoOptions, w: Weights, token_chars: str) -> str:
 
 
 def build_model(options: ElmoOptions, weights: Weights) -> onnx.ModelProto:
-    """The ONNX model of a biLM (no metadata; :mod:`.onnx_export` adds it)."""
+    """The ONNX model of a biLM (no metadata; :func:`.convert.write_model` adds it)."""
     check_weights(weights, options, "weights")
     o = options
     g = _Graph()

@@ -15,8 +15,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import pickle
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -234,19 +232,15 @@ def load_state_dict(path: Path) -> dict[str, np.ndarray]:
     """
     import torch
 
+    from ..pytorch.safe_load import TorchFileError, load_tensors
+
     if not path.is_file():
         raise EfmlError(f"{path}: missing")
     try:
-        with warnings.catch_warnings():  # torch's pickle-protocol warning: not a user error
-            warnings.simplefilter("ignore")
-            data = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:  # torch's text advises weights_only=False: never
-        from .checkpoint import refused_pickle
-
-        raise EfmlError(f"{path}: not a plain state dict: {refused_pickle(e)}") from None
-    except Exception as e:  # truncated zip, not a torch file, ...
-        raise EfmlError(f"{path}: not a readable torch.save file ({type(e).__name__}: "
-                        f"{str(e).strip()[:200]})") from None
+        data = load_tensors(path)
+    except TorchFileError as e:
+        raise EfmlError(f"{path}: not a plain state dict: {e}" if e.refused else
+                        f"{path}: not a readable torch.save file ({e})") from None
     if not isinstance(data, dict):
         raise EfmlError(f"{path}: holds a {type(data).__name__}, expected a state dict")
     out = {}

@@ -10,13 +10,15 @@ LSTM input and on the top output.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from elmo_runtime.errors import ElmoError
 from elmo_runtime.format.options import ElmoOptions
 
 from .data import Tokenizer
+
+if TYPE_CHECKING:  # imports without torch: `elmo train --help` and its option choices
+    import torch
 
 OPTIMIZERS = ("adam", "adagrad")
 DEFAULT_LR = {"adam": 1e-3, "adagrad": 0.2}
@@ -107,6 +109,8 @@ def tokenizer_for(tokenize: bool) -> Tokenizer:
 
 def make_optimizer(config: TrainConfig, model: torch.nn.Module) -> torch.optim.Optimizer:
     """Adam, or bilm-tf's Adagrad (initial accumulator 1.0), at the configured rate."""
+    import torch
+
     if config.optimizer == "adagrad":  # bilm-tf's choice
         return torch.optim.Adagrad(model.parameters(), lr=config.learning_rate,
                                    initial_accumulator_value=1.0)

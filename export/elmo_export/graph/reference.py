@@ -18,7 +18,14 @@ import numpy as np
 from elmo_runtime.format import contract
 from elmo_runtime.format.options import FORGET_BIAS, ElmoOptions
 
-from .weights import PROJECTION, WORD_EMBED, Weights, check_weights, has_projection, lstm_prefix
+from ..bilm_tf.weights import (
+    PROJECTION,
+    WORD_EMBED,
+    Weights,
+    check_weights,
+    has_projection,
+    lstm_prefix,
+)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from elmo_runtime.format.options import ElmoOptions
 from torch import Tensor, nn
 
+from ..pytorch.modules import BiLM
 from .data import EOS, Batch, SequentialOrder, Streams, Tokenizer, Vocab, scan_corpus
-from .modules import BiLM
 
 HIGHWAY_CARRY_BIAS = -2.0  # bilm-tf: highways start close to the identity
 FULL_SOFTMAX_CHUNK = 1 << 24  # logits computed at once by the full softmax (floats)

@@ -1,0 +1,1 @@
+"""Helpers shared by the tests (and the benches): never shipped in the wheel."""
