@@ -15,7 +15,7 @@ example by the synset's lemmas, case-insensitively, in any of their forms:
 
 The longest match wins, then the earliest. An example where no lemma form
 occurs is dropped (and counted). Train and test are split by sentence with
-:func:`wordnet_corpus.is_heldout` (``models/wordnet_corpus.py``, the bundled
+:func:`wordnet_corpus.is_heldout` (``recipes/wordnet_corpus.py``, the bundled
 model's data split): the test items are the held-out
 examples, which the bundled model never saw in training. Pure Python (no torch).
 """
@@ -30,9 +30,9 @@ from pathlib import Path
 
 from elmo_runtime.tokenize import tokenize
 
-MODELS_DIR = Path(__file__).resolve().parents[1] / "models"  # where wordnet_corpus.py lives
-if str(MODELS_DIR) not in sys.path:
-    sys.path.append(str(MODELS_DIR))
+RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"  # where wordnet_corpus.py lives
+if str(RECIPES_DIR) not in sys.path:
+    sys.path.append(str(RECIPES_DIR))
 
 from wordnet_corpus import (  # noqa: E402
     DEFAULT_WORDNET_DIR,

@@ -1,4 +1,4 @@
-"""WordNet 3.0 reading, the held-out split (models/wordnet_corpus.py), the default tokenizer."""
+"""WordNet 3.0 reading, the held-out split (recipes/wordnet_corpus.py), the default tokenizer."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from elmo_runtime.tokenize import tokenize
 
-MODELS_DIR = Path(__file__).resolve().parents[2] / "models"
-sys.path.append(str(MODELS_DIR))
+RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
+sys.path.append(str(RECIPES_DIR))
 
 import wordnet_corpus as wordnet  # noqa: E402
 from wordnet_corpus import (  # noqa: E402
@@ -51,7 +51,7 @@ def synsets() -> dict[str, Synset]:
 def test_no_torch_needed() -> None:
     """The evaluation code reuses this module where torch is not installed."""
     code = "import sys; sys.modules['torch'] = None; import wordnet_corpus"
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=60, cwd=MODELS_DIR)
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60, cwd=RECIPES_DIR)
 
 
 # ---------------------------------------------------------------------------- tokenizer

@@ -476,7 +476,7 @@ def test_quantizers_are_quiet(tiny_model_path, tmp_path, caplog):
 # batch-independent quantized models
 
 BUNDLED = Path(__file__).resolve().parents[2] / "runtime" / "elmo_runtime" / "models"
-MODELS_DIR = Path(__file__).resolve().parents[2] / "models"  # wordnet_corpus.py: held-out split
+RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"  # wordnet_corpus.py: held-out split
 PAIR_LIMIT = 2**15 - 1  # vpmaddubsw adds two u8×s8 products into a saturating int16
 
 
@@ -625,11 +625,11 @@ def _heldout_sentences(n: int) -> list[list[str]]:
     wordnet_dir = Path("/usr/share/wordnet")
     if not (wordnet_dir / "data.noun").is_file():
         pytest.skip("WordNet 3.0 not installed (Debian package wordnet-base)")
-    sys.path.insert(0, str(MODELS_DIR))
+    sys.path.insert(0, str(RECIPES_DIR))
     try:
         import wordnet_corpus
     finally:
-        sys.path.remove(str(MODELS_DIR))
+        sys.path.remove(str(RECIPES_DIR))
     examples = list(wordnet_corpus.heldout_examples(wordnet_dir))
     picked = np.random.default_rng(12).choice(len(examples), size=n, replace=False)
     return [list(examples[i].tokens) for i in sorted(picked)]

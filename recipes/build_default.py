@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Rebuild the bundled default model from scratch, and measure it.
 
-    python models/build_default.py [--minutes 25] [--threads 1] [--work-dir build/default]
-    python models/build_default.py --evaluate-only   # re-measure the perplexities
+    python recipes/build_default.py [--minutes 25] [--threads 1] [--work-dir build/default]
+    python recipes/build_default.py --evaluate-only   # re-measure the perplexities
 
 Steps: WordNet 3.0 (Debian package wordnet-base) → ``train.txt`` /
 ``heldout.txt`` / ``examples.txt`` and a vocabulary (every word seen at least
@@ -105,7 +105,7 @@ def read_sentences(path: Path) -> list[list[str]]:
 def build_corpus(paths: Paths, wordnet_dir: Path) -> dict[str, Any]:
     """train.txt, heldout.txt and vocab.txt; their sizes."""
     from elmo_export.train.data import build_vocab
-    from wordnet_corpus import write_corpus  # models/wordnet_corpus.py, beside this script
+    from wordnet_corpus import write_corpus  # recipes/wordnet_corpus.py, beside this script
 
     files = write_corpus(paths.corpus, wordnet_dir)
     counts = Counter(t for s in read_sentences(files.train) for t in s)
