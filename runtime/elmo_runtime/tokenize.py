@@ -20,6 +20,7 @@ given to it should be tokenized the same way.
 from __future__ import annotations
 
 import re
+from itertools import islice
 
 _CLITIC = r"(?i:'(?:s|re|ve|ll|d|m))\b"
 TOKEN_PATTERN = re.compile(
@@ -36,6 +37,10 @@ TOKEN_PATTERN = re.compile(
 )
 
 
-def tokenize(text: str) -> list[str]:
-    """The tokens of ``text`` (see the module docstring for the rules)."""
-    return [m.group(0) for m in TOKEN_PATTERN.finditer(text)]
+def tokenize(text: str, limit: int | None = None) -> list[str]:
+    """The tokens of ``text`` (see the module docstring for the rules); with ``limit``, at
+    most ``limit + 1`` of them (more than ``limit`` says "too long" without reading the rest)."""
+    matches = TOKEN_PATTERN.finditer(text)
+    if limit is not None:
+        matches = islice(matches, limit + 1)
+    return [m.group(0) for m in matches]

@@ -91,15 +91,23 @@ class Server:
             return self.proc.wait()
 
 
-def start_server(*args: str) -> Server:
-    """`python -m elmo_runtime.cli serve --port 0 ARGS`, once it says where it listens."""
+def start_server(*args: str, file_limit: int | None = None) -> Server:
+    """`python -m elmo_runtime.cli serve --port 0 ARGS`, once it says where it listens;
+    ``file_limit``: the server's RLIMIT_NOFILE (soft and hard), set in the child."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+    def limit_files() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_NOFILE, (file_limit, file_limit))
+
     proc = subprocess.Popen(
         [sys.executable, "-m", "elmo_runtime.cli", "serve", "--port", "0", "--threads", "1", *args],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
         env=env,
+        preexec_fn=None if file_limit is None else limit_files,
     )
     lines: list[str] = []
     deadline = time.monotonic() + START_TIMEOUT

@@ -147,7 +147,8 @@ def test_embed_errors(server: Server, body, status, words):
         ({"input": "a", "dimensions": 64}, 422, "gives 256 dimensions"),
         ({"model": "elmo"}, 422, "input: required"),
         ({"input": ["a"] * 41}, 413, "--max-client-batch-size"),
-        ({"input": " ".join(["w"] * 61)}, 413, "61 tokens"),
+        ({"input": " ".join(["w"] * 61)}, 413, "input[0]: more than 60 tokens"),  # counted no
+        ({"input": "w " * 40_000}, 413, "input[0]: more than 60 tokens"),  # further than 61
     ],
 )
 def test_openai_errors(server: Server, body, status, words):

@@ -10,22 +10,25 @@ loopback, else ``--allow-host``); an embedding POST whose Content-Type is not
 ``application/json`` is 415 (no CORS "simple request" from a web page); its body
 must arrive within ``--body-timeout`` (408) and under ``--payload-limit`` (413)
 *before* it takes one of the ``--max-concurrent-requests`` slots, so slow
-clients hold no slot; an answer estimated over ``--max-response-mb`` is 413
-before any work; a client that leaves is counted as 499, not 500; at the drain
-deadline the unfinished requests are answered 503.
+clients hold no slot, and it keeps the slot until its answer is sent (:mod:`.answer`
+parses, queues and streams it); an answer estimated over ``--max-response-mb`` is 413
+before any work; a client that leaves is counted as 499, not 500, and its queued work
+is dropped; at the drain deadline the unfinished requests are answered 503. Every
+answer, 421 included, is counted in ``/metrics``. The connection-level limits
+(header, idle and send deadlines, the connection cap) are in :mod:`.guard`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from typing import NoReturn
 
-import anyio
 import orjson
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -37,18 +40,22 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import first_line
+from .answer import (
+    CLIENT_CLOSED,
+    STATUS_KEY,
+    Deadline,
+    Gone,
+    Plan,
+    Stream,
+    Streamed,
+    plan_embed,
+    plan_openai,
+    race,
+    watch_disconnect,
+)
 from .config import host_allowed
 from .metrics import CONTENT_TYPE
-from .protocol import (
-    ApiError,
-    check_response_size,
-    error_body,
-    load_json,
-    parse_embed,
-    parse_openai,
-    render_embed,
-    render_openai,
-)
+from .protocol import ApiError, error_body
 from .service import Service
 
 log = logging.getLogger("elmo.serve")
@@ -56,14 +63,14 @@ JSON = "application/json"
 HEALTH_TIMEOUT = 10.0  # seconds the health probe may wait for the model
 ENDPOINTS = ("/embed", "/v1/embeddings", "/health", "/info", "/metrics")
 
-CLIENT_CLOSED = 499  # nginx's "client closed request": counted, never a 5xx or a traceback
-
 Handler = Callable[[Request, bytes], Awaitable[Response]]  # a route given its read body
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 def create_app(service: Service) -> Starlette:
     """The ASGI app; its lifespan starts and stops the service's batcher."""
+
+    cpu = ThreadPoolExecutor(max_workers=1, thread_name_prefix="elmo-cpu")  # parse, render
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -73,66 +80,28 @@ def create_app(service: Service) -> Starlette:
             yield
         finally:
             await service.batcher.stop()
+            cpu.shutdown(wait=True)
 
-    def guarded(handler: Handler, embedding: bool = False, public: bool = False) -> Endpoint:
+    def guarded(handler: Handler, public: bool = False) -> Endpoint:
         async def route(request: Request) -> Response:
             try:
                 if not public:
                     _check_key(request, service.config.api_key)
-                if not embedding:
-                    return await handler(request, b"")
-                return await _until_drain_deadline(service, _embedding(request, handler))
+                return await handler(request, b"")
             except ApiError as e:
                 return _error(e.status, e.message)
 
         return route
 
-    async def _embedding(request: Request, handler: Handler) -> Response:
-        """Check the content type, read the body (deadline), then take a slot for the work."""
-        _check_content_type(request)
-        body = await _read_body(service, request)
-        limit = service.config.max_concurrent_requests
-        if service.in_flight >= limit:
-            raise ApiError(
-                429,
-                f"{service.in_flight} requests in progress, the limit "
-                f"(--max-concurrent-requests {limit}); retry later",
-            )
-        service.in_flight += 1
-        service.metrics.in_flight.set(service.in_flight)
-        try:
-            return await handler(request, body)
-        finally:
-            service.in_flight -= 1
-            service.metrics.in_flight.set(service.in_flight)
+    def embedding(plan: Callable[[bytes, Service], Plan]) -> Endpoint:
+        async def route(request: Request) -> Response:
+            try:
+                _check_key(request, service.config.api_key)
+                return await _answer(service, cpu, request, plan)
+            except ApiError as e:
+                return _error(e.status, e.message)
 
-    async def embed(request: Request, raw: bytes) -> Response:
-        parsed = parse_embed(load_json(raw), service.tokenizer, service.limits)
-        mix = parsed.mix or service.default_mix
-        per_token = service.n_layers if mix == "all" else 1
-        check_response_size(
-            [per_token * service.dim * (1 if parsed.pooling == "mean" else len(s))
-             for s in parsed.sentences],
-            parsed.encoding,
-            service.config.max_response_mb,
-        )
-        vectors = await service.batcher.embed(parsed.sentences)
-        body = await anyio.to_thread.run_sync(
-            render_embed, vectors, service.mix(parsed.mix), parsed.pooling, parsed.encoding
-        )
-        return Response(body, media_type=JSON)
-
-    async def openai(request: Request, raw: bytes) -> Response:
-        parsed = parse_openai(load_json(raw), service.tokenizer, service.limits, service.dim)
-        check_response_size(
-            [service.dim] * len(parsed.sentences), parsed.encoding, service.config.max_response_mb
-        )
-        vectors = await service.batcher.embed(parsed.sentences)
-        mix = service.mix(service.openai_mix)
-        body = await anyio.to_thread.run_sync(
-            render_openai, vectors, parsed.sentences, mix, service.model_name, parsed.encoding
-        )
-        return Response(body, media_type=JSON)
+        return route
 
     async def health(request: Request, _: bytes) -> Response:
         if service.draining:
@@ -163,19 +132,18 @@ def create_app(service: Service) -> Starlette:
         return _error(500, f"internal error: {type(exc).__name__}: {first_line(exc)}")
 
     routes = [
-        Route("/embed", guarded(embed, embedding=True), methods=["POST"]),
-        Route("/v1/embeddings", guarded(openai, embedding=True), methods=["POST"]),
+        Route("/embed", embedding(plan_embed), methods=["POST"]),
+        Route("/v1/embeddings", embedding(plan_openai), methods=["POST"]),
         Route("/health", guarded(health, public=True), methods=["GET"]),
         Route("/info", guarded(info), methods=["GET"]),
         Route("/metrics", guarded(metrics), methods=["GET"]),
     ]
-    middleware = [Middleware(RequestMetrics, service=service)]
+    middleware = [Middleware(RequestMetrics, service=service)]  # outermost: counts every answer
     hosts = service.config.host_names()
-    if hosts is not None:  # outermost: a rebound DNS name never reaches a route
-        middleware.insert(0, Middleware(HostCheck, hosts=hosts))
+    if hosts is not None:  # next: a rebound DNS name never reaches a route
+        middleware.append(Middleware(HostCheck, hosts=hosts))
     if service.config.cors_allow_origins:
-        middleware.insert(
-            len(middleware) - 1,
+        middleware.append(
             Middleware(
                 CORSMiddleware,
                 allow_origins=list(service.config.cors_allow_origins),
@@ -216,6 +184,7 @@ class RequestMetrics:
         try:
             await self.app(scope, receive, sending)
         finally:
+            status = scope.get(STATUS_KEY, status)
             self.metrics.observe_request(endpoint, status, time.perf_counter() - started)
 
 
@@ -243,27 +212,91 @@ class HostCheck:
         await self.app(scope, receive, send)
 
 
-async def _until_drain_deadline(service: Service, work: Awaitable[Response]) -> Response:
-    """``work``'s answer, or 503 (one line) when the drain deadline passes first."""
-    task = asyncio.ensure_future(work)
-    stopper = asyncio.ensure_future(service.drain_deadline.wait())
+async def _answer(
+    service: Service, cpu: Executor, request: Request, plan: Callable[[bytes, Service], Plan]
+) -> Response:
+    """An embedding request: content type, body (deadline, size), a slot (429), then the work,
+    watched for the client leaving (499) and for the drain deadline (503). The slot is held
+    until the answer is sent."""
+    _check_content_type(request)
+    deadline = service.drain_deadline
     try:
-        done, _ = await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    except asyncio.CancelledError:
-        task.cancel()
-        raise
+        body = await race(_read_body(service, request), None, deadline)
+    except Deadline:
+        _drain_deadline(service)
+    release = _take_slot(service)
+    gone = asyncio.ensure_future(watch_disconnect(request.receive))
+    stream: Stream | None = None
+    handed = False  # the answer releases the slot once sent
+
+    def done(outcome: str | None) -> None:
+        gone.cancel()
+        if stream is not None:
+            stream.close()
+        if outcome == "deadline":
+            service.cancelled += 1
+        release()
+
+    try:
+        loop = asyncio.get_running_loop()
+        parsed = await race(loop.run_in_executor(cpu, plan, body, service), gone, deadline)
+        stream = Stream(service.batcher, parsed, cpu)
+        first = parsed.head + (await race(stream.next(), gone, deadline) or b"")
+        handed = True
+        if stream.more:
+            return Streamed(first, stream, gone, deadline, done)
+        gone.cancel()
+        return _Sent(first + parsed.tail, release)
+    except Gone:
+        raise ApiError(CLIENT_CLOSED, "the client closed the connection") from None
+    except Deadline:
+        _drain_deadline(service)
     finally:
-        stopper.cancel()
-    if task in done:
-        return task.result()
-    task.cancel()
-    with contextlib.suppress(BaseException):
-        await task
+        if not handed:
+            done(None)
+
+
+def _drain_deadline(service: Service) -> NoReturn:
+    """503 for a request still unanswered at the drain deadline (counted as cancelled)."""
     service.cancelled += 1
-    raise ApiError(
-        503,
-        f"shutting down: not answered within --drain-timeout {service.config.drain_timeout:g} s",
-    )
+    timeout = service.config.drain_timeout
+    raise ApiError(503, f"shutting down: not answered within --drain-timeout {timeout:g} s")
+
+
+def _take_slot(service: Service) -> Callable[[], None]:
+    """One of the ``--max-concurrent-requests`` slots (429 when none is free); the returned
+    function gives it back (once)."""
+    limit = service.config.max_concurrent_requests
+    if service.in_flight >= limit:
+        raise ApiError(
+            429,
+            f"{service.in_flight} requests in progress, the limit "
+            f"(--max-concurrent-requests {limit}); retry later",
+        )
+    service.in_flight += 1
+    service.metrics.in_flight.set(service.in_flight)
+    held = [True]
+
+    def release() -> None:
+        if held.pop() if held else False:
+            service.in_flight -= 1
+            service.metrics.in_flight.set(service.in_flight)
+
+    return release
+
+
+class _Sent(Response):
+    """A 200 JSON answer that calls ``after`` once it is sent (or fails to be)."""
+
+    def __init__(self, body: bytes, after: Callable[[], None]):
+        super().__init__(body, media_type=JSON)
+        self.after = after
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.after()
 
 
 def _check_content_type(request: Request) -> None:

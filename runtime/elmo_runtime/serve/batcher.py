@@ -1,10 +1,18 @@
-"""Cross-request batching by token budget, as Hugging Face's text-embeddings-inference does it.
+"""Cross-request batching by token budget, as Hugging Face's text-embeddings-inference does it,
+with a fair queue.
 
 Requests put their sentences in one queue. Whenever the model is free, the
 next batch is formed from whatever is queued (there is no wait timer): the
-oldest sentence and the queued sentences of similar length that make the
+sentence first in the fair order and the queued sentences of similar length that make the
 run cheapest per token, within the budget of padded steps (``rows x
-longest``, boundaries included) and the cap on rows. A batch of every queued
+longest``, boundaries included) and the cap on rows. The fair order is
+self-clocked fair queueing over requests: each sentence is tagged with the
+steps its request has queued so far, counted from the tag of the sentence
+last served (or from the request's previous tag), and the smallest tag goes
+first. A one-word request that arrives behind large ones is therefore in the
+next batch, while each large request still advances in its own order (TEI's
+queue is first-in first-out: there a small request waits for every large one
+queued before it). A batch of every queued
 sentence would pad them all to the longest one: measured with 32 clients,
 half of the model's work was padding that way. The batch runs in the one model thread, so the event
 loop keeps answering while the model works, and each sentence's vectors go
@@ -30,7 +38,7 @@ Sentence = Sequence[str]
 # step has a fixed cost besides its rows (bundled model, one thread: 370 us a
 # step at 1 row, 140 us a row-step at 64 rows, so the fixed part is ~1.6 rows).
 ROW_OVERHEAD = 2.0
-WINDOW_BATCHES = 16  # batches are formed from the max_rows x 16 oldest queued sentences
+WINDOW_BATCHES = 16  # candidates: the first in the fair order and the max_rows x 16 oldest
 Forward = Callable[[list[Sentence]], list[np.ndarray]]
 
 
@@ -39,14 +47,25 @@ def steps(sentence: Sentence) -> int:
     return len(sentence) + 2
 
 
+class Owner:
+    """The request a sentence belongs to, for the fair order: the tag of its last queued
+    sentence (steps, virtual time)."""
+
+    __slots__ = ("finish",)
+
+    def __init__(self) -> None:
+        self.finish = 0.0
+
+
 @dataclass
 class Item:
-    """One queued sentence and the future its vectors go to."""
+    """One queued sentence, the future its vectors go to, and its fair-order ``tag``."""
 
     sentence: Sentence
     future: asyncio.Future
     seq: int
     enqueued: float = field(default_factory=time.perf_counter)
+    tag: float = 0.0
 
     @property
     def steps(self) -> int:
@@ -54,21 +73,25 @@ class Item:
 
 
 def take_batch(queue: list[Item], max_tokens: int, max_rows: int | None = None) -> list[Item]:
-    """Remove and return the next batch from ``queue`` (the oldest item and maybe others).
+    """Remove and return the next batch from ``queue`` (the first item in the fair order, the
+    smallest ``(tag, seq)``, and maybe others).
 
-    The candidates (the ``max_rows x 16`` oldest items) are sorted by length;
-    of the runs of consecutive candidates that hold the oldest item, have at
+    That item and the ``max_rows x 16 - 1`` oldest others are the candidates, sorted
+    by length; of the runs of consecutive candidates that hold the first item, have at
     most ``max_rows`` rows and at most ``max_tokens`` padded steps (``rows x
-    longest``; the oldest alone may exceed it), the one with the most tokens
+    longest``; the first alone may exceed it), the one with the most tokens
     per unit of cost, ``longest x (rows + ROW_OVERHEAD)``, is taken. Every
-    batch serves the oldest item, so none waits for ever. The queue keeps its
-    arrival order.
+    batch serves the first item, so none waits for ever. The rest of the queue keeps
+    its arrival order.
     """
+    first = min(range(len(queue)), key=lambda k: (queue[k].tag, queue[k].seq))
+    if first:
+        queue.insert(0, queue.pop(first))
     window = len(queue) if max_rows is None else min(len(queue), max_rows * WINDOW_BATCHES)
     order = sorted(range(window), key=lambda i: (queue[i].steps, queue[i].seq))
     lengths = np.array([queue[i].steps for i in order])
     prefix = np.concatenate([[0], np.cumsum(lengths - 2)])  # real tokens, boundaries excluded
-    pos = order.index(0)  # queue[0] is the oldest
+    pos = order.index(0)  # queue[0] is the first in the fair order
     cap = window if max_rows is None else max_rows
     lo = np.arange(max(0, pos - cap + 1), pos + 1)[:, None]
     hi = np.arange(pos, min(window, pos + cap))[None, :]
@@ -123,6 +146,7 @@ class Batcher:
         self._executor: ThreadPoolExecutor | None = None
         self._task: asyncio.Task | None = None
         self._wake: asyncio.Event | None = None
+        self._clock = 0.0  # virtual time: the tag of the sentence that led the last batch
 
     @property
     def queued(self) -> int:
@@ -150,15 +174,24 @@ class Batcher:
             self._executor.shutdown(wait=True)
             self._executor = None
 
-    async def embed(self, sentences: Sequence[Sentence]) -> list[np.ndarray]:
-        """Vectors of ``sentences``, in order, as the forward function gives them."""
+    async def embed(
+        self, sentences: Sequence[Sentence], owner: Owner | None = None
+    ) -> list[np.ndarray]:
+        """Vectors of ``sentences``, in order, as the forward function gives them.
+
+        ``owner``: the request they belong to, when it queues its sentences in several
+        calls (each call is a request of its own without it). Cancelling the call drops
+        its sentences that have not run yet.
+        """
         if self._task is None or self._wake is None:
             raise RuntimeError("the batcher is not running")
         loop = asyncio.get_running_loop()
+        owner = owner or Owner()
         futures = []
         for sentence in sentences:
             future = loop.create_future()
-            self._queue.append(Item(sentence, future, next(self._seq)))
+            owner.finish = max(owner.finish, self._clock) + steps(sentence)
+            self._queue.append(Item(sentence, future, next(self._seq), tag=owner.finish))
             futures.append(future)
         self._on_queue(len(self._queue))
         self._wake.set()
@@ -180,6 +213,7 @@ class Batcher:
                 await self._wake.wait()
                 continue
             batch = take_batch(self._queue, self.max_batch_tokens, self.max_batch_size)
+            self._clock = max(self._clock, min(item.tag for item in batch))
             self._on_queue(len(self._queue))
             started = time.perf_counter()
             try:

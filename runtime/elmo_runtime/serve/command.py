@@ -20,13 +20,17 @@ from ..token_cache import DEFAULT_CACHE_MB
 from .config import (
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_DRAIN_TIMEOUT,
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_KEEP_ALIVE_TIMEOUT,
     DEFAULT_MAX_BATCH_SIZE,
     DEFAULT_MAX_CLIENT_BATCH,
     DEFAULT_MAX_CONCURRENT,
+    DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_INPUT_TOKENS,
     DEFAULT_MAX_RESPONSE_MB,
     DEFAULT_PAYLOAD_LIMIT,
     DEFAULT_PORT,
+    DEFAULT_SEND_TIMEOUT,
     ServeConfig,
     loopback_names,
 )
@@ -38,6 +42,7 @@ DRAIN_GRACE = 5.0  # seconds uvicorn waits beyond --drain-timeout before cancell
 def _server_class() -> type:
     import uvicorn
 
+    from .guard import Guard, quiet_accept_errors
     from .service import Service
 
     class Server(uvicorn.Server):
@@ -48,9 +53,10 @@ def _server_class() -> type:
         here the signal is not re-raised, so a drained service exits 0.
         """
 
-        def __init__(self, config: uvicorn.Config, service: Service) -> None:
+        def __init__(self, config: uvicorn.Config, service: Service, guard: Guard) -> None:
             super().__init__(config)
             self.service = service
+            self.guard = guard
 
         @contextlib.contextmanager
         def capture_signals(self) -> Iterator[None]:
@@ -64,6 +70,7 @@ def _server_class() -> type:
             super().handle_exit(sig, frame)
 
         async def startup(self, sockets: list | None = None) -> None:
+            quiet_accept_errors(self.guard)
             await super().startup(sockets)
             for server in self.servers:
                 for sock in server.sockets:
@@ -100,6 +107,7 @@ def run(config: ServeConfig, log_level: str = "warning", access_log: bool = Fals
         import uvicorn
 
         from .app import create_app
+        from .guard import BACKLOG, Guard, connection_cap, guarded_protocol
         from .service import Service
     except ImportError as e:
         raise ElmoError(
@@ -113,6 +121,12 @@ def run(config: ServeConfig, log_level: str = "warning", access_log: bool = Fals
         f"(mix {config.mix}, {service.n_layers} layers x {service.dim})",
         err=True,
     )
+    cap, file_limit = connection_cap(config.max_connections)
+    if cap < config.max_connections:
+        click.echo(f"elmo serve: at most {cap} connections (--max-connections "
+                   f"{config.max_connections}, open-file limit {file_limit})", err=True)
+    guard = Guard(service.metrics, cap, config.header_timeout, config.send_timeout,
+                  config.max_connections, file_limit)
     uv_config = uvicorn.Config(
         create_app(service),
         host=config.host,
@@ -122,8 +136,12 @@ def run(config: ServeConfig, log_level: str = "warning", access_log: bool = Fals
         # a backstop only: the app answers what is left 503 at config.drain_timeout
         timeout_graceful_shutdown=config.drain_timeout + DRAIN_GRACE,
         lifespan="on",
+        loop="asyncio",
+        http=guarded_protocol(guard),
+        backlog=BACKLOG,
+        timeout_keep_alive=config.keep_alive_timeout,
     )
-    server = _server_class()(uv_config, service)
+    server = _server_class()(uv_config, service, guard)
     server.run()  # exits 1 itself when it cannot bind (after logging why)
     if service.cancelled:
         click.echo(
@@ -202,6 +220,17 @@ def _amount(*decls: str, default: float, help: str, metavar: str | None = None) 
 @_amount("--body-timeout", default=DEFAULT_BODY_TIMEOUT,
          help="Seconds a request body may take to arrive (408 after); a request takes a "
          "--max-concurrent-requests slot only once its body is in.")
+@_amount("--header-timeout", default=DEFAULT_HEADER_TIMEOUT,
+         help="Seconds from a connection (or a next request's first byte) to the end of the "
+         "request head; the connection is closed after (408 if part of a head came).")
+@_amount("--keep-alive-timeout", default=DEFAULT_KEEP_ALIVE_TIMEOUT,
+         help="Seconds an idle kept-alive connection stays open.")
+@_amount("--send-timeout", default=DEFAULT_SEND_TIMEOUT,
+         help="Seconds an answer may wait for a client that does not read it; the "
+         "connection is dropped after.")
+@_limit("--max-connections", DEFAULT_MAX_CONNECTIONS,
+        "Open connections (kept below the open-file limit); at the cap a new one closes the "
+        "longest idle one, or gets 503 when none is idle.")
 @_amount("--max-response-mb", default=DEFAULT_MAX_RESPONSE_MB, metavar="MIB",
          help="Largest answer, estimated from the request before any work; a larger one is "
          "answered 413.")
@@ -239,6 +268,10 @@ def serve_command(
     cors: tuple[str, ...],
     drain_timeout: float,
     body_timeout: float,
+    header_timeout: float,
+    keep_alive_timeout: float,
+    send_timeout: float,
+    max_connections: int,
     max_response_mb: float,
     allowed_hosts: tuple[str, ...],
     log_level: str,
@@ -278,5 +311,9 @@ def serve_command(
         body_timeout=body_timeout,
         max_response_mb=max_response_mb,
         allowed_hosts=allowed_hosts,
+        header_timeout=header_timeout,
+        keep_alive_timeout=keep_alive_timeout,
+        send_timeout=send_timeout,
+        max_connections=max_connections,
     )
     run(config, log_level=log_level, access_log=access_log)

@@ -13,6 +13,10 @@ DEFAULT_PAYLOAD_LIMIT = 2_000_000  # bytes, as text-embeddings-inference
 DEFAULT_DRAIN_TIMEOUT = 30.0  # seconds
 DEFAULT_BODY_TIMEOUT = 10.0  # seconds a client gets to send its whole request body
 DEFAULT_MAX_RESPONSE_MB = 100.0  # MiB of JSON one answer may take (estimated before the work)
+DEFAULT_HEADER_TIMEOUT = 10.0  # seconds from a connection (or a request's first byte) to its head
+DEFAULT_KEEP_ALIVE_TIMEOUT = 5.0  # seconds an idle kept-alive connection stays open
+DEFAULT_SEND_TIMEOUT = 30.0  # seconds an answer may wait for a client that does not read
+DEFAULT_MAX_CONNECTIONS = 1000  # open connections (also kept below the open-file limit)
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
@@ -29,7 +33,8 @@ class ServeConfig:
     request body may take to arrive (408 after); ``max_response_mb``: MiB an answer may take,
     estimated from the request before any work (413 above); ``allowed_hosts``: the names a
     ``Host`` header may carry (empty: :data:`LOOPBACK_HOSTS` when bound to a loopback
-    address, any otherwise).
+    address, any otherwise); ``header_timeout``, ``keep_alive_timeout``, ``send_timeout``
+    (seconds) and ``max_connections``: the connection limits of :mod:`.guard`.
     """
 
     model: str | None = None
@@ -52,6 +57,17 @@ class ServeConfig:
     body_timeout: float = DEFAULT_BODY_TIMEOUT
     max_response_mb: float = DEFAULT_MAX_RESPONSE_MB
     allowed_hosts: tuple[str, ...] = field(default_factory=tuple)
+    # connection limits (serve/guard.py); seconds, and a number of connections
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT
+    keep_alive_timeout: float = DEFAULT_KEEP_ALIVE_TIMEOUT
+    send_timeout: float = DEFAULT_SEND_TIMEOUT
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+
+    def connection_limits(self) -> dict[str, float]:
+        """The connection-level limits by name (for ``/info``)."""
+        return {"header_timeout": self.header_timeout,
+                "keep_alive_timeout": self.keep_alive_timeout,
+                "send_timeout": self.send_timeout, "max_connections": self.max_connections}
 
     def host_names(self) -> tuple[str, ...] | None:
         """The ``Host`` names accepted (lower case, no port), or None for any."""
@@ -66,8 +82,11 @@ def loopback_names(bound: str) -> tuple[str, ...] | None:
 
     `elmo serve` (without ``--allow-host``) and `elmo web` both answer only these names.
     """
-    if bound.strip("[]") in LOOPBACK_HOSTS or bound.startswith("127."):
-        return (*LOOPBACK_HOSTS, bound.strip("[]").lower())
+    name = bound.strip("[]").lower()
+    if name in LOOPBACK_HOSTS:
+        return LOOPBACK_HOSTS
+    if name.startswith("127."):
+        return (*LOOPBACK_HOSTS, name)
     return None
 
 

@@ -22,7 +22,10 @@ class Metrics:
     ``elmo_batch_size`` (sentences per model run), ``elmo_batch_tokens``
     (tokens per model run), ``elmo_batch_duration_seconds``,
     ``elmo_tokens_embedded_total`` and ``elmo_padded_steps_total`` (steps
-    run, padding included).
+    run, padding included), ``elmo_connections_closed_total{reason}`` (closed by the
+    connection limits: refused, evicted, idle_timeout, header_timeout, send_timeout,
+    accept_failed). Answers given before a request was read (503 at the connection
+    cap, 408 at the head deadline) count under ``endpoint="(connection)"``.
     """
 
     def __init__(self) -> None:
@@ -68,6 +71,12 @@ class Metrics:
             "elmo_batch_duration_seconds", "Time of one model run.", buckets=SECONDS, registry=r
         )
         self.tokens = Counter("elmo_tokens_embedded", "Tokens embedded.", registry=r)
+        self.connections = Counter(
+            "elmo_connections_closed",
+            "Connections closed by the connection limits, by reason.",
+            ["reason"],
+            registry=r,
+        )
         self.padded = Counter(
             "elmo_padded_steps",
             "Steps the model ran, padding and boundaries included (tokens / this: efficiency).",

@@ -18,13 +18,25 @@ import numpy as np
 import orjson
 
 from ..mix import MODES, Mix
+from ..tokenize import tokenize
 
 POOLINGS = ("none", "mean")
 ENCODINGS = ("float", "base64")
 EMBED_FIELDS = ("inputs", "mix", "pooling", "encoding_format")
 OPENAI_FIELDS = ("input", "model", "encoding_format", "user", "dimensions")
 
-Tokenizer = Callable[[str], list[str]]
+Tokenizer = Callable[[str, int], list[str]]
+"""``(text, limit) -> tokens``: at most ``limit + 1`` tokens (more than ``limit`` is too long)."""
+
+
+def tokenizer_for(regex: bool) -> Tokenizer:
+    """The runtime's tokenizer (``regex``) or whitespace splitting, both stopping one token past
+    the limit: a 2 MB string of punctuation costs ``limit`` tokens of work, not two million."""
+    return tokenize if regex else _split
+
+
+def _split(text: str, limit: int) -> list[str]:
+    return text.split(None, limit)  # the last part is the untokenized rest when over the limit
 
 
 class ApiError(Exception):
@@ -95,8 +107,11 @@ def parse_embed(data: dict[str, Any], tokenizer: Tokenizer, limits: Limits) -> E
     pooling = _choice(data, "pooling", POOLINGS)
     encoding = _choice(data, "encoding_format", ENCODINGS)
     _check_count(len(inputs), "inputs", limits)
-    sentences = [_sentence(x, f"inputs[{i}]", tokenizer) for i, x in enumerate(inputs)]
-    _check_lengths(sentences, "inputs", limits, need_tokens=pooling == "mean")
+    sentences = []
+    for i, value in enumerate(inputs):
+        sentence = _sentence(value, f"inputs[{i}]", tokenizer, limits.max_input_tokens)
+        _check_length(sentence, f"inputs[{i}]", limits, pooling == "mean", isinstance(value, list))
+        sentences.append(sentence)
     return EmbedRequest(sentences, mix, pooling, encoding)
 
 
@@ -123,8 +138,9 @@ def parse_openai(
         if not isinstance(text, str):
             hint = "; token ids are not supported, send text" if _is_ids(text) else ""
             raise ApiError(422, f"input[{i}]: expected a string, found {_kind(text)}{hint}")
-        sentences.append(tokenizer(text))
-    _check_lengths(sentences, "input", limits, need_tokens=True)
+        sentence = tokenizer(text, limits.max_input_tokens)
+        _check_length(sentence, f"input[{i}]", limits, need_tokens=True, counted=False)
+        sentences.append(sentence)
     return OpenAIRequest(sentences, encoding)
 
 
@@ -146,11 +162,18 @@ def check_response_size(values: Sequence[int], encoding: str, max_mb: float) -> 
         )
 
 
-def render_embed(vectors: Sequence[np.ndarray], mix: Mix, pooling: str, encoding: str) -> bytes:
-    """``{"embeddings": [...]}``: per input the mixed array, mean-pooled over tokens if asked.
+EMBED_HEAD = b'{"embeddings":['
+EMBED_TAIL = b"]}"
+OPENAI_HEAD = b'{"object":"list","data":['
 
-    float: nested lists of the array's shape; base64: ``{"shape": [...],
-    "data": <little-endian float32 bytes, base64>}``.
+
+def render_embed(vectors: Sequence[np.ndarray], mix: Mix, pooling: str, encoding: str) -> bytes:
+    """The ``"embeddings"`` items of some inputs (comma-separated JSON, no brackets): per
+    input the mixed array, mean-pooled over tokens if asked. The answer is
+    ``EMBED_HEAD + items + "," + items ... + EMBED_TAIL``.
+
+    float: nested lists of the array's shape; base64: ``{"shape": [...], "data":
+    <little-endian float32 bytes, base64>}``.
     """
     out = []
     for layers in vectors:
@@ -158,29 +181,26 @@ def render_embed(vectors: Sequence[np.ndarray], mix: Mix, pooling: str, encoding
         if pooling == "mean":
             v = mean_tokens(v)
         out.append(_encode(v, encoding, with_shape=True))
-    return orjson.dumps({"embeddings": out}, option=orjson.OPT_SERIALIZE_NUMPY)
+    return orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1]
 
 
-def render_openai(
-    vectors: Sequence[np.ndarray],
-    sentences: Sequence[Sequence[str]],
-    mix: Mix,
-    model: str,
-    encoding: str,
-) -> bytes:
-    """OpenAI's embeddings response: one vector (mean over tokens of the mix) per input."""
+def render_openai(vectors: Sequence[np.ndarray], first: int, mix: Mix, encoding: str) -> bytes:
+    """The ``"data"`` items of OpenAI's embeddings answer for inputs ``first, first + 1, ...``
+    (comma-separated JSON): one vector, the mean over tokens of the mix, per input."""
     data = [
-        {"object": "embedding", "index": i, "embedding": _encode(mean_tokens(mix(v)), encoding)}
+        {"object": "embedding", "index": first + i,
+         "embedding": _encode(mean_tokens(mix(v)), encoding)}
         for i, v in enumerate(vectors)
     ]
+    return orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1]
+
+
+def openai_tail(sentences: Sequence[Sequence[str]], model: str) -> bytes:
+    """What follows the ``"data"`` items: the model's name and the token counts."""
     tokens = sum(len(s) for s in sentences)
-    body = {
-        "object": "list",
-        "data": data,
-        "model": model,
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    }
-    return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+    usage = {"prompt_tokens": tokens, "total_tokens": tokens}
+    rest = orjson.dumps({"model": model, "usage": usage})
+    return b"]," + rest[1:]
 
 
 def mean_tokens(vectors: np.ndarray) -> np.ndarray:
@@ -208,9 +228,9 @@ def _inputs(data: dict[str, Any], name: str, required: str, expected: str) -> li
     return inputs
 
 
-def _sentence(value: Any, where: str, tokenizer: Tokenizer) -> list[str]:
+def _sentence(value: Any, where: str, tokenizer: Tokenizer, limit: int) -> list[str]:
     if isinstance(value, str):
-        return tokenizer(value)
+        return tokenizer(value, limit)
     if not isinstance(value, list):
         raise ApiError(422, f"{where}: expected a string or a list of tokens, found {_kind(value)}")
     for j, token in enumerate(value):
@@ -231,18 +251,19 @@ def _check_count(count: int, where: str, limits: Limits) -> None:
         )
 
 
-def _check_lengths(
-    sentences: list[list[str]], where: str, limits: Limits, need_tokens: bool
+def _check_length(
+    sentence: list[str], where: str, limits: Limits, need_tokens: bool, counted: bool
 ) -> None:
-    for i, sentence in enumerate(sentences):
-        if len(sentence) > limits.max_input_tokens:
-            raise ApiError(
-                413,
-                f"{where}[{i}]: {len(sentence)} tokens, more than --max-input-tokens "
-                f"{limits.max_input_tokens}",
-            )
-        if need_tokens and not sentence:
-            raise ApiError(422, f"{where}[{i}]: no tokens, nothing to average")
+    """413 over ``--max-input-tokens`` (the count is named when ``counted``: a token list; a
+    string is tokenized only one token past the limit), 422 when empty and ``need_tokens``."""
+    limit = limits.max_input_tokens
+    if len(sentence) > limit:
+        if counted:
+            raise ApiError(413, f"{where}: {len(sentence)} tokens, more than --max-input-tokens "
+                           f"{limit}")
+        raise ApiError(413, f"{where}: more than {limit} tokens (--max-input-tokens)")
+    if need_tokens and not sentence:
+        raise ApiError(422, f"{where}: no tokens, nothing to average")
 
 
 def _choice(data: dict[str, Any], name: str, choices: tuple[str, ...]) -> str:

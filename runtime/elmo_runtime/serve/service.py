@@ -15,11 +15,10 @@ from .. import __version__
 from ..embedder import Embedder
 from ..errors import ElmoError
 from ..mix import MODES, Mix, load_mix, make_mix
-from ..tokenize import tokenize
 from .batcher import Batcher
 from .config import ServeConfig
 from .metrics import Metrics
-from .protocol import Limits, Tokenizer
+from .protocol import Limits, Tokenizer, tokenizer_for
 
 WARMUP = [["The", "service", "warms", "up", "."]]
 
@@ -55,7 +54,7 @@ class Service:
             self._mixes[config.mix] = load_mix(Path(config.mix), self.n_layers)
         # /v1/embeddings needs one vector per token before averaging: "all" becomes "average".
         self.openai_mix = "average" if config.mix == "all" else config.mix
-        self.tokenizer: Tokenizer = tokenize if config.tokenize else str.split
+        self.tokenizer: Tokenizer = tokenizer_for(config.tokenize)
         self.limits = Limits(config.max_client_batch_size, config.max_input_tokens)
         budget = config.max_batch_tokens or embedder.max_tokens_per_batch
         self.metrics = Metrics()
@@ -121,6 +120,7 @@ class Service:
                 "payload_limit": c.payload_limit,
                 "body_timeout": c.body_timeout,
                 "max_response_mb": c.max_response_mb,
+                **c.connection_limits(),
             },
             "load_seconds": round(self.load_seconds, 3),
             "version": __version__,
