@@ -121,11 +121,15 @@ def test_embedding_posts_must_be_json(guarded: Server, content_type: str | None)
 
 @pytest.mark.parametrize("host", ["attacker.example", "attacker.example:8080", "10.1.2.3"])
 def test_foreign_host_header_is_421(guarded: Server, host: str) -> None:
+    before = _metric(guarded, "elmo_requests_total", code="421", endpoint="/embed")
     for method, path, body in (("GET", "/info", None), ("POST", "/embed", {"inputs": ["a"]}),
                                ("GET", "/health", None)):
         status, _, data = guarded.request(method, path, body, headers={"Host": host})
         assert status == 421, data
-        assert "is not a name of this service" in json.loads(data)["error"]["message"]
+        message = json.loads(data)["error"]["message"]
+        assert "is not a name of this service" in message
+        assert "(allowed: 127.0.0.1, localhost, ::1; add one" in message  # each name once
+    assert _metric(guarded, "elmo_requests_total", code="421", endpoint="/embed") == before + 1
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "localhost:{port}", "127.0.0.1:{port}",
@@ -145,6 +149,10 @@ def test_info_names_the_model_file_not_its_path(guarded: Server) -> None:
     assert str(Path(resolve_model(None)).parent) not in data.decode()
     assert info["limits"]["body_timeout"] == BODY_TIMEOUT
     assert info["limits"]["max_response_mb"] == 1
+    assert {k: info["limits"][k] for k in ("header_timeout", "keep_alive_timeout",
+                                           "send_timeout", "max_connections")} == {
+        "header_timeout": 10, "keep_alive_timeout": 5, "send_timeout": 30,
+        "max_connections": 1000}
 
 
 def test_allow_host_replaces_the_loopback_names() -> None:
@@ -157,7 +165,8 @@ def test_allow_host_replaces_the_loopback_names() -> None:
 
 
 @pytest.mark.parametrize("flag", ["--token-cache", "--drain-timeout", "--body-timeout",
-                                  "--max-response-mb"])
+                                  "--max-response-mb", "--header-timeout", "--send-timeout",
+                                  "--keep-alive-timeout"])
 @pytest.mark.parametrize("value", ["nan", "inf", "-1"])
 def test_non_finite_numbers_refused_in_one_line(flag: str, value: str) -> None:
     from util import run_elmo

@@ -76,7 +76,7 @@ def test_a_foreign_host_header_is_refused(tmp_path: Path) -> None:
         for host in (f"127.0.0.1:{port}", f"LOCALHOST:{port}", "localhost", f"[::1]:{port}"):
             status, _, body = _request(url, host=host)
             assert (status, body) == (200, b"<p>hi</p>"), host
-        assert webserve.HOST_NAMES == ("127.0.0.1", "localhost", "::1", "127.0.0.1")
+        assert webserve.HOST_NAMES == ("127.0.0.1", "localhost", "::1")  # each name once
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE"])
