@@ -24,13 +24,20 @@ from elmo_runtime.models import HDF5_MAGIC, sniff
 from .presets import preset_names, resolve_options
 from .train.config import OPTIMIZERS, TrainConfig
 
+OWN_PACKAGES = ("elmo_runtime", "elmo_export")
+
 
 @contextmanager
 def needs(command: str, extra: str) -> Iterator[None]:
-    """An import inside this block that fails: `elmo COMMAND needs the EXTRA extra` (one line)."""
+    """An import inside this block that fails: `elmo COMMAND needs the EXTRA extra` (one line).
+
+    A module of elmo-edge itself that fails to import is a bug, not a missing extra: re-raised.
+    """
     try:
         yield
     except ImportError as e:
+        if (e.name or "").partition(".")[0] in OWN_PACKAGES:
+            raise
         raise missing_extra(command, extra, e) from None
 
 

@@ -472,6 +472,12 @@ def test_runtime_without_torch_or_h5py(toy_model_path: Path, tmp_path: Path) -> 
     assert "needs the convert extra (h5py is not installed): pip install 'elmo-edge[convert]'" in (
         convert.stderr.decode()
     )
+    for command in ("train", "export"):  # found through the elmo_edge.commands entry points
+        proc = cli(command, src, "-o", tmp_path / "run")
+        assert proc.returncode == 1, proc.stderr.decode()
+        assert proc.stderr.decode().strip() == (
+            f"Error: `elmo {command}` needs the export extra (torch is not installed): "
+            "pip install 'elmo-edge[export]'")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "o.npz"]
 
 

@@ -91,8 +91,9 @@ class ElmoGroup(click.Group):
             return None
         try:
             return entry.load()
-        except ImportError as e:
-            if not entry.extras:
+        except ImportError as e:  # a missing extra; a module of its own package is a bug
+            own = (e.name or "").partition(".")[0] == entry.module.partition(".")[0]
+            if own or not entry.extras:
                 raise
             return _needs_extra(name, entry.extras[0], e)
 
