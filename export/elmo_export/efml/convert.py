@@ -1,4 +1,4 @@
-"""`elmo convert MODEL_DIR`: an ELMoForManyLangs model → a parity-checked elmo-edge ONNX file.
+"""An ELMoForManyLangs model → a parity-checked elmo-edge ONNX file (:func:`convert_efml`).
 
 Read and checked by :mod:`.model`, mapped onto the ELMo weight layout by
 :mod:`.mapping`, built by :mod:`elmo_export.graph.builder` (with the word branch and the
@@ -13,14 +13,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import click
 import numpy as np
-from elmo_runtime.errors import EXPORT_HINT, ElmoError, OptionsError
+from elmo_runtime.errors import OptionsError
 from elmo_runtime.files import sha256_file
 from elmo_runtime.format import codepoints
 from elmo_runtime.format.options import ElmoOptions, parse_options
 
-from ..graph.convert import check_directory, convert_weights, written_line
+from ..graph.convert import check_directory, convert_weights
 from ..graph.parity import DEFAULT_ATOL, ParityReport, SentenceMaker, sentences_of
 from .mapping import elmo_weights, options_dict, scheme
 from .model import (
@@ -67,7 +66,7 @@ def vocab_sentences(vocab: codepoints.CodepointScheme) -> SentenceMaker:
 
 
 def convert_efml(model_dir: str | Path, output: str | Path, config: str | Path | None = None,
-            atol: float = DEFAULT_ATOL) -> ParityReport:
+                 atol: float = DEFAULT_ATOL) -> ParityReport:
     """An ELMoForManyLangs model directory → elmo-edge ONNX at ``output``.
 
     ``config``: their model config when the one ``config.json`` names is not
@@ -91,19 +90,3 @@ def convert_efml(model_dir: str | Path, output: str | Path, config: str | Path |
     }
     return convert_weights(options, weights, output, source, atol=atol, vocabulary=vocab,
                            sentences=vocab_sentences(vocab))
-
-
-def convert_command_efml(model_dir: str, extra: str | None, output: str, config: str | None,
-                         atol: float) -> None:
-    """The `elmo convert MODEL_DIR` path of the CLI (messages on stderr)."""
-    if extra is not None:
-        raise ElmoError(f"an ELMoForManyLangs model is one directory; unexpected argument "
-                        f"{extra!r} (elmo convert MODEL_DIR -o M.onnx)")
-    try:
-        import torch  # noqa: F401  (their state dicts are torch.save files)
-    except ImportError:
-        raise ElmoError("reading an ELMoForManyLangs model needs PyTorch (torch.load with "
-                        f"weights_only=True): {EXPORT_HINT}") from None
-    click.echo(f"converting ELMoForManyLangs model {model_dir} …", err=True)
-    report = convert_efml(model_dir, output, config, atol=atol)
-    click.echo(written_line(output, report, atol), err=True)

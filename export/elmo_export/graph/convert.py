@@ -92,7 +92,7 @@ def convert_weights(options: ElmoOptions, weights: Weights, output: str | Path,
 
 
 def convert_bilm_tf(options_path: str | Path, weights_path: str | Path, output: str | Path,
-            atol: float = DEFAULT_ATOL) -> ParityReport:
+                    atol: float = DEFAULT_ATOL) -> ParityReport:
     """Published ELMo weights (options.json + weights.hdf5) → elmo-edge ONNX at ``output``.
 
     Raises OptionsError / WeightsError for bad inputs, ExportError when the
