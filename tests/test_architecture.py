@@ -11,6 +11,8 @@ Python initialises on the way. The rules (ARCHITECTURE.md):
   a string (the ``elmo`` group finds the export side's commands through entry points);
 * the torch-free rooms of the export side (``bilm_tf``, ``graph``, ``presets``) import neither
   torch nor a torch room (``efml``, ``pytorch``, ``train``), not even lazily;
+* export rooms import downward only (:data:`ROOM_IMPORTS`: ``train`` → ``pytorch`` → ``graph``
+  → ``bilm_tf``; ``efml`` → ``pytorch``, ``graph``);
 * ``elmo_export.cli`` loads without torch: nothing it imports at module level, followed
   through every module of ours it reaches, imports torch at module level.
 """
@@ -31,6 +33,15 @@ ROOTS = {"elmo_runtime": REPO / "runtime" / "elmo_runtime",
 TORCH_FREE_ROOMS = ("elmo_export.bilm_tf", "elmo_export.graph", "elmo_export.presets")
 TORCH_ROOMS = ("elmo_export.efml", "elmo_export.pytorch", "elmo_export.train")
 EXPORT_STRING = re.compile(r"^elmo_export(\.|:|$)")
+# Which export rooms each room may import: arrows point down, never back (cli.py: any).
+ROOM_IMPORTS = {
+    "bilm_tf": set(),
+    "presets": set(),
+    "graph": {"bilm_tf"},
+    "pytorch": {"bilm_tf", "graph"},
+    "efml": {"bilm_tf", "graph", "pytorch"},
+    "train": {"bilm_tf", "graph", "pytorch"},
+}
 
 
 @dataclass(frozen=True)
@@ -213,6 +224,18 @@ def torch_wall_violations(edges: dict[str, list[Import]]) -> list[str]:
             for i in imports if _in(i.target, ("torch", *TORCH_ROOMS))]
 
 
+def room_violations(edges: dict[str, list[Import]]) -> list[str]:
+    """Imports between export rooms that :data:`ROOM_IMPORTS` does not allow."""
+    def room(name: str) -> str | None:
+        parts = name.split(".")
+        return parts[1] if len(parts) > 1 and parts[0] == "elmo_export" else None
+
+    return [f"{i.module}:{i.line} imports {i.target}{' (lazy)' if i.lazy else ''}"
+            for m, imports in edges.items() if room(m) in ROOM_IMPORTS
+            for i in imports if room(i.target) not in (None, room(m))
+            and room(i.target) not in ROOM_IMPORTS[room(m)]]
+
+
 def module_level_torch(edges: dict[str, list[Import]], start: str) -> list[str]:
     """Paths from ``start`` through module-level imports of our modules to ``import torch``."""
     paths: list[str] = []
@@ -261,6 +284,10 @@ def test_torch_free_rooms_import_no_torch_room() -> None:
     assert not torch_wall_violations(EDGES)
 
 
+def test_export_rooms_import_downward() -> None:
+    assert not room_violations(EDGES)
+
+
 def test_export_cli_loads_without_torch() -> None:
     assert "elmo_export.cli" in EDGES
     assert not module_level_torch(EDGES, "elmo_export.cli")
@@ -268,7 +295,7 @@ def test_export_cli_loads_without_torch() -> None:
 
 def test_rooms_named_in_the_rules_exist() -> None:
     """A renamed room must be renamed here too, or the rules above would check nothing."""
-    for room in (*TORCH_FREE_ROOMS, *TORCH_ROOMS):
+    for room in (*TORCH_FREE_ROOMS, *TORCH_ROOMS, *(f"elmo_export.{r}" for r in ROOM_IMPORTS)):
         assert room in EDGES, room
 
 
@@ -318,6 +345,8 @@ def test_checker_finds_the_torch_wall_broken() -> None:
         "elmo_export.graph.x:2 imports elmo_export.pytorch.modules (lazy)",
         "elmo_export.graph.y:2 imports torch",
     ]
+    assert room_violations(edges) == [
+        "elmo_export.graph.x:2 imports elmo_export.pytorch.modules (lazy)"]
     assert module_level_torch(edges, "elmo_export.cli") == [
         "elmo_export.cli -> elmo_export.pytorch.modules -> torch"]
 
