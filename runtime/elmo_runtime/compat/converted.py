@@ -1,0 +1,139 @@
+"""Published models converted on first use, kept in the user cache and shared.
+
+``<cache>/converted/<key>/model.onnx`` (cache: :func:`elmo_runtime.prepared.cache_root`),
+``key`` = sha256 of the source's files (the ZIP, or options.json and the weights) and of the
+model format, so an edited file or a newer format converts again and an unchanged one is
+reused on the next start, by any process. The conversion is ``elmo convert`` in a child
+process (the runtime imports nothing of the export side; the child's peak memory leaves
+with it), writing into a temporary folder beside the final one; the folder is renamed into
+place when complete, under an exclusive ``flock`` per key, so concurrent first uses convert
+once and nobody sees half a model. The cache folder must belong to the user and not be
+writable by others (a model there is code onnxruntime runs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..errors import CONVERT_HINT, ElmoError
+from ..prepared import cache_root, model_sha256
+from ..spec import contract
+from .sources import Source, extract, locate
+
+MODEL = "model.onnx"
+SOURCE_JSON = "source.json"
+
+
+def cache_key(source: Source, root: Path) -> str:
+    """sha256 (hex) of the source files' sha256s and the model format version."""
+    h = hashlib.sha256(f"elmo-edge format {contract.FORMAT_VERSION}\n".encode())
+    for path in source.files:
+        h.update(f"{model_sha256(path, root)}\n".encode())
+    if source.archive is not None:
+        h.update(f"{source.options}\n{source.weights}\n".encode())
+    return h.hexdigest()
+
+
+def converted_model(source: Source, root: Path | None = None) -> Path:
+    """The elmo-edge model converted from ``source``: cached, else converted now (once).
+
+    Raises ElmoError when the cache folder is not the user's, or the conversion fails
+    (the child's one-line error, e.g. an option the converter refuses by name).
+    """
+    root = (cache_root() if root is None else Path(root))
+    converted = root / "converted"
+    _private_dir(root, strict=False)
+    _private_dir(converted)
+    key = cache_key(source, root)
+    final = converted / key
+    if (final / MODEL).is_file():
+        return final / MODEL
+    with _locked(converted / f"{key}.lock"):
+        if (final / MODEL).is_file():  # another process converted it while we waited
+            return final / MODEL
+        tmp = Path(tempfile.mkdtemp(prefix=f".{key[:16]}.", dir=converted))
+        try:
+            options, weights = extract(source, tmp)
+            _convert(options, weights, tmp / MODEL, source)
+            for name in os.listdir(tmp):  # extracted members are not kept
+                if name != MODEL:
+                    (tmp / name).unlink()
+            (tmp / SOURCE_JSON).write_text(json.dumps(
+                {"options": source.options, "weights": source.weights,
+                 "archive": None if source.archive is None else str(source.archive)}, indent=1))
+            if final.exists():  # a folder left without its model (removed by hand)
+                shutil.rmtree(final)
+            os.rename(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final / MODEL
+
+
+def _convert(options: Path, weights: Path, output: Path, source: Source) -> None:
+    """``elmo convert`` in a child process; its progress goes to our stderr."""
+    print(f"elmo-edge: converting {source.describe()} to ONNX (once; cached for the next "
+          "start) …", file=sys.stderr, flush=True)
+    cmd = [sys.executable, "-m", "elmo_runtime", "convert", str(options), str(weights),
+           "-o", str(output)]
+    result = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            errors="replace")
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    if result.returncode != 0 or not output.is_file():
+        error = next((ln for ln in reversed(lines) if ln.startswith("Error: ")), None)
+        if error is None:
+            error = lines[-1] if lines else f"exit status {result.returncode}"
+            if "No module named" in error or "h5py" in error:
+                error += f" ({CONVERT_HINT})"
+        raise ElmoError(f"{source.describe()}: conversion failed: {error.removeprefix('Error: ')}")
+    if lines:  # "wrote TMP (size); max |ONNX − float64 reference| = …"
+        print(f"elmo-edge: converted; {lines[-1].partition('; ')[2]}", file=sys.stderr,
+              flush=True)
+
+
+def _private_dir(path: Path, strict: bool = True) -> None:
+    """Create ``path`` (0700) or check it: a real folder of this user and, if ``strict``,
+    not writable by others."""
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700, parents=True)
+    st = os.lstat(path)
+    if not os.path.isdir(path) or os.path.islink(path):
+        raise ElmoError(f"{path}: the cache must be a folder, not a link or a file")
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        raise ElmoError(f"{path}: the cache folder belongs to another user (uid {st.st_uid}); "
+                        "set ELMO_EDGE_CACHE to a folder of your own")
+    if strict and st.st_mode & 0o022:
+        raise ElmoError(f"{path}: the cache folder is writable by others "
+                        f"(mode {st.st_mode & 0o777:o}); chmod go-w it or set ELMO_EDGE_CACHE")
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (where fcntl exists; the rename decides otherwise)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def model_for(model: str | os.PathLike, weights: str | os.PathLike | None = None) -> Path:
+    """The elmo-edge model for what a drop-in was given: an ``.onnx`` file as it is,
+    else a published model (pair, folder or ZIP: :func:`~.sources.locate`) converted once."""
+    if weights is None and str(model).endswith(".onnx"):
+        return Path(model)
+    return converted_model(locate(model, weights))
