@@ -9,6 +9,8 @@ imports the rooms it runs when it runs, and a missing extra is one line naming i
 
 from __future__ import annotations
 
+import tempfile
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +18,7 @@ from typing import Any
 
 import click
 from click.core import ParameterSource
+from elmo_runtime.compat.sources import SourceError, extract, locate
 from elmo_runtime.errors import EXPORT_HINT, ElmoError, missing_extra
 from elmo_runtime.files import check_not_an_input
 from elmo_runtime.format.contract import PARITY_ATOL
@@ -25,6 +28,11 @@ from .presets import preset_names, resolve_options
 from .train.config import OPTIMIZERS, TrainConfig
 
 OWN_PACKAGES = ("elmo_runtime", "elmo_export")
+
+
+def is_zip(path: Path) -> bool:
+    """A ZIP file (an NLPL or SeqVec download), by content."""
+    return path.is_file() and zipfile.is_zipfile(path)
 
 
 @contextmanager
@@ -42,7 +50,7 @@ def needs(command: str, extra: str) -> Iterator[None]:
 
 
 @click.command("convert")
-@click.argument("options_json", metavar="OPTIONS_JSON|MODEL_DIR", type=click.Path())
+@click.argument("options_json", metavar="OPTIONS_JSON|MODEL_DIR|MODEL.zip", type=click.Path())
 @click.argument("weights_hdf5", required=False, type=click.Path(dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Where to write the ONNX model [default: WEIGHTS_HDF5 (or MODEL_DIR) with "
@@ -58,8 +66,9 @@ def needs(command: str, extra: str) -> Iterator[None]:
                    "(times the output's largest absolute value, at least 1).")
 def convert_command(options_json: str, weights_hdf5: str | None, output: str | None,
                     source_format: str, config_file: str | None, atol: float) -> None:
-    """Convert ELMo weights to ONNX: bilm-tf / AllenNLP OPTIONS_JSON WEIGHTS_HDF5, or an
-    ELMoForManyLangs (HIT-SCIR, 44 languages) MODEL_DIR.
+    """Convert ELMo weights to ONNX: bilm-tf / AllenNLP OPTIONS_JSON WEIGHTS_HDF5, a model
+    folder or ZIP as published (NLPL, SeqVec, bilm-tf), or an ELMoForManyLangs (HIT-SCIR,
+    44 languages) MODEL_DIR.
 
     bilm-tf weights need no PyTorch; an ELMoForManyLangs directory's state
     dicts are read with torch.load(weights_only=True). The graph is checked
@@ -68,9 +77,13 @@ def convert_command(options_json: str, weights_hdf5: str | None, output: str | N
     written. Weights without cell projections (dim == projection_dim, no
     W_P_0) are converted too.
     """
-    if source_format != "elmoformanylangs" and Path(options_json).is_dir() and not (
-            Path(options_json) / "config.json").is_file():
-        options_json, weights_hdf5 = _bilm_tf_files(Path(options_json), weights_hdf5)
+    path = Path(options_json)
+    published = path.is_dir() and not (path / "config.json").is_file() or is_zip(path)
+    if source_format != "elmoformanylangs" and published:
+        if weights_hdf5 is not None:
+            raise ElmoError(f"{path}: a folder or ZIP holds its weights; unexpected argument "
+                            f"{weights_hdf5!r} (elmo convert MODEL_DIR|MODEL.zip -o M.onnx)")
+        return _convert_published(path, output, atol)
     if source_format == "elmoformanylangs" or (source_format == "auto"
                                                and Path(options_json).is_dir()):
         output = output or _default_output(options_json)
@@ -96,20 +109,31 @@ def convert_command(options_json: str, weights_hdf5: str | None, output: str | N
     click.echo(written_line(output, report, atol), err=True)
 
 
-def _bilm_tf_files(directory: Path, weights_hdf5: str | None) -> tuple[str, str]:
-    """A bilm-tf / AllenNLP folder: its one ``*options*.json`` and one ``*weights*.hdf5``.
-
-    Raises ElmoError naming what the folder lacks (an ELMoForManyLangs model has a
-    config.json and is not read here).
-    """
-    options = sorted(directory.glob("*options*.json"))
-    weights = [Path(weights_hdf5)] if weights_hdf5 else sorted(directory.glob("*weights*.hdf5"))
-    if len(options) != 1 or len(weights) != 1:
+def _convert_published(path: Path, output: str | None, atol: float) -> None:
+    """`elmo convert` of a model as published: a bilm-tf / NLPL / SeqVec folder or ZIP
+    (:mod:`elmo_runtime.compat.sources`; a ZIP's members are checked, then copied into a
+    temporary folder and removed after)."""
+    try:
+        source = locate(path)
+    except SourceError as e:
+        reason = str(e).removeprefix(f"{path}: ")
+        kind = "ZIP" if is_zip(path) else "folder"
         raise ElmoError(
-            f"{directory}: neither an ELMoForManyLangs model (no config.json) nor a bilm-tf folder "
-            f"with one *options*.json and one *weights*.hdf5 (found {len(options)} and "
-            f"{len(weights)}); name them: elmo convert OPTIONS_JSON WEIGHTS_HDF5 -o M.onnx")
-    return str(options[0]), str(weights[0])
+            f"{path}: neither an ELMoForManyLangs model (no config.json) nor an ELMo {kind} "
+            f"with options.json and model.hdf5, one *weights*.hdf5 or one *.hdf5 ({reason}); "
+            "name them: elmo convert OPTIONS_JSON WEIGHTS_HDF5 -o M.onnx") from None
+    output = output or _default_output(str(path))
+    check_not_an_input(output, source.files)
+    with needs("convert", "convert"):
+        import h5py  # noqa: F401  (read_weights needs it; say so before any work)
+
+        from .graph.convert import convert_bilm_tf, written_line
+
+    click.echo(f"converting {source.describe()} …", err=True)
+    with tempfile.TemporaryDirectory(prefix="elmo-convert-") as tmp:
+        options, weights = extract(source, Path(tmp))
+        report = convert_bilm_tf(options, weights, output, atol=atol)
+    click.echo(written_line(output, report, atol), err=True)
 
 
 def _default_output(source: str) -> str:

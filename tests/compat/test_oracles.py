@@ -28,18 +28,9 @@ VENVS = {
     "allennlp": ("ELMO_ORACLE_A09", ".venv-a09", "AllenNLP 0.9"),
     "simple_elmo": ("ELMO_ORACLE_SE", ".venv-se", "simple-elmo 0.9.2"),
 }
-SEQVEC_OPTIONS = {  # SeqVec's published options.json (MODELS_NOTES.md §2), training keys too
-    "bidirectional": True,
-    "char_cnn": {"activation": "relu", "embedding": {"dim": 16},
-                 "filters": [[1, 32], [2, 32], [3, 64], [4, 128], [5, 256], [6, 512],
-                             [7, 1024]],
-                 "max_characters_per_token": 50, "n_characters": 262, "n_highway": 2},
-    "dropout": 0.1,
-    "lstm": {"cell_clip": 3, "dim": 4096, "n_layers": 2, "proj_clip": 3,
-             "projection_dim": 512, "use_skip_connections": True},
-    "all_clip_norm_val": 10.0, "n_epochs": 10, "n_train_tokens": 9577889953, "batch_size": 48,
-    "n_tokens_vocab": 28, "unroll_steps": 100, "n_negative_samples_batch": 20,
-}
+# SeqVec's published options.json (MODELS_NOTES.md §2), training keys and all: the original
+# ELMo's shapes
+SEQVEC_OPTIONS = json.loads((REPO / "tests" / "support" / "seqvec_options.json").read_text())
 SMALL_OPTIONS = {
     "bidirectional": True,
     "char_cnn": {"activation": "relu", "embedding": {"dim": 4},
@@ -75,8 +66,9 @@ def run(python: str, *args: object) -> None:
 
 def write_model(directory: Path, options: dict, seed: int, weights_name: str) -> Path:
     """options.json + random bilm-tf weights (seeded) in ``directory``."""
-    from elmo_export.weights import random_weights, write_weights
-    from elmo_runtime.spec.options import parse_options
+    from elmo_export.bilm_tf.weights import write_weights
+    from elmo_runtime.format.options import parse_options
+    from support.bilm_random import random_weights
 
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "options.json").write_text(json.dumps(options))

@@ -25,8 +25,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import CONVERT_HINT, ElmoError
+from ..format import contract
 from ..prepared import cache_root, model_sha256
-from ..spec import contract
 from .sources import Source, extract, locate
 
 MODEL = "model.onnx"

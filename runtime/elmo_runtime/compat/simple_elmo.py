@@ -36,7 +36,7 @@ import numpy as np
 
 from ..embedder import Embedder
 from ..errors import ElmoError, InputError
-from ..spec import chars, contract
+from ..format import chars, contract
 from .converted import model_for
 
 LAYERS = ("average", "top", "all")

@@ -141,6 +141,12 @@ def parse_options(data: dict[str, Any]) -> ElmoOptions:
     """Validate an options.json structure; raise OptionsError naming the bad field."""
     if not isinstance(data, dict):
         raise OptionsError("options: expected a JSON object with 'lstm' and 'char_cnn'")
+    if data.get("bidirectional", True) is not True:
+        raise OptionsError("options: bidirectional is not true (a one-direction language "
+                           "model); elmo-edge runs bidirectional ELMo only")
+    if "char_cnn" not in data and isinstance(data.get("lstm"), dict):
+        raise OptionsError("options: no char_cnn: a word-input bilm-tf model (it needs its "
+                           "token embedding file), which elmo-edge does not run")
     lstm = _get(data, "lstm", "", dict)
     cnn = _get(data, "char_cnn", "", dict)
     emb = _get(cnn, "embedding", "char_cnn.", dict)

@@ -4,8 +4,9 @@
 
 With simple-elmo 0.9.2 in its own venv (``.ci/oracles.sh`` builds ``.venv-se``) or with
 the drop-in: one ``load(MODEL, max_batch_size=BATCH)`` (one per process: simple_elmo builds
-its graph in TensorFlow's default graph), then for each ``warmup`` and each ``layers``: ``v_{batch}_{warmup}_{layers}`` (get_elmo_vectors) and
-``a_{batch}_{warmup}_{layers}`` (get_elmo_vector_average).
+its graph in TensorFlow's default graph), then for each ``warmup`` and each ``layers``:
+``v_{batch}_{warmup}_{layers}`` (get_elmo_vectors) and ``a_{batch}_{warmup}_{layers}``
+(get_elmo_vector_average).
 """
 
 from __future__ import annotations

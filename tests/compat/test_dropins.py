@@ -1,0 +1,156 @@
+"""The drop-ins without their oracles: API details, errors, the conversion cache.
+
+Numbers against AllenNLP 0.9 and simple_elmo themselves: test_oracles.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from elmo_runtime.compat import converted
+from elmo_runtime.compat.allennlp import ConfigurationError, ElmoEmbedder
+from elmo_runtime.compat.simple_elmo import ElmoModel
+from elmo_runtime.compat.sources import locate
+from elmo_runtime.errors import ElmoError, ProviderError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def pair(bilm_fixtures: Path) -> tuple[Path, Path]:
+    return bilm_fixtures / "options.json", bilm_fixtures / "lm_weights.hdf5"
+
+
+@pytest.fixture(scope="module")
+def elmo(pair: tuple[Path, Path]) -> ElmoEmbedder:
+    return ElmoEmbedder(*pair)
+
+
+def test_allennlp_shapes_dtypes_and_empty_sentences(elmo: ElmoEmbedder) -> None:
+    v = elmo.embed_sentence(["The", "cat", "sat"])
+    assert v.shape == (3, 3, 32) and v.dtype == np.float32
+    alone = elmo.embed_batch([[]])[0]
+    assert alone.shape == (3, 0, 1024) and alone.dtype == np.float64  # AllenNLP's own value
+    batch = elmo.embed_batch([["a"], [], ["b", "c"]])
+    assert [b.shape for b in batch] == [(3, 1, 32), (3, 0, 1024), (3, 2, 32)]
+    activations, mask = elmo.batch_to_embeddings([["a"], ["b", "c"]])
+    assert activations.shape == (2, 3, 2, 32) and activations.dtype == np.float32
+    assert mask.dtype == np.int64 and mask.tolist() == [[1, 0], [1, 1]]
+    assert not activations[0, :, 1].any()
+    assert [x.shape for x in elmo.embed_sentences([["a"]] * 5, batch_size=2)] == [(3, 1, 32)] * 5
+
+
+def test_allennlp_stateful_by_default_stateless_one_keyword_away(
+        pair: tuple[Path, Path]) -> None:
+    sentence = ["A", "sentence", "twice"]
+    stateful = ElmoEmbedder(*pair)
+    first, second = stateful.embed_sentence(sentence), stateful.embed_sentence(sentence)
+    assert np.abs(first - second).max() > 1e-4  # AllenNLP's state carried over
+    stateless = ElmoEmbedder(*pair, stateful=False)
+    np.testing.assert_array_equal(stateless.embed_sentence(sentence),
+                                  stateless.embed_sentence(sentence))
+    np.testing.assert_allclose(stateless.embed_sentence(sentence), first, atol=1e-6)
+
+
+def test_embed_file_refusals(elmo: ElmoEmbedder, tmp_path: Path) -> None:
+    (tmp_path / "blank.txt").write_text("a b\n\nc\n")
+    with pytest.raises(ConfigurationError, match=r"empty lines at indexes \[1\]"):
+        elmo.embed_file(str(tmp_path / "blank.txt"), str(tmp_path / "o.hdf5"))
+    (tmp_path / "dup.txt").write_text("a b\nc\na b\n")
+    with pytest.raises(ConfigurationError, match="Key already exists"):
+        elmo.embed_file(open(tmp_path / "dup.txt"), str(tmp_path / "o.hdf5"),  # noqa: SIM115
+                        use_sentence_keys=True)
+    assert not (tmp_path / "o.hdf5").exists()  # nothing half-written under the final name
+    with pytest.raises(ValueError, match="output_format"):
+        elmo.embed_file(str(tmp_path / "dup.txt"), str(tmp_path / "o.hdf5"), "mean")
+
+
+def test_embed_file_layout(elmo: ElmoEmbedder, tmp_path: Path) -> None:
+    import h5py
+
+    (tmp_path / "in.txt").write_text("a b\nc\n")
+    elmo.embed_file(open(tmp_path / "in.txt"), str(tmp_path / "o.hdf5"), "top")  # noqa: SIM115
+    with h5py.File(tmp_path / "o.hdf5") as f:
+        assert sorted(f) == ["0", "1", "sentence_to_index"]
+        assert f["0"].shape == (2, 32) and f["0"].dtype == np.float32
+        assert json.loads(f["sentence_to_index"][0]) == {"a b": "0", "c": "1"}
+
+
+def test_cuda_device(pair: tuple[Path, Path]) -> None:
+    with pytest.raises(ProviderError, match="CUDA_VISIBLE_DEVICES=1"):
+        ElmoEmbedder(*pair, cuda_device=1)
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("CUDA is available here: cuda_device=0 runs (a gpu test)")
+    with pytest.raises(ProviderError, match=r"elmo-edge\[gpu\]"):
+        ElmoEmbedder(*pair, cuda_device=0)
+
+
+def test_simple_elmo_refusals_and_load(bilm_fixtures: Path, tmp_path: Path) -> None:
+    model = ElmoModel()
+    with pytest.raises(ElmoError, match="load"):
+        model.get_elmo_vectors([["a"]])
+    with pytest.raises(ElmoError, match="full=True"):
+        model.load(str(bilm_fixtures), full=True)
+    archive = tmp_path / "nlpl.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.write(bilm_fixtures / "options.json", "options.json")
+        zf.write(bilm_fixtures / "lm_weights.hdf5", "model.hdf5")
+    assert model.load(str(archive), max_batch_size=2) == "The model is now loaded."
+    assert (model.vector_size, model.n_layers, model.batch_size) == (32, 3, 2)
+    with pytest.raises(ElmoError, match="layers"):
+        model.get_elmo_vectors([["a"]], layers="mean")
+    with pytest.raises(ElmoError, match="session"):
+        model.get_elmo_vectors([["a"]], session=object())
+    vectors = model.get_elmo_vectors([["a", "b", "c"], ["d"], ["e", "f"]], layers="top")
+    assert vectors.shape == (3, 3, 32) and vectors.dtype == np.float64
+    assert not vectors[1, 1:].any() and not vectors[2, 2:].any()  # "top": padding rows 0
+    average = model.get_elmo_vectors([["a", "b", "c"], ["d"], ["e", "f"]])
+    assert average[1, 1:].any() and not average[2, 2:].any()  # padding inside a batch, not past
+    unit = model.get_elmo_vector_average([["a", "b"], ["c"]], layers="all")
+    assert unit.shape == (2, 3, 32)
+    np.testing.assert_allclose(np.linalg.norm(unit, axis=-1), 1.0, atol=1e-6)
+
+
+def test_cache_reused_without_converting(pair: tuple[Path, Path],
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    first = converted.converted_model(locate(*pair))
+    monkeypatch.setattr(converted, "_convert", lambda *a: pytest.fail("converted again"))
+    assert converted.converted_model(locate(*pair)) == first
+    assert json.loads((first.parent / "source.json").read_text())["weights"] == str(pair[1])
+    assert sorted(os.listdir(first.parent)) == ["model.onnx", "source.json"]
+
+
+def test_cache_folder_must_be_private(pair: tuple[Path, Path], tmp_path: Path) -> None:
+    root = tmp_path / "cache"
+    (root / "converted").mkdir(parents=True)
+    os.chmod(root / "converted", 0o777)
+    with pytest.raises(ElmoError, match="writable by others"):
+        converted.converted_model(locate(*pair), root)
+
+
+def test_processes_share_one_conversion(bilm_fixtures: Path, tmp_path: Path) -> None:
+    """Three processes start at once on a cold cache: one converts, all get the model."""
+    model = tmp_path / "m"
+    model.mkdir()
+    (model / "options.json").write_bytes((bilm_fixtures / "options.json").read_bytes())
+    (model / "weights.hdf5").write_bytes((bilm_fixtures / "lm_weights.hdf5").read_bytes())
+    code = ("from elmo_runtime.compat.allennlp import ElmoEmbedder; import sys; "
+            "print(ElmoEmbedder(sys.argv[1]).embed_sentence(['x']).sum())")
+    env = {**os.environ, "ELMO_EDGE_CACHE": str(tmp_path / "cache"),
+           "PYTHONPATH": os.pathsep.join([str(REPO / "runtime"), str(REPO / "export")])}
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(model)], env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for _ in range(3)]
+    results = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), results
+    assert sum("converting" in err for _, err in results) == 1
+    assert len({out for out, _ in results}) == 1
+    assert len(list((tmp_path / "cache" / "converted").glob("*/model.onnx"))) == 1
