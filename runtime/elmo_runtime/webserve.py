@@ -9,7 +9,13 @@ WASM threads, and serves the chosen model at ``/model.onnx`` next to the page.
 Like `elmo serve` on loopback it answers only requests whose ``Host`` header is
 a loopback name (421 otherwise: a DNS-rebinding page cannot read it), only
 ``GET`` and ``HEAD`` (405 otherwise), and lists no directories (404): its answers
-name no file path of this machine.
+name no file path of this machine. It serves only regular files whose real path
+(links resolved) is inside its folder, and the model it was given: a link out of
+the folder is 404; a malformed path (NUL or another control character, a
+backslash, ``.``/``..`` segments, encoded or not, bytes that are not UTF-8, over
+:data:`MAX_PATH` bytes) is 400 or 414. Every refusal is one line of text and one
+log line, never a traceback; a client silent for :data:`CLIENT_TIMEOUT` seconds is
+dropped.
 
 ``web/contract.json`` is what ``web/elmo.mjs`` knows of the model contract
 (format name and version, metadata keys, char-id scheme, tensor names). It is
@@ -22,7 +28,11 @@ from __future__ import annotations
 
 import functools
 import json
+import os
+import stat
+import sys
 import threading
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from http import HTTPStatus
@@ -39,6 +49,8 @@ from .serve.config import host_allowed, loopback_names
 HOST = "127.0.0.1"
 HOST_NAMES = loopback_names(HOST) or ()  # the Host header values answered (DNS rebinding)
 METHODS = ("GET", "HEAD")
+MAX_PATH = 1024  # bytes of a request path (its query and fragment excluded)
+CLIENT_TIMEOUT = 30.0  # seconds a connection may stay silent
 DEFAULT_PORT = 8765
 MODEL_ROUTE = "model.onnx"
 ORT_DIST = Path("node_modules") / "onnxruntime-web" / "dist"
@@ -118,6 +130,7 @@ class _Handler(SimpleHTTPRequestHandler):
 
     extra: Mapping[str, Path] = {}
     quiet = True
+    timeout = CLIENT_TIMEOUT
 
     def parse_request(self) -> bool:
         """The request line and headers, then 421 for a foreign ``Host``, 405 for a method
@@ -149,27 +162,61 @@ class _Handler(SimpleHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    def list_directory(self, path: Any) -> None:
-        """No listings: a folder without index.html is 404, its contents are not shown."""
-        self.send_error(HTTPStatus.NOT_FOUND, "File not found")
-        return None
-
-    def _extra_path(self) -> Path | None:
-        name = self.path.split("?", 1)[0].split("#", 1)[0].lstrip("/")
-        return self.extra.get(name)
-
     def send_head(self) -> Any:
-        path = self._extra_path()
-        if path is None:
-            return super().send_head()
+        """The file for a GET/HEAD, headers sent (None when answered otherwise: 301, 4xx)."""
         try:
-            handle = path.open("rb")
+            return self._send_file()
+        except Exception as e:  # one line, never a traceback and a dropped connection
+            self._refuse(HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error: {type(e).__name__}")
+            return None
+
+    def _send_file(self) -> Any:
+        target = self.path.split("?", 1)[0].split("#", 1)[0]
+        if len(target) > MAX_PATH:
+            self._refuse(HTTPStatus.REQUEST_URI_TOO_LONG,
+                         f"request path: longer than {MAX_PATH} bytes")
+            return None
+        problem = _malformed(target)
+        if problem:
+            self._refuse(HTTPStatus.BAD_REQUEST, f"request path: {problem}")
+            return None
+        path = urllib.parse.unquote(target, errors="strict")
+        extra = self.extra.get(path.lstrip("/"))
+        if extra is not None:  # the model the command was given: wherever it lies
+            return self._open(Path(os.path.realpath(extra)))
+        root = os.path.realpath(self.directory)
+        real = _inside(root, os.path.join(root, *path.split("/")))
+        if real is not None and os.path.isdir(real):
+            if not target.endswith("/"):
+                self.send_response(HTTPStatus.MOVED_PERMANENTLY)
+                self.send_header("Location", target + "/")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return None
+            real = _inside(root, os.path.join(real, "index.html"))  # no listings
+        if real is None:
+            self._refuse(HTTPStatus.NOT_FOUND, "not found")
+            return None
+        return self._open(Path(real))
+
+    def _open(self, path: Path) -> Any:
+        """``path`` opened (a regular file, its last component not a link), headers sent;
+        404 (one line) otherwise."""
+        try:
+            # no link followed; a FIFO must not block the open (it is refused just below)
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError:
-            self.send_error(HTTPStatus.NOT_FOUND, f"{path.name}: cannot read the file")
+            self._refuse(HTTPStatus.NOT_FOUND, "not found")
+            return None
+        handle = os.fdopen(fd, "rb")
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            handle.close()
+            self._refuse(HTTPStatus.NOT_FOUND, "not found")
             return None
         self.send_response(HTTPStatus.OK)
         self.send_header("Content-Type", self.guess_type(str(path)))
-        self.send_header("Content-Length", str(path.stat().st_size))
+        self.send_header("Content-Length", str(info.st_size))
         self.end_headers()
         return handle
 
@@ -182,6 +229,43 @@ class _Handler(SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         if not self.quiet:
             super().log_message(format, *args)
+
+
+def _malformed(target: str) -> str | None:
+    """What is wrong with a request path (``/a/b.js``, still %-encoded), or None."""
+    if not target.startswith("/"):
+        return "expected an absolute path"
+    try:
+        path = urllib.parse.unquote(target, errors="strict")
+    except UnicodeDecodeError:
+        return "not UTF-8 once decoded"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in path):
+        return "a NUL or another control character"
+    if "\\" in path:
+        return "a backslash"
+    segments = path[1:].split("/")
+    if any(s in (".", "..") for s in segments):
+        return "a '.' or '..' segment"
+    if "" in segments[:-1]:
+        return "an empty segment"
+    return None
+
+
+def _inside(root: str, path: str) -> str | None:
+    """The real path of ``path`` (links resolved) when it exists inside ``root``, else None."""
+    real = os.path.realpath(path)
+    if os.path.commonpath([root, real]) != root or not os.path.exists(real):
+        return None
+    return real
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """One line for a connection that failed (a client that left mid-answer), no traceback."""
+        error = sys.exc_info()[1]
+        sys.stderr.write(f"elmo web: {client_address[0]}: {type(error).__name__}: {error}\n")
 
 
 _Handler.extensions_map = {
@@ -207,15 +291,18 @@ def make_server(
         directory=str(web_dir),
     )
     try:
-        return ThreadingHTTPServer((HOST, port), handler)
+        return _Server((HOST, port), handler)
     except OSError as e:
         raise ElmoError(f"cannot listen on {HOST}:{port} ({e.strerror or e})") from None
 
 
 @contextmanager
-def serving(web_dir: Path, files: Mapping[str, Path], port: int = 0) -> Iterator[str]:
-    """Serve in a background thread; yields the base URL (``http://127.0.0.1:PORT/``)."""
-    server = make_server(web_dir, files, port)
+def serving(
+    web_dir: Path, files: Mapping[str, Path], port: int = 0, quiet: bool = True
+) -> Iterator[str]:
+    """Serve in a background thread; yields the base URL (``http://127.0.0.1:PORT/``);
+    ``quiet=False`` logs each request (one line) on stderr."""
+    server = make_server(web_dir, files, port, quiet)
     thread = threading.Thread(target=server.serve_forever, name="elmo-web", daemon=True)
     thread.start()
     try:

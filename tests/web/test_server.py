@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import http.client
+import os
 import re
+import socket
 import subprocess
 import sys
 import urllib.error
@@ -100,7 +102,7 @@ def test_no_listing_and_no_path_of_this_machine(tmp_path: Path) -> None:
     gone = tmp_path / "gone.onnx"
     with webserve.serving(web, {"model.onnx": gone}) as url:
         for path, expected in (("/sub/", 404), ("/sub", 301), ("/model.onnx", 404),
-                               ("/missing.js", 404), ("/../gone.onnx", 404)):
+                               ("/missing.js", 404), ("/../gone.onnx", 400)):
             status, headers, body = _request(url, path=path)
             assert status == expected, path
             assert b"secret.txt" not in body
@@ -108,6 +110,52 @@ def test_no_listing_and_no_path_of_this_machine(tmp_path: Path) -> None:
                 assert leak not in body.decode(errors="replace"), (path, body)
                 assert leak not in str(headers), (path, headers)
         assert _request(url, path="/sub/secret.txt")[2] == b"s"
+
+
+def _raw(url: str, target: bytes) -> bytes:
+    """What the server answers to ``GET target`` sent as raw bytes (no client-side checks)."""
+    port = int(url.rsplit(":", 1)[1].strip("/"))
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data
+
+
+def test_only_regular_files_inside_the_folder_and_malformed_paths_refused(tmp_path, capfd):
+    web = tmp_path / "web"
+    (web / "sub").mkdir(parents=True)
+    (web / "index.html").write_text("<p>hi</p>", encoding="utf-8")
+    (web / "index.html.txt").write_text("not this", encoding="utf-8")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("SECRET", encoding="utf-8")
+    (web / "out.txt").symlink_to(secret)  # a link out of the folder (was served)
+    (web / "sub" / "out").symlink_to(tmp_path)  # a folder link out of it
+    (web / "in.html").symlink_to(web / "index.html")  # a link that stays inside: served
+    os.mkfifo(web / "pipe")  # not a regular file
+    model = tmp_path / "models" / "m.onnx"
+    model.parent.mkdir()
+    model.write_bytes(b"onnx")
+    with webserve.serving(web, {"model.onnx": model}, quiet=False) as url:
+        capfd.readouterr()
+        cases = [
+            (b"/out.txt", 404), (b"/sub/out/secret.txt", 404), (b"/pipe", 404),
+            (b"/index.html%00.txt", 400), (b"/index.html\x00.txt", 400),
+            (b"/%2e%2e/secret.txt", 400), (b"/..%2fsecret.txt", 400), (b"/sub/%2E/x", 400),
+            (b"/%2e%2e%5csecret.txt", 400), (b"/a%0d%0aSet-Cookie:x", 400),
+            (b"/%ff%fe", 400), (b"//etc/passwd", 404), (b"/" + b"a" * 2000, 414),
+        ]
+        for target, status in cases:
+            answer = _raw(url, target)
+            assert answer.startswith(f"HTTP/1.0 {status} ".encode()), (target, answer[:80])
+            assert b"SECRET" not in answer and str(tmp_path).encode() not in answer
+            assert answer.split(b"\r\n\r\n", 1)[1].count(b"\n") == 1, answer  # one line
+        assert _raw(url, b"/in.html").endswith(b"<p>hi</p>")
+        assert _raw(url, b"/model.onnx?v=2").endswith(b"onnx")  # the model given: served
+    err = capfd.readouterr().err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == len(cases) + 2, err  # one line a request
 
 
 def test_web_dir_checks_name_the_fix(tmp_path: Path) -> None:
