@@ -15,6 +15,11 @@ the service's /metrics: sentences per model run, tokens / padded steps (how
 much of the model's work was real tokens rather than padding and the
 ``<S>``/``</S>`` boundaries) and the share of the time the model was busy. Clients and service share
 the machine's cores, as they do on an edge box.
+
+Then the fair queue: ``--large-clients`` clients post large requests (64 of the
+sentences each) in a loop while one client posts a one-word request after another
+(``--small-requests`` of them); the one-word requests' latency (p50, p99) is printed
+with the large requests' throughput.
 """
 
 from __future__ import annotations
@@ -146,6 +151,58 @@ def run_clients(
     return seconds, [x for per in latencies for x in per]
 
 
+def small_while_large(
+    port: int, sentences: list[list[str]], large_clients: int, small_requests: int, encoding: str
+) -> tuple[list[float], float]:
+    """Latencies of ``small_requests`` one-word requests posted one after another while
+    ``large_clients`` clients keep posting 64 sentences a request; and the large requests'
+    tokens/s meanwhile."""
+    stop = threading.Event()
+    large_tokens = [0] * large_clients
+    failures: list[str] = []
+
+    def large(k: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+        i = k * 64
+        while not stop.is_set():
+            batch = [sentences[(i + j) % len(sentences)] for j in range(64)]
+            i += 64 * large_clients
+            body = json.dumps({"inputs": batch, "encoding_format": encoding})
+            conn.request("POST", "/embed", body, {"Content-Type": "application/json"})
+            response = conn.getresponse()
+            response.read()
+            if response.status != 200:
+                failures.append(str(response.status))
+                return
+            if not stop.is_set():
+                large_tokens[k] += sum(len(s) for s in batch)
+        conn.close()
+
+    threads = [threading.Thread(target=large, args=(k,)) for k in range(large_clients)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    time.sleep(2.0)  # the large requests fill the queue first
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    latencies = []
+    body = json.dumps({"inputs": [["word"]], "encoding_format": encoding})
+    for _ in range(small_requests):
+        start = time.perf_counter()
+        conn.request("POST", "/embed", body, {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        response.read()
+        latencies.append(time.perf_counter() - start)
+        time.sleep(0.05)
+    conn.close()
+    stop.set()
+    seconds = time.perf_counter() - started
+    for t in threads:
+        t.join()
+    if failures:
+        raise SystemExit(f"large requests failed: {failures[0]}")
+    return latencies, sum(large_tokens) / seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", help="elmo-edge .onnx model [default: bundled]")
@@ -154,6 +211,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="intra-op threads, both sides")
     parser.add_argument("--mix", default="top", help="all, top or average (service and library)")
     parser.add_argument("--encoding", choices=["base64", "float"], default="base64")
+    parser.add_argument("--large-clients", type=int, default=4)
+    parser.add_argument("--small-requests", type=int, default=40)
     args = parser.parse_args()
 
     sentences = make_sentences(args.sentences)
@@ -173,6 +232,9 @@ def main() -> None:
             )
             runs, sent, toks, padded, busy = service_counters(port) - before
             rows.append((clients, seconds, latencies, sent / runs, toks / padded, busy / seconds))
+        small, large_rate = small_while_large(
+            port, sentences, args.large_clients, args.small_requests, args.encoding
+        )
     finally:
         proc.terminate()
         proc.wait(60)
@@ -205,6 +267,13 @@ def main() -> None:
             f"| {clients} | {rate:,.0f} | {rate / library:.2f}x | {rate / single:.2f}x | "
             f"{p50:.0f} | {p99:.0f} | {per_run:.1f} | {efficiency:.0%} | {busy:.0%} |"
         )
+    p50, p99 = np.percentile(np.array(small) * 1000, [50, 99])
+    print()
+    print(
+        f"one-word requests while {args.large_clients} clients post 64 sentences a request: "
+        f"p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {max(small) * 1000:.0f} ms "
+        f"({len(small)} requests); large requests meanwhile {large_rate:,.0f} tokens/s"
+    )
 
 
 if __name__ == "__main__":

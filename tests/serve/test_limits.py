@@ -89,6 +89,32 @@ def test_idle_sockets_at_the_file_limit_lock_no_one_out():
     assert any("evicted" in line and "open-file limit 1024" in line for line in lines), lines
 
 
+def test_at_the_connection_cap_idle_ones_make_room_and_busy_ones_get_503():
+    server = start_server("--max-connections", "2", "--body-timeout", "30")
+    try:
+        idle = [socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
+                for _ in range(2)]
+        assert server.request("GET", "/health", key=None)[0] == 200  # one idle one closed
+        busy = [_send(server, b"POST /embed HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                              b"application/json\r\nContent-Length: 40\r\n\r\n{")
+                for _ in range(2)]  # requests in progress (bodies never finished)
+        time.sleep(2.0)  # their heads are read (no request can ask: both places are taken)
+        refused = _send(server, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        data = _closed_within(refused, 10)[1]
+        assert data.startswith(b"HTTP/1.1 503 "), data
+        assert b"the limit (--max-connections 2, " in data and data.count(b"\n") == 6, data
+        for sock in idle + busy:
+            sock.close()
+        _wait_for(lambda: server.request("GET", "/health", key=None)[0] == 200, "no room again")
+        closed = {reason: _metric(server, "elmo_connections_closed_total", reason=reason)
+                  for reason in ("evicted", "refused")}
+        assert closed["evicted"] >= 2 and closed["refused"] >= 1, closed
+        assert _metric(server, "elmo_requests_total", code="503", endpoint="(connection)") >= 1
+    finally:
+        assert server.stop() == 0
+    assert "Traceback" not in "".join(server.stderr)
+
+
 def test_slow_and_idle_clients_are_cut_at_their_deadlines():
     server = start_server("--header-timeout", "1", "--body-timeout", "1",
                           "--keep-alive-timeout", "1")
