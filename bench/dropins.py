@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+SEQVEC = REPO / "tests" / "support" / "seqvec_options.json"
 CHILD = r"""
 import json, os, resource, sys, time, warnings
 warnings.simplefilter("ignore")
@@ -91,8 +92,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, help="also write the results here")
-    parser.add_argument("--work", type=Path, help="folder for the model and cache "
-                        "(default: a temporary folder, removed)")
+    parser.add_argument("--work", type=Path, help="folder for the model (kept for the next "
+                        "run) and a fresh conversion cache (default: a temporary folder)")
+    parser.add_argument("--options", type=Path, default=SEQVEC,
+                        help="options.json of the model (default: SeqVec's, the original shapes)")
     args = parser.parse_args()
     venvs = {"simple_elmo": REPO / ".venv-se" / "bin" / "python",
              "allennlp": REPO / ".venv-a09" / "bin" / "python"}
@@ -101,11 +104,12 @@ def main() -> None:
             sys.exit(f"{python} not found: bash .ci/oracles.sh builds the oracle venvs")
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
-        model, texts, proteins = prepare(work)
+        model, texts, proteins = prepare(work, args.options)
+        cache = Path(tempfile.mkdtemp(prefix="cache-", dir=work))
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads),
                "TF_NUM_INTRAOP_THREADS": str(args.threads), "TF_NUM_INTEROP_THREADS": "1",
                "TF_USE_LEGACY_KERAS": "0", "TF_CPP_MIN_LOG_LEVEL": "3",
-               "ELMO_EDGE_CACHE": str(work / "cache"),
+               "ELMO_EDGE_CACHE": str(cache),
                "PYTHONPATH": os.pathsep.join([str(REPO / "runtime"), str(REPO / "export")])}
         rows = [("first-use conversion (drop-in)", "convert", "elmo-edge", sys.executable,
                  texts, 0)]
@@ -129,7 +133,7 @@ def main() -> None:
     report(results, args)
 
 
-def prepare(work: Path) -> tuple[Path, Path, Path]:
+def prepare(work: Path, options_path: Path) -> tuple[Path, Path, Path]:
     """The NLPL-style model folder, the texts and the proteins (JSON files) in ``work``."""
     import numpy as np
     sys.path.insert(0, str(REPO / "tests"))
@@ -138,8 +142,8 @@ def prepare(work: Path) -> tuple[Path, Path, Path]:
     from elmo_runtime.format.options import parse_options
     from support.bilm_random import random_weights
 
-    options = json.loads((REPO / "tests" / "support" / "seqvec_options.json").read_text())
-    model = work / "model"
+    options = json.loads(options_path.read_text())
+    model = work / f"model-{options_path.stem}"
     model.mkdir(parents=True, exist_ok=True)
     if not (model / "model.hdf5").is_file():
         (model / "options.json").write_text(json.dumps(options))

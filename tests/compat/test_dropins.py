@@ -154,3 +154,44 @@ def test_processes_share_one_conversion(bilm_fixtures: Path, tmp_path: Path) -> 
     assert sum("converting" in err for _, err in results) == 1
     assert len({out for out, _ in results}) == 1
     assert len(list((tmp_path / "cache" / "converted").glob("*/model.onnx"))) == 1
+
+
+BLOCK = """
+import sys
+class _Blocked:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "tensorflow"):
+            raise ImportError(name + " is blocked in this test")
+sys.meta_path.insert(0, _Blocked())
+from elmo_runtime.compat.allennlp import ElmoEmbedder
+from elmo_runtime.compat.simple_elmo import ElmoModel
+print(ElmoEmbedder(sys.argv[1], sys.argv[2]).embed_sentence(["a", "b"]).shape)
+m = ElmoModel(); m.load(sys.argv[3])
+print(m.get_elmo_vectors([["a", "b"], ["c"]]).shape)
+"""
+
+
+def test_dropins_need_neither_torch_nor_tensorflow(pair: tuple[Path, Path]) -> None:
+    env = {**os.environ,
+           "PYTHONPATH": os.pathsep.join([str(REPO / "runtime"), str(REPO / "export")])}
+    result = subprocess.run([sys.executable, "-c", BLOCK, str(pair[0]), str(pair[1]),
+                             str(pair[0].parent)], capture_output=True, text=True, env=env,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[:2] == ["(3, 2, 32)", "(2, 2, 32)"]
+
+
+@pytest.mark.parametrize(("change", "words"), [
+    ({"bidirectional": False}, "bidirectional is not true"),
+    ({"char_cnn": None}, "word-input bilm-tf model"),
+])
+def test_options_published_models_use_refused_by_name(bilm_fixtures: Path, change: dict,
+                                                      words: str) -> None:
+    from elmo_runtime.errors import OptionsError
+    from elmo_runtime.format.options import parse_options
+
+    options = json.loads((bilm_fixtures / "options.json").read_text())
+    options.update(change)
+    options = {k: v for k, v in options.items() if v is not None}
+    with pytest.raises(OptionsError, match=words):
+        parse_options(options)
