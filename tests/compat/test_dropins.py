@@ -195,3 +195,15 @@ def test_options_published_models_use_refused_by_name(bilm_fixtures: Path, chang
     options = {k: v for k, v in options.items() if v is not None}
     with pytest.raises(OptionsError, match=words):
         parse_options(options)
+
+
+@pytest.mark.gpu
+def test_cuda_device_0_runs_on_cuda(pair: tuple[Path, Path]) -> None:
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("onnxruntime offers no CUDA execution provider here (elmo-edge[gpu])")
+    gpu = ElmoEmbedder(*pair, cuda_device=0)
+    assert gpu._embedder.providers[0] == "CUDAExecutionProvider"
+    cpu = ElmoEmbedder(*pair)
+    batch = [["The", "cat", "sat"], ["A", "dog"]]
+    for a, b in zip(gpu.embed_batch(batch), cpu.embed_batch(batch), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-4)
