@@ -119,11 +119,15 @@ def test_simple_elmo_refusals_and_load(bilm_fixtures: Path, tmp_path: Path) -> N
     np.testing.assert_allclose(np.linalg.norm(unit, axis=-1), 1.0, atol=1e-6)
 
 
-def test_cache_reused_without_converting(pair: tuple[Path, Path],
+def test_cache_reused_without_converting(pair: tuple[Path, Path], tmp_path: Path,
                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    first = converted.converted_model(locate(*pair))
+    source = locate(*pair)
+    dead = tmp_path / "converted" / f".{converted.cache_key(source, tmp_path)[:16]}.killed"
+    dead.mkdir(parents=True)  # what a converter killed mid-way leaves
+    first = converted.converted_model(source, tmp_path)
+    assert not dead.exists()
     monkeypatch.setattr(converted, "_convert", lambda *a: pytest.fail("converted again"))
-    assert converted.converted_model(locate(*pair)) == first
+    assert converted.converted_model(locate(*pair), tmp_path) == first
     assert json.loads((first.parent / "source.json").read_text())["weights"] == str(pair[1])
     assert sorted(os.listdir(first.parent)) == ["model.onnx", "source.json"]
 

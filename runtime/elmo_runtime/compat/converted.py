@@ -60,6 +60,8 @@ def converted_model(source: Source, root: Path | None = None) -> Path:
     with _locked(converted / f"{key}.lock"):
         if (final / MODEL).is_file():  # another process converted it while we waited
             return final / MODEL
+        for dead in converted.glob(f".{key[:16]}.*"):  # a killed converter's (lock held)
+            shutil.rmtree(dead, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{key[:16]}.", dir=converted))
         try:
             options, weights = extract(source, tmp)
