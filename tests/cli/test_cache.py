@@ -10,7 +10,8 @@ import pytest
 from elmo_runtime import prepared
 from elmo_runtime import prepared_inventory as inventory
 from elmo_runtime.embedder import Embedder, default_model_path
-from util import one_line_error, run_elmo
+from support.cli import run_elmo
+from support.errors import one_line_error
 
 
 @pytest.fixture

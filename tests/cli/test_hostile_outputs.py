@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from elmo_runtime.errors import ElmoError
 from elmo_runtime.files import atomic_path, write_text_atomic
-from util import one_line_error
-from util import run_elmo as run
+from support.cli import run_elmo as run
+from support.errors import one_line_error
 
 LINES = "the cat sat on the mat .\nsecond line here\n"
 

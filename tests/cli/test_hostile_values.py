@@ -14,8 +14,8 @@ import pytest
 from elmo_runtime.errors import ModelError
 from elmo_runtime.format import contract
 from elmo_runtime.mix import MixError, load_mix
-from util import one_line_error
-from util import run_elmo as run
+from support.cli import run_elmo as run
+from support.errors import one_line_error
 
 DEEP = "[" * 100_000 + "]" * 100_000
 

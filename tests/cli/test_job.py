@@ -17,8 +17,9 @@ from elmo_runtime.mix import ScalarMix, save_mix
 from elmo_runtime.output.job import EmbedJob
 from elmo_runtime.output.shards import iter_vectors
 from elmo_runtime.tokenize import tokenize
-from util import one_line_error, write_input
-from util import run_elmo as run
+from support.cli import run_elmo as run
+from support.cli import write_input
+from support.errors import one_line_error
 
 h5py = pytest.importorskip("h5py")
 

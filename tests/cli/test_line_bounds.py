@@ -16,8 +16,8 @@ from elmo_runtime.corpus import MAX_LINE_BYTES, MAX_TOKENS, iter_lines, read_lin
 from elmo_runtime.embedder import Embedder
 from elmo_runtime.errors import InputError
 from elmo_runtime.output.ray_engine import EmbedBatches, split_lines
-from util import one_line_error
-from util import run_elmo as run
+from support.cli import run_elmo as run
+from support.errors import one_line_error
 
 
 def test_a_line_over_the_byte_limit_is_refused_with_its_number(

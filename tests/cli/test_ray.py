@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import io
 import os
 import shutil
@@ -21,10 +20,8 @@ from elmo_runtime.embedder import Embedder
 from elmo_runtime.errors import ElmoError
 from elmo_runtime.output.ray_engine import RAY_HINT, split_lines
 from elmo_runtime.output.shards import MANIFEST, read_manifest
-from test_cli import elmo_command
-
-NO_RAY = importlib.util.find_spec("ray") is None
-needs_ray = pytest.mark.skipif(NO_RAY, reason="ray is not installed: pip install 'elmo-edge[ray]'")
+from support.cli import elmo_command
+from support.requires import requires
 
 
 def run(*args: object) -> Result:
@@ -99,7 +96,7 @@ def test_split_lines_matches_the_local_reader(block_size: int) -> None:
 # ---------------------------------------------------------------- a local Ray
 
 
-@needs_ray
+@requires("ray")
 @pytest.mark.slow
 def test_ray_cli_equals_one_process(tiny_model_path: Path, tmp_path: Path) -> None:
     """2 actors on a private local Ray; no ~/.ray/auth_token, no /tmp/ray, nothing left."""
@@ -149,7 +146,7 @@ def test_ray_cli_equals_one_process(tiny_model_path: Path, tmp_path: Path) -> No
     assert "already complete: 3000 sentences in" in again.stderr.decode()
 
 
-@needs_ray
+@requires("ray")
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # Ray's own, when it pickles its context
 def test_embed_dataset_in_a_ray_pipeline(toy_model_path: Path, tmp_path: Path, toy) -> None:
@@ -251,6 +248,7 @@ def test_a_ray_run_is_identified_by_content_not_mtime(tmp_path: Path) -> None:
         pass
 
 
+@requires("ray")
 def test_the_token_cache_reaches_the_actors(
     toy_model_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -301,7 +299,7 @@ def _listening(pid: int) -> set[tuple[str, str, int]]:
 LOOPBACK = ("127.0.0.1", "::1", "::ffff:127.0.0.1")
 
 
-@needs_ray
+@requires("ray")
 @pytest.mark.slow
 def test_the_local_ray_listens_on_loopback_only(tiny_model_path: Path, tmp_path: Path) -> None:
     """Every socket of the run's process tree, sampled while it runs, is on 127.0.0.1;
@@ -318,13 +316,14 @@ def test_the_local_ray_listens_on_loopback_only(tiny_model_path: Path, tmp_path:
             str(tiny_model_path), "--engine", "ray", "--actors", "1", "--provider", "cpu",
             "--token-cache", "1"]
     seen: set[tuple[str, str, int]] = set()
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, env=env)
     try:
-        proc = subprocess.Popen(args, stderr=subprocess.PIPE, env=env)
         while proc.poll() is None:
             seen |= _listening(proc.pid)
             time.sleep(0.2)
         stderr = proc.stderr.read().decode()
     finally:
+        proc.kill()  # a no-op once it has exited
         shutil.rmtree(tmp, ignore_errors=True)
     assert proc.returncode == 0, stderr
     assert {name for name, _, _ in seen} >= {"gcs_server", "raylet"}  # the check saw Ray
@@ -335,7 +334,7 @@ def test_the_local_ray_listens_on_loopback_only(tiny_model_path: Path, tmp_path:
     assert "already complete: 1500 sentences in" in again.stderr.decode()
 
 
-@needs_ray
+@requires("ray")
 @pytest.mark.slow
 def test_more_actors_than_the_cluster_fails_in_seconds(toy_model_path: Path, tmp_path: Path):
     """--address to a cluster too small: an error with the numbers, not a wait forever."""

@@ -15,12 +15,12 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import Result
-from conftest import TOY_OPTIONS, toy_model
 from elmo_runtime.format import contract
 from elmo_runtime.output.shards import MANIFEST, iter_vectors, read_manifest
-from test_cli import elmo_command
-from util import one_line_error, run_interrupted, write_input
-from util import run_elmo as run
+from support.cli import elmo_command, run_interrupted, write_input
+from support.cli import run_elmo as run
+from support.errors import one_line_error
+from support.models import TOY_OPTIONS, toy_model
 
 h5py = pytest.importorskip("h5py")
 

@@ -19,8 +19,8 @@ from elmo_runtime.cli.info import describe, format_info, format_parity
 from elmo_runtime.embedder import Embedder
 from elmo_runtime.errors import ModelError
 from elmo_runtime.models import HDF5_MAGIC, names
-from util import one_line_error
-from util import run_elmo as run
+from support.cli import run_elmo as run
+from support.errors import one_line_error
 
 CONVERT = "convert them first: elmo convert OPTIONS_JSON WEIGHTS_HDF5 -o M.onnx"
 
@@ -113,7 +113,7 @@ def test_convert_with_swapped_arguments(bilm_files: tuple[Path, Path], tmp_path:
 @pytest.mark.usefixtures("convert_cli")
 def test_convert_without_o_writes_beside_the_weights(tmp_path: Path) -> None:
     pytest.importorskip("h5py", reason="reading weight files needs h5py (convert extra)")
-    from util import require_fixtures
+    from support.bilm_fixtures import require_fixtures
 
     d = require_fixtures()
     weights = tmp_path / "lm_weights.hdf5"

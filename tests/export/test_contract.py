@@ -16,15 +16,10 @@ from elmo_runtime.errors import ModelError
 from elmo_runtime.format import contract
 from elmo_runtime.session import open_session
 from support.bilm_random import random_weights
-from util import small_options
+from support.errors import one_line_error
+from support.models import small_options
 
 OPTIONS = small_options()
-
-
-def one_line_error(error: pytest.ExceptionInfo) -> str:
-    message = str(error.value)
-    assert "\n" not in message
-    return message
 
 
 def _save(path, options=OPTIONS):

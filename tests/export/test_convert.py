@@ -18,8 +18,9 @@ import numpy as np
 import pytest
 from elmo_runtime.format import contract
 from elmo_runtime.format.chars import batch_to_ids
-from reference import ReferenceBiLM
-from util import EDGE_BATCH, break_build, require_fixtures, small_options
+from support.bilm_fixtures import require_fixtures
+from support.models import EDGE_BATCH, break_build, small_options
+from support.reference import ReferenceBiLM
 
 h5py = pytest.importorskip("h5py", reason="reading weight files needs h5py (convert extra)")
 
@@ -234,7 +235,8 @@ def test_convert_accepts_str_paths_and_checks_every_shape(tmp_path):
 
 def test_a_bilm_tf_folder_converts_by_its_name(tmp_path: Path) -> None:
     """`elmo convert DIR` on a bilm-tf folder needs no torch and no file names."""
-    from util import one_line_error, run_elmo
+    from support.cli import run_elmo
+    from support.errors import one_line_error
 
     fixtures = require_fixtures()
     out = tmp_path / "folder.onnx"

@@ -3,7 +3,7 @@
 ``elmo convert MODEL_DIR``, then ``elmo embed`` (all layers, average, top,
 stateful, token cache on and off, shards), ``elmo quantize`` and ``elmo info``
 on the converted file, compared with their ``sents2elmo`` (see
-test_efml_oracle.py for the models and the oracle).
+support/efml_oracle.py for the models and the oracle).
 """
 
 from __future__ import annotations
@@ -17,16 +17,17 @@ import pytest
 torch = pytest.importorskip("torch")
 efml = pytest.importorskip("elmo_export.efml.model")
 from support import efml_random  # noqa: E402
-from test_efml_oracle import (  # noqa: E402
+from support.efml_oracle import (  # noqa: E402
     ATOL,
     CONFIGS,
     SENTENCES,
-    _max_diff,
     make_oracle_model,
+    max_diff,
     their_layers,
     their_package,
 )
-from util import one_torch_thread  # noqa: E402,F401
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 # ---------------------------------------------------------------- the whole path: elmo CLI
 
@@ -73,11 +74,11 @@ def test_elmo_embed_all_matches_their_package(oracle_model, converted, tmp_path)
     theirs = their_layers(directory, CLI_SENTENCES)
     for flags in ((), ("--token-cache", 0), ("--batch-size", 2)):
         ours = _embed(converted, CLI_SENTENCES, tmp_path, "--all", *flags)
-        assert _max_diff(ours, theirs) <= ATOL, flags
+        assert max_diff(ours, theirs) <= ATOL, flags
     h5py = pytest.importorskip("h5py")
     _cli("embed", "-m", converted, tmp_path / "in.txt", tmp_path / "out.hdf5", "--all")
     with h5py.File(tmp_path / "out.hdf5", "r") as f:
-        assert _max_diff([f[str(i)][...] for i in range(len(CLI_SENTENCES))], theirs) <= ATOL
+        assert max_diff([f[str(i)][...] for i in range(len(CLI_SENTENCES))], theirs) <= ATOL
 
 
 @pytest.mark.slow
@@ -94,7 +95,7 @@ def test_average_and_top_match_their_output_layers(oracle_model, converted, tmp_
             theirs = embedder.sents2elmo(sentences, output_layer=n_layers if layer is None
                                          else layer)
         ours = _embed(converted, sentences, tmp_path, flag)
-        assert _max_diff(ours, [np.asarray(t) for t in theirs]) <= ATOL, flag
+        assert max_diff(ours, [np.asarray(t) for t in theirs]) <= ATOL, flag
 
 
 @pytest.mark.slow
@@ -111,9 +112,9 @@ def test_stateful_matches_their_stateful_encoder(oracle_model, converted, tmp_pa
         second = embedder.sents2elmo(sentences, output_layer=-2)
     ours = _embed(converted, sentences + sentences, tmp_path, "--all", "--stateful",
                   "--batch-size", len(sentences))
-    assert _max_diff(ours[: len(sentences)], [np.asarray(a) for a in first]) <= ATOL
-    assert _max_diff(ours[len(sentences):], [np.asarray(a) for a in second]) <= ATOL
-    assert _max_diff([np.asarray(a) for a in first], [np.asarray(a) for a in second]) > 1e-3
+    assert max_diff(ours[: len(sentences)], [np.asarray(a) for a in first]) <= ATOL
+    assert max_diff(ours[len(sentences):], [np.asarray(a) for a in second]) <= ATOL
+    assert max_diff([np.asarray(a) for a in first], [np.asarray(a) for a in second]) > 1e-3
 
 
 @pytest.mark.slow
@@ -149,7 +150,7 @@ def test_quantized_and_sharded_outputs(oracle_model, converted, tmp_path):
     _cli("embed", "-m", converted, text, tmp_path / "shards", "--shard-size", 3, "--all")
     got = list(iter_vectors(tmp_path / "shards"))
     assert [line for line, _ in got] == list(range(len(CLI_SENTENCES)))
-    assert _max_diff([a for _, a in got], theirs) <= ATOL
+    assert max_diff([a for _, a in got], theirs) <= ATOL
 
 
 def test_convert_refuses_by_name(tmp_path):

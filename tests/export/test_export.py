@@ -18,7 +18,7 @@ from elmo_runtime.format import contract  # noqa: E402
 from elmo_runtime.format.chars import batch_to_ids  # noqa: E402
 from elmo_runtime.format.options import parse_options  # noqa: E402
 from support.bilm_random import random_weights  # noqa: E402
-from util import break_build  # noqa: E402
+from support.models import break_build  # noqa: E402
 
 SMALL = {
     "lstm": {"dim": 24, "projection_dim": 8, "n_layers": 2, "cell_clip": 3, "proj_clip": 3,

@@ -14,14 +14,15 @@ import numpy as np
 import pytest
 from elmo_runtime.format.chars import pack
 from elmo_runtime.format.options import load_options
-from util import (  # noqa: F401  (one_torch_thread is an autouse fixture)
+from support.bilm_fixtures import (
     FIXTURE_ATOL,
     fixture_batches,
     fixture_expected,
-    one_torch_thread,
     require_fixtures,
     top_layer_halves,
 )
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

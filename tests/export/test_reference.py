@@ -15,21 +15,21 @@ import importlib.util
 
 import numpy as np
 import pytest
-import reference
 from elmo_runtime.format import contract
 from elmo_runtime.format.chars import batch_to_ids
 from elmo_runtime.format.options import load_options
-from reference import ReferenceBiLM
-from util import (  # noqa: F401  (one_torch_thread is an autouse fixture)
-    EDGE_BATCH,
+from support import reference
+from support.bilm_fixtures import (
     FIXTURE_ATOL,
     fixture_batches,
     fixture_expected,
-    one_torch_thread,
     require_fixtures,
-    small_options,
     top_layer_halves,
 )
+from support.models import EDGE_BATCH, small_options
+from support.reference import ReferenceBiLM
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 ATOL = 1e-5
 SCALE = 2.0  # random_weights scale at which both clips engage on EDGE_BATCH

@@ -42,7 +42,9 @@ from elmo_runtime.errors import ElmoError, OptionsError  # noqa: E402
 from elmo_runtime.format import contract  # noqa: E402
 from elmo_runtime.format.chars import pack  # noqa: E402
 from elmo_runtime.format.options import load_options  # noqa: E402
-from util import one_line_error, run_elmo  # noqa: E402
+from support.cli import run_elmo  # noqa: E402
+from support.errors import one_line_error  # noqa: E402
+from support.processes import default_signals  # noqa: E402
 
 SENTENCES = [["neural", "networks", "are", "models", "."], ["a", "net"], []]
 
@@ -319,13 +321,16 @@ def test_ctrl_c_saves_a_resumable_checkpoint(data: dict[str, Path], tmp_path: Pa
     cmd = [sys.executable, "-c", "from elmo_runtime.cli import main; main()", "train",
            str(data["train"]), "-o", str(out), "--options", "tiny", "--steps", "100000",
            "--batch-size", "2", "--unroll", "4", "--threads", "1", "--log-every", "1", "-q"]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
-    metrics = out / "metrics.jsonl"
-    deadline = time.monotonic() + 60
-    while not (metrics.exists() and metrics.stat().st_size) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, preexec_fn=default_signals)
+    try:
+        metrics = out / "metrics.jsonl"
+        deadline = time.monotonic() + 60
+        while not (metrics.exists() and metrics.stat().st_size) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
     assert proc.returncode == 130, err
     assert "interrupted at step" in err and "--resume" in err
     ckpt = load_checkpoint(out)

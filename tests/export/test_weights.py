@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from elmo_runtime.errors import OptionsError
 from elmo_runtime.format.options import load_options, parse_options
-from util import one_torch_thread, require_fixtures  # noqa: F401  (autouse fixture)
+from support.bilm_fixtures import require_fixtures
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 h5py = pytest.importorskip("h5py")
 weights_mod = pytest.importorskip("elmo_export.bilm_tf.weights")
@@ -88,7 +90,7 @@ def test_round_trip_through_the_model_is_bit_exact(fixture_files, options, tmp_p
 
 def test_round_trip_of_random_weights(tmp_path):
     from support.bilm_random import random_weights
-    from util import small_options
+    from support.models import small_options
 
     opts = small_options()
     w = random_weights(opts, seed=11, scale=3.0)

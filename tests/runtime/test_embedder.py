@@ -15,6 +15,7 @@ from elmo_runtime.embedder import default_model_path
 from elmo_runtime.errors import ElmoError, InputError, MixError, ModelError
 from elmo_runtime.format import chars, contract
 from elmo_runtime.mix import ScalarMix, save_mix
+from support.errors import one_line_error
 
 P2 = 4  # the toy model's 2P
 TOY_LAYERS = 3
@@ -253,15 +254,18 @@ def test_layer_norm_does_not_depend_on_the_batch(toy_model_path: Path) -> None:
 # ---------------------------------------------------------------- default model
 
 
-def test_no_bundled_default_model() -> None:
-    try:
-        path = default_model_path()
-    except ModelError as e:
-        assert str(e) == "no bundled default model in this installation; pass --model PATH"
-        with pytest.raises(ModelError, match="no bundled default model"):
-            Embedder()
-    else:
-        assert path.name == "default.onnx" and path.is_file()
+def test_the_bundled_default_model() -> None:
+    path = default_model_path()
+    assert path.name == "default.onnx" and path.is_file()
+
+
+def test_no_bundled_default_model(no_bundled_models: Path) -> None:
+    """An installation without the model files says so, in one line, and what to pass."""
+    with pytest.raises(ModelError) as e:
+        default_model_path()
+    assert one_line_error(e) == "no bundled default model in this installation; pass --model PATH"
+    with pytest.raises(ModelError, match="no bundled default model"):
+        Embedder()
 
 
 # ---------------------------------------------------------------- the real (bilm-tf) model

@@ -7,25 +7,11 @@ import subprocess
 import sys
 import textwrap
 import venv
-from pathlib import Path
 
 import numpy as np
 import pytest
-
-REPO = Path(__file__).resolve().parents[2]
-
-# Makes `import torch` (and h5py's optional torch-free path is untouched) fail loudly.
-BLOCK_TORCH = textwrap.dedent(
-    """
-    import sys
-    class _NoTorch:
-        def find_spec(self, name, path=None, target=None):
-            if name == "torch" or name.startswith("torch."):
-                raise ImportError("torch is blocked in this test")
-            return None
-    sys.meta_path.insert(0, _NoTorch())
-    """
-)
+from support import REPO
+from support.notorch import BLOCK_TORCH
 
 
 def _run(code: str, *args: str, python: str = sys.executable) -> subprocess.CompletedProcess:

@@ -30,9 +30,14 @@ from elmo_runtime.quantize import (
     quantize_model,
 )
 from elmo_runtime.session import DISABLED_OPTIMIZERS
-from test_no_torch import BLOCK_TORCH
+from support.notorch import BLOCK_TORCH
+from support.requires import missing, requires
 
 CUDA = "CUDAExecutionProvider"
+# int4 needs onnx-ir (the quantize extra): without it the int4 cases skip, saying so
+INT4 = requires("onnx_ir")
+MODE_PARAMS = [pytest.param(m, marks=INT4) if m == "int4" else m for m in MODES]
+AVAILABLE_MODES = tuple(m for m in MODES if m != "int4" or not missing("onnx_ir"))
 
 
 def _meta(path: Path) -> dict[str, str]:
@@ -74,10 +79,11 @@ def _files(directory: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def quantized(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The bilm-tf fixture model in every mode, each written with the default check."""
+    """The bilm-tf fixture model in every mode this installation can make
+    (:data:`AVAILABLE_MODES`), each written with the default check."""
     out = tmp_path_factory.mktemp("quantized")
     paths = {}
-    for mode in MODES:
+    for mode in AVAILABLE_MODES:
         paths[mode] = out / f"tiny.{mode}.onnx"
         report = quantize_model(tiny_model_path, paths[mode], mode=mode)
         assert report.check is not None and report.check.passed, report.check
@@ -87,7 +93,7 @@ def quantized(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -
 # ---------------------------------------------------------------------------- every mode
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", MODE_PARAMS)
 def test_mode_runs_at_every_batch_size_and_length(quantized, tiny_model_path, mode):
     """Batch 1, 3, 17 with lengths 1..60 mixed in a batch: right shapes, close to float32."""
     options = contract.parse_metadata(_meta(tiny_model_path), "tiny").options
@@ -114,7 +120,7 @@ def test_mode_runs_at_every_batch_size_and_length(quantized, tiny_model_path, mo
             assert cos.min() > 0.95, (mode, lengths, float(cos.min()))
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", MODE_PARAMS)
 def test_metadata_records_mode_and_keeps_the_rest(quantized, tiny_model_path, mode):
     src, dst = _meta(tiny_model_path), _meta(quantized[mode])
     assert dst.keys() == src.keys()
@@ -164,6 +170,7 @@ def test_int8_per_channel(tiny_model_path, tmp_path):
     assert _quant(tmp_path / "pc.onnx")["per_channel"] is True
 
 
+@INT4
 def test_int4_is_block_wise_in_the_bodies_too(tiny_model_path, quantized, tmp_path):
     graph = onnx.load(str(quantized["int4"])).graph
     for body in _subgraphs(graph):
@@ -238,7 +245,8 @@ def test_fp16_on_cuda(quantized, tiny_model_path):
 
 
 def test_every_mode_runs_through_the_embedder_without_torch(quantized):
-    """The runtime's own session (CPU) loads each mode; a crash here fails, not kills, pytest."""
+    """The runtime's own session (CPU) loads each mode (int4 with onnx-ir); a crash here fails,
+    not kills, pytest."""
     code = BLOCK_TORCH + textwrap.dedent(
         """
         import sys
@@ -250,7 +258,7 @@ def test_every_mode_runs_through_the_embedder_without_torch(quantized):
         print("ok")
         """
     )
-    paths = [str(quantized[m]) for m in MODES]
+    paths = [str(quantized[m]) for m in AVAILABLE_MODES]
     proc = subprocess.run(
         [sys.executable, "-c", code, *paths], capture_output=True, text=True, timeout=300
     )
@@ -262,19 +270,20 @@ def test_quantizing_needs_no_torch(tiny_model_path, tmp_path):
         """
         import sys
         from elmo_runtime.quantize import quantize_model
-        for mode in ("int8", "int4", "fp16"):
+        for mode in sys.argv[3:]:
             quantize_model(sys.argv[1], sys.argv[2] + "." + mode, mode=mode, check=False)
         assert "torch" not in sys.modules
         print("ok")
         """
     )
     proc = subprocess.run(
-        [sys.executable, "-c", code, str(tiny_model_path), str(tmp_path / "q")],
+        [sys.executable, "-c", code, str(tiny_model_path), str(tmp_path / "q"), *AVAILABLE_MODES],
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0 and "ok" in proc.stdout, proc.stderr[-2000:]
 
 
+@INT4
 def test_int4_leaves_the_callers_logging_alone(tiny_model_path, tmp_path):
     """onnxruntime's 4-bit quantizer calls logging.basicConfig on import; we shield it."""
     code = textwrap.dedent(
@@ -426,6 +435,7 @@ def test_cli_prints_sizes_and_the_cosine_table(elmo, tiny_model_path, tmp_path):
     assert _quant(out)["mode"] == "int8"
 
 
+@INT4
 def test_cli_modes_and_options(elmo, tiny_model_path, tmp_path):
     sentences = tmp_path / "s.txt"
     sentences.write_text("The cat sat .\nA bank .\n", encoding="utf-8")
@@ -498,7 +508,7 @@ def _alone_vs_batched(path: Path, batch_sizes=(1, 7, 60), seed: int = 3) -> dict
     return worst
 
 
-@pytest.mark.parametrize("mode", ["int8", "int4"])
+@pytest.mark.parametrize("mode", ["int8", pytest.param("int4", marks=INT4)])
 def test_a_sentence_alone_and_in_batches_of_1_7_60_agree(quantized, mode):
     worst = _alone_vs_batched(quantized[mode])
     assert max(worst.values()) <= 1e-5, worst

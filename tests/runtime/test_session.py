@@ -9,18 +9,13 @@ from pathlib import Path
 import onnx
 import onnxruntime as ort
 import pytest
-from conftest import TOY_OPTIONS, toy_model
 from elmo_runtime.errors import ElmoError, ModelError, ProviderError
 from elmo_runtime.format import contract
 from elmo_runtime.session import CPU, CUDA, describe_model, open_session
+from support.errors import one_line_error
+from support.models import TOY_OPTIONS, toy_model
 
 HAS_CUDA = CUDA in ort.get_available_providers()
-
-
-def one_line_error(error: pytest.ExceptionInfo) -> str:
-    message = str(error.value)
-    assert "\n" not in message
-    return message
 
 
 def test_opens_a_contract_model(toy_model_path: Path) -> None:

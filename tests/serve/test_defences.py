@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from serve_util import API_KEY, Server, start_server
+from support.serve import API_KEY, Server, start_server
 
 TIMEOUT = 60.0
 BODY_TIMEOUT = 2
@@ -169,7 +169,7 @@ def test_allow_host_replaces_the_loopback_names() -> None:
                                   "--keep-alive-timeout"])
 @pytest.mark.parametrize("value", ["nan", "inf", "-1"])
 def test_non_finite_numbers_refused_in_one_line(flag: str, value: str) -> None:
-    from util import run_elmo
+    from support.cli import run_elmo
 
     result = run_elmo("serve", flag, value)
     assert result.exit_code == 2 and "Traceback" not in result.output

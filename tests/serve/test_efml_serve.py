@@ -14,8 +14,8 @@ from click.testing import CliRunner  # noqa: E402
 from elmo_runtime import Embedder  # noqa: E402
 from elmo_runtime.cli import main  # noqa: E402
 from elmo_runtime.tokenize import tokenize  # noqa: E402
-from serve_util import Server, decode, start_server  # noqa: E402
 from support import efml_random  # noqa: E402
+from support.serve import Server, decode, start_server  # noqa: E402
 
 ATOL = 1e-5
 # known words, unseen ones, characters outside char.dic, one beyond the BMP, one token alone

@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 import pytest
-from serve_util import Server, decode, expected, reference_embedders, start_server
+from support.serve import Server, decode, expected, reference_embedders
 
 
 @pytest.fixture(scope="session")
@@ -95,8 +95,8 @@ def _long(seed: int, count: int = 16) -> list[list[str]]:
             for _ in range(count)]
 
 
-def test_429_when_full_while_the_accepted_stay_correct(offline):
-    server = start_server("--max-concurrent-requests", "2", "--mix", "top", "--token-cache", "0")
+def test_429_when_full_while_the_accepted_stay_correct(offline, serve):
+    server = serve("--max-concurrent-requests", "2", "--mix", "top", "--token-cache", "0")
     try:
         answers: list[tuple[int, dict]] = [(0, {})] * 2
 
@@ -129,8 +129,8 @@ def test_429_when_full_while_the_accepted_stay_correct(offline):
 
 
 @pytest.mark.slow
-def test_sigterm_under_load_answers_every_accepted_request(offline):
-    server = start_server("--mix", "average")
+def test_sigterm_under_load_answers_every_accepted_request(offline, serve):
+    server = serve("--mix", "average")
     outcomes: list[tuple[str, object]] = []
     stop = threading.Event()
 
@@ -176,8 +176,10 @@ def test_sigterm_under_load_answers_every_accepted_request(offline):
             np.testing.assert_allclose(decode(got), expected(offline, tokens, "average"), atol=1e-5)
 
 
-def test_drain_timeout_bounds_the_shutdown():
-    server = start_server("--drain-timeout", "1", "--body-timeout", "60")
+def test_drain_timeout_bounds_the_shutdown(serve):
+    """SIGINT (Ctrl-C) drains as SIGTERM does; the child has SIGINT's default disposition
+    even when this runner ignores it (support.serve.start_server)."""
+    server = serve("--drain-timeout", "1", "--body-timeout", "60")
     held = Held(server, "/embed", {"inputs": ["never finished"]})
     _wait_in_flight(server, 1, "elmo_requests_reading")
     server.proc.send_signal(signal.SIGINT)

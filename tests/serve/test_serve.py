@@ -12,7 +12,7 @@ import threading
 import numpy as np
 import pytest
 from elmo_runtime.tokenize import tokenize
-from serve_util import (
+from support.serve import (
     API_KEY,
     Server,
     decode,

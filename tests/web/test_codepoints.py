@@ -13,8 +13,8 @@ from elmo_runtime.errors import ModelError
 from elmo_runtime.format import chars, codepoints
 from elmo_runtime.tokenize import tokenize
 from support.efml_random import SAMPLE_CHARS, default_vocabs
-from web_strings import long_tokens, texts
-from webutil import REPO, node_or_skip, run_node
+from support.web import REPO, node_or_skip, run_node
+from support.web_text import long_tokens, texts
 
 SCRIPT = REPO / "tests" / "web" / "codepoints_io.mjs"
 N_TEXTS = 2500

@@ -17,7 +17,7 @@ import pytest
 from elmo_runtime import webserve
 from elmo_runtime.errors import ElmoError
 from elmo_runtime.format import contract
-from webutil import FP32, WEB, node_or_skip
+from support.web import FP32, WEB, node_or_skip
 
 
 def test_contract_json_is_generated_from_the_contract() -> None:

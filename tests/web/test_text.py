@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from elmo_runtime.format import chars
 from elmo_runtime.tokenize import tokenize
-from web_strings import long_tokens, texts
-from webutil import REPO, run_node
+from support.web import REPO, run_node
+from support.web_text import long_tokens, texts
 
 SCRIPT = REPO / "tests" / "web" / "text_io.mjs"
 N_TEXTS = 3000

@@ -1,25 +1,20 @@
-"""Helpers for tests/web: paths, node, a browser page that records console errors.
-
-(No conftest.py here: ``from conftest import`` in other test folders must keep finding
-tests/conftest.py.)
-"""
+"""Helpers for tests/web: paths, node, a browser page that records console errors."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 from elmo_runtime.format import contract
 
-REPO = Path(__file__).resolve().parents[2]
+from support import REPO
+from support.requires import need
+
 WEB = REPO / "web"
 MODELS = REPO / "runtime" / "elmo_runtime" / "models"
 FP32 = MODELS / "default.onnx"
 INT8 = MODELS / "default.int8.onnx"
-CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 # Unknown to both runtimes (newer, older), and read by Python only (none since elmo.mjs reads
 # code-point vocabularies, version 3, too)
 VERSIONS_REFUSED = (str(max(contract.READABLE_VERSIONS) + 1), "1")
@@ -32,10 +27,9 @@ BLANK = ("<!doctype html><meta charset='utf-8'><link rel='icon' href='data:,'>"
 
 
 def node_or_skip() -> str:
-    node = shutil.which("node")
-    if node is None:
-        pytest.skip("node is not installed (apt-get install nodejs)")
-    return node
+    """The path of ``node``; skips the calling test (saying how to get it) without one."""
+    need("node")
+    return shutil.which("node") or "node"
 
 
 def run_node(script: Path, stdin: str) -> str:

@@ -18,12 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pytest
 
-pytest.importorskip("starlette", reason="elmo serve needs the serve extra (starlette)")
-pytest.importorskip("uvicorn", reason="elmo serve needs the serve extra (uvicorn)")
-pytest.importorskip("prometheus_client", reason="elmo serve needs the serve extra")
-pytest.importorskip("orjson", reason="elmo serve needs the serve extra (orjson)")
+from support.processes import default_signals
+from support.requires import need
+
+need("starlette", "uvicorn", "prometheus_client", "orjson")  # the serve extra
 
 from elmo_runtime import Embedder  # noqa: E402
 
@@ -82,24 +81,36 @@ class Server:
         return samples
 
     def stop(self) -> int:
+        """SIGTERM (a drain), then SIGKILL after 60 s; the exit status."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
             return self.proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
+            return self.kill()
+
+    def kill(self) -> int:
+        """SIGKILL if it still runs (a test's last word: nothing is left behind); exit status."""
+        if self.proc.poll() is None:
             self.proc.kill()
-            return self.proc.wait()
+        return self.proc.wait()
 
 
 def start_server(*args: str, file_limit: int | None = None) -> Server:
     """`python -m elmo_runtime.cli serve --port 0 ARGS`, once it says where it listens;
-    ``file_limit``: the server's RLIMIT_NOFILE (soft and hard), set in the child."""
+    ``file_limit``: the server's RLIMIT_NOFILE (soft and hard), set in the child.
+
+    The child starts with default SIGINT/SIGTERM dispositions, whatever this process
+    inherited. Callers stop it (:meth:`Server.stop`, :meth:`Server.kill`) in a finally or a
+    fixture's teardown (tests/serve/conftest.py: ``serve``)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
-    def limit_files() -> None:
-        import resource
+    def before_exec() -> None:
+        default_signals()
+        if file_limit is not None:
+            import resource
 
-        resource.setrlimit(resource.RLIMIT_NOFILE, (file_limit, file_limit))
+            resource.setrlimit(resource.RLIMIT_NOFILE, (file_limit, file_limit))
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "elmo_runtime.cli", "serve", "--port", "0", "--threads", "1", *args],
@@ -107,7 +118,7 @@ def start_server(*args: str, file_limit: int | None = None) -> Server:
         stderr=subprocess.PIPE,
         text=True,
         env=env,
-        preexec_fn=None if file_limit is None else limit_files,
+        preexec_fn=before_exec,
     )
     lines: list[str] = []
     deadline = time.monotonic() + START_TIMEOUT
@@ -150,11 +161,6 @@ def expected(
     """What the library gives for one sentence alone (mean over its tokens if pooled)."""
     v = offline[mix].embed_sentence(tokens)
     return v.mean(axis=-2) if pooling == "mean" else v
-
-
-# What the serve tests' fixtures give (each test module declares the fixture): no
-# tests/serve/conftest.py, because a second module named ``conftest`` shadows
-# tests/conftest.py for `from conftest import ...` when tests/cli and tests/serve run together.
 
 
 def shared_server() -> Iterator[Server]:
