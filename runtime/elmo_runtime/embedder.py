@@ -7,7 +7,7 @@ Sentences are lists of tokens; the runtime adds ``<S>``/``</S>`` and strips
 them from the outputs. By default every sentence starts from a zero LSTM
 state (stateless), so its vectors do not depend on what ran before. With
 ``stateful=True`` the state carries over between calls by **batch row**, as
-bilm-tf and AllenNLP do it (ELMO_SPEC.md, "State across batches").
+bilm-tf and AllenNLP do it (docs/elmo-spec.md, "State across batches").
 """
 
 from __future__ import annotations

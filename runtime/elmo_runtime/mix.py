@@ -1,4 +1,4 @@
-"""Scalar mix of the L+1 ELMo layers, in NumPy (ELMO_SPEC.md, "Scalar mix").
+"""Scalar mix of the L+1 ELMo layers, in NumPy (docs/elmo-spec.md, "Scalar mix").
 
 ``ELMo_k = gamma * sum_j softmax(w)_j * h_{k,j}``. Mixes apply to one
 sentence at a time: an array of shape ``(L+1, n, 2P)`` becomes ``(n, 2P)``.

@@ -14,7 +14,7 @@ mix="task.mix.json")`` or ``elmo embed --mix task.mix.json``. No torch needed::
 
 ``bench/supersense.py`` does this for WordNet supersenses.
 
-The task-specific layer weighting of ELMo (ELMO_SPEC.md, "Scalar mix"):
+The task-specific layer weighting of ELMo (docs/elmo-spec.md, "Scalar mix"):
 ``x = gamma * sum_j softmax(w)_j * h_j`` and ``p(y | x) = softmax(x W + b)``,
 fitted by minimizing the mean cross-entropy plus ``l2/2 * (|W|^2 + gamma^2)``
 (without the gamma term ``gamma`` and ``W`` could trade scale forever).

@@ -3,7 +3,7 @@
 State is indexed by the row a sentence occupies in its batch, not by the
 sentence: after a batch of ``B`` rows, rows ``< B`` take the batch's final
 states, rows ``>= B`` keep theirs, and rows never seen start at zero
-(ELMO_SPEC.md, "State across batches"). Both the PyTorch model and the
+(docs/elmo-spec.md, "State across batches"). Both the PyTorch model and the
 runtime use this class, so the rule lives in one place.
 """
 

@@ -311,7 +311,7 @@ STATEFUL_BATCHES = [
 
 
 def _reference_stateful(options, weights, batches):
-    """Per-row state per ELMO_SPEC.md: rows < B take new states, others keep theirs."""
+    """Per-row state per docs/elmo-spec.md: rows < B take new states, others keep theirs."""
     ref = ReferenceBiLM(options, weights)
     L, D, P = options.n_layers, options.lstm_dim, options.projection_dim
     c = np.zeros((2, L, 0, D))

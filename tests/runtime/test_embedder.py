@@ -353,7 +353,7 @@ def test_literal_boundary_tokens_give_the_boundary_vectors(tiny: Embedder) -> No
     equals the graph fed the spec's boundary rows, written out by hand, at those steps."""
     sentence = ["<S>", "The", "cat", "</S>", "sat"]
     got = tiny.embed_sentence(sentence)
-    bos = np.array([259, 257, 260] + [261] * 47, np.int32)  # ELMO_SPEC <S>, shifted
+    bos = np.array([259, 257, 260] + [261] * 47, np.int32)  # docs/elmo-spec.md <S>, shifted
     eos = np.array([259, 258, 260] + [261] * 47, np.int32)
     words = chars.tokens_to_ids(["The", "cat", "sat"])
     token_chars = np.stack([bos, eos, *words])

@@ -99,7 +99,7 @@ def test_fitted_mix_file_is_applied_by_the_runtime_as_the_spec_formula(
     tokens = ["the", "bank", "of", "the", "river"]
     raw = Embedder(toy_model_path).embed_sentence(tokens).astype(np.float64)  # (3, n, D)
     mixed = Embedder(toy_model_path, mix=path).embed_sentence(tokens)
-    # ELMO_SPEC: ELMo_k = gamma * sum_j softmax(w)_j * h_kj, by hand in float64
+    # docs/elmo-spec.md: ELMo_k = gamma * sum_j softmax(w)_j * h_kj, by hand in float64
     exps = [math.exp(w - max(data["weights"])) for w in data["weights"]]
     by_hand = data["gamma"] * sum(e / sum(exps) * raw[j] for j, e in enumerate(exps))
     np.testing.assert_allclose(mixed, by_hand, rtol=1e-6, atol=1e-6)

@@ -110,7 +110,7 @@ def test_a_tiny_cache_stays_exact_while_it_evicts(tiny_model_path: Path) -> None
 
 
 # ------------------------------------------------------ literal <S> and </S> (issue 12)
-# The rows ELMO_SPEC gives for the boundaries, written out: [BOW, BOS|EOS, EOW, PAD…] + 1.
+# The rows docs/elmo-spec.md gives for the boundaries, written out: [BOW, BOS|EOS, EOW, PAD…] + 1.
 SPEC_BOS_ROW = [259, 257, 260] + [261] * 47
 SPEC_EOS_ROW = [259, 258, 260] + [261] * 47
 

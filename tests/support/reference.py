@@ -1,6 +1,6 @@
 """An independent, deliberately naive NumPy implementation of the ELMo biLM.
 
-Written from ELMO_SPEC.md alone (not from the PyTorch or ONNX code) so that
+Written from docs/elmo-spec.md alone (not from the PyTorch or ONNX code) so that
 it can serve as an oracle for them. Clarity over speed: one token, one filter
 position, one time step, one sentence at a time, in float64. There is no
 batching inside the model at all: :func:`run_batch` loops over rows and each
@@ -50,7 +50,7 @@ class ReferenceOutput:
 
 
 class ReferenceBiLM:
-    """The biLM of ELMO_SPEC.md. ``options`` is an ElmoOptions, ``weights`` the hdf5 dict."""
+    """The biLM of docs/elmo-spec.md. ``options`` is an ElmoOptions, ``weights`` the hdf5 dict."""
 
     def __init__(self, options, weights: dict[str, np.ndarray]) -> None:
         self.o = options

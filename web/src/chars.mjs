@@ -1,5 +1,5 @@
 // Tokens -> bilm-tf character ids and the graph's token inputs, as elmo_runtime/format/chars.py
-// does it (ELMO_SPEC.md, "Character ids"): each token's UTF-8 bytes cut to max_chars - 2,
+// does it (docs/elmo-spec.md, "Character ids"): each token's UTF-8 bytes cut to max_chars - 2,
 // [BOW, bytes..., EOW, PAD...], +1 on every id; <S> and </S> rows around every sentence; the
 // literal tokens "<S>" and "</S>" are those boundary rows.
 

@@ -1,4 +1,4 @@
-// The scalar mix of the L+1 layers (elmo_runtime/mix.py; ELMO_SPEC.md, "Scalar mix"):
+// The scalar mix of the L+1 layers (elmo_runtime/mix.py; docs/elmo-spec.md, "Scalar mix"):
 // ELMo_k = gamma * sum_j softmax(w)_j * h_{k,j}, accumulated in float64, returned as float32.
 // Layer norm (do_layer_norm) uses the mean and variance of each layer over the sentence.
 

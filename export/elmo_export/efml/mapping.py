@@ -1,7 +1,7 @@
 """ELMoForManyLangs state dicts → the ELMo hdf5 weight layout the graph builder reads.
 
 Their biLM is bilm-tf's up to conventions, so the conversion is a set of
-exact weight transforms (ELMO_SPEC.md names on the left):
+exact weight transforms (docs/elmo-spec.md names on the left):
 
 * ``char_embed`` = their char embedding, one row per vocabulary id (the
   graph prepends the zero row for shifted id 0; the trained ``<pad>`` row is

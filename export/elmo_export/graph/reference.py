@@ -1,4 +1,4 @@
-"""A float64 NumPy forward of the biLM, written from ELMO_SPEC.md: the torch-free parity oracle.
+"""A float64 NumPy forward of the biLM, written from docs/elmo-spec.md: the torch-free oracle.
 
 ``elmo convert`` checks the graph it built against this forward before it
 writes anything (PyTorch is not needed). It takes the graph's own inputs
@@ -33,7 +33,7 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 class NumpyBiLM:
-    """The biLM of ELMO_SPEC.md in float64 NumPy. Raises WeightsError for bad weights."""
+    """The biLM of docs/elmo-spec.md in float64 NumPy. Raises WeightsError for bad weights."""
 
     def __init__(self, options: ElmoOptions, weights: Weights) -> None:
         check_weights(weights, options, "weights")

@@ -1,4 +1,4 @@
-"""The ELMo biLM in PyTorch, exactly as ELMO_SPEC.md describes it (training and ``elmo export``).
+"""The ELMo biLM in PyTorch, exactly as docs/elmo-spec.md describes it (training, `elmo export`).
 
 ``BiLM`` takes the exported graph's own inputs (:mod:`elmo_runtime.format.contract`):
 ``forward(token_chars, token_index, state, cached_vectors)``, each distinct

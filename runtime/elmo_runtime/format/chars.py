@@ -1,6 +1,6 @@
 """Tokens → bilm-tf character ids, and the one packer of the graph's token inputs.
 
-The single source of truth for the char-id scheme (ELMO_SPEC.md, "Character ids"):
+The single source of truth for the char-id scheme (docs/elmo-spec.md, "Character ids"):
 
 * a token is UTF-8 encoded and truncated to ``max_chars - 2`` **bytes**;
 * its row is ``[BOW, b0, b1, …, EOW, PAD, PAD, …]`` of length ``max_chars``;

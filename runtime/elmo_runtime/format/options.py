@@ -21,12 +21,13 @@ from .chars import CHAR_VOCAB, N_CHARACTERS
 ACTIVATIONS = ("relu", "tanh")
 CHAR_VOCABULARIES = ("bytes", "codepoint")
 MIN_CODEPOINT_ROWS = 7  # <bos> <eos> <oov> <pad> <bow> <eow> + the zero row
-FORGET_BIAS = 1.0  # added to the forget gate at run time, never stored in B (ELMO_SPEC, LSTM)
+# added to the forget gate at run time, not stored in B (docs/elmo-spec.md, "LSTM with projection")
+FORGET_BIAS = 1.0
 
 
 @dataclass(frozen=True)
 class ElmoOptions:
-    """Hyperparameters of one biLM (see ELMO_SPEC.md)."""
+    """Hyperparameters of one biLM (see docs/elmo-spec.md)."""
 
     lstm_dim: int
     projection_dim: int
