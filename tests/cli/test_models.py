@@ -25,8 +25,8 @@ from elmo_runtime.models import (
     models_dir,
     resolve_model,
 )
+from support import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 PACKAGES = (REPO / "runtime", REPO / "export")
 
 

@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import REPO
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "run.py"
+BENCH = REPO / "bench" / "run.py"
 
 
 def _bench_module():

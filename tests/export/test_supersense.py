@@ -8,8 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from support import REPO
 
-BENCH_DIR = Path(__file__).resolve().parents[2] / "bench"
+BENCH_DIR = REPO / "bench"
 sys.path.append(str(BENCH_DIR))
 
 from supersense_items import (  # noqa: E402  (bench/supersense_items.py)

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 from elmo_runtime.tokenize import tokenize
+from support import REPO
 
-RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
+RECIPES_DIR = REPO / "recipes"
 sys.path.append(str(RECIPES_DIR))
 
 import wordnet_corpus as wordnet  # noqa: E402

@@ -30,6 +30,7 @@ from elmo_runtime.quantize import (
     quantize_model,
 )
 from elmo_runtime.session import DISABLED_OPTIMIZERS
+from support import REPO
 from support.notorch import BLOCK_TORCH
 from support.requires import missing, requires
 
@@ -485,8 +486,8 @@ def test_quantizers_are_quiet(tiny_model_path, tmp_path, caplog):
 # ---------------------------------------------------------------------------- issue 12: exact,
 # batch-independent quantized models
 
-BUNDLED = Path(__file__).resolve().parents[2] / "runtime" / "elmo_runtime" / "models"
-RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"  # wordnet_corpus.py: held-out split
+BUNDLED = REPO / "runtime" / "elmo_runtime" / "models"
+RECIPES_DIR = REPO / "recipes"  # wordnet_corpus.py: held-out split
 PAIR_LIMIT = 2**15 - 1  # vpmaddubsw adds two u8×s8 products into a saturating int16
 
 
