@@ -1,7 +1,7 @@
 """`elmo convert` without PyTorch: the float64 NumPy forward, cells without projection, refusals.
 
 The package's NumPy forward (``elmo_export.graph.reference``, convert's parity
-oracle) is held to the independent naive oracle of ``tests/reference.py``;
+oracle) is held to the independent naive oracle of ``tests/support/reference.py``;
 weights without a cell projection (dim == projection_dim, no ``W_P_0``,
 allenai/allennlp#2062) go through the graph, the PyTorch model and the
 converter, all checked against that oracle. Nothing here needs torch except

@@ -9,14 +9,15 @@ import pytest
 
 @pytest.fixture
 def serve() -> Iterator[Callable[..., object]]:
-    """``serve(*ARGS)`` starts `elmo serve ARGS` (:func:`support.serve.start_server`); every
+    """``serve(*ARGS, file_limit=None)`` starts `elmo serve ARGS`
+    (:func:`support.serve.start_server`); every
     server it started is killed at teardown if it still runs, whatever the test did."""
     from support.serve import Server, start_server
 
     started: list[Server] = []
 
-    def start(*args: str) -> Server:
-        started.append(start_server(*args))
+    def start(*args: str, **kwargs: object) -> Server:
+        started.append(start_server(*args, **kwargs))
         return started[-1]
 
     yield start

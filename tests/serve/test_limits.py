@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 import pytest
-from serve_util import Server, decode, expected, reference_embedders, start_server
+from support.serve import Server, decode, expected, reference_embedders, start_server
 
 TIMEOUT = 60.0
 

@@ -9,7 +9,7 @@ rows), independent of the graph builder: no ONNX, no folded biases, the
 backward stack run on rows reversed within their lengths.
 
 The test suite holds it to the naive, one-sentence-at-a-time oracle in
-``tests/reference.py``.
+``tests/support/reference.py``.
 """
 
 from __future__ import annotations
