@@ -150,7 +150,7 @@ def test_declared_size_lie_refused(tmp_path: Path) -> None:
 def test_elmo_convert_an_nlpl_zip(bilm_fixtures: Path, tmp_path: Path, layout: str) -> None:
     """`elmo convert 210.zip` as downloaded: nothing to unpack, nothing left behind."""
     from elmo_runtime.session import describe_model
-    from util import run_elmo
+    from support.cli import run_elmo
 
     prefix = "210/" if layout.startswith("nested") else ""
     members = {prefix + "options.json": (bilm_fixtures / "options.json").read_bytes(),
@@ -168,7 +168,8 @@ def test_elmo_convert_an_nlpl_zip(bilm_fixtures: Path, tmp_path: Path, layout: s
 
 
 def test_elmo_convert_refuses_an_unsafe_zip(tmp_path: Path) -> None:
-    from util import one_line_error, run_elmo
+    from support.cli import run_elmo
+    from support.errors import one_line_error
 
     archive = make_zip(tmp_path / "t.zip", {"options.json": OPTIONS, "model.hdf5": HDF5,
                                             "../../evil": b"x"})
