@@ -23,11 +23,10 @@ import ast
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
+from support import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 ROOTS = {"elmo_runtime": REPO / "runtime" / "elmo_runtime",
          "elmo_export": REPO / "export" / "elmo_export"}
 TORCH_FREE_ROOMS = ("elmo_export.bilm_tf", "elmo_export.graph", "elmo_export.presets")
