@@ -73,7 +73,7 @@ def build(preset: str, work: Path, seed: int, reference: bool) -> dict[str, Path
 def measure(paths: dict[str, Path], args: argparse.Namespace) -> dict[str, dict[str, float]]:
     """Best seconds per sentence at batch 1 and per batch of 32, rounds alternating."""
     from elmo_runtime.format import chars
-    from elmo_runtime.session import create_session
+    from elmo_runtime.loading.session import create_session
 
     sentences = make_sentences(max(args.sentences, args.b1_sentences), seed=args.seed)
     b1 = [chars.pack([s]).feed() for s in sentences[: args.b1_sentences]]

@@ -11,7 +11,7 @@ int4 weight-only), then measures, each configuration in a fresh child process
 (so peak RSS is that configuration's own and thread pools never meet):
 
 * PyTorch eager (the project's ``BiLM``), ONNX fp32, int8, int4, each loaded
-  as it is ("before") and from its prepared copy (``elmo_runtime.prepared``:
+  as it is ("before") and from its prepared copy (``elmo_runtime.loading.prepared``:
   pre-packed weights memory-mapped; the copies are made first, in the bench's
   own cache, and the time that takes is printed); the ONNX rows without the
   token cache (pure model speed) and prepared fp32/int8 once more with it (the
@@ -63,7 +63,7 @@ if str(TESTS_DIR) not in sys.path:
 BATCH = 32
 QUANT_MODES = ("int8", "int4")
 # (row name, model file key, token cache MiB, prepared): "before" rows load the .onnx as it
-# is, "prepared" rows its prepared copy (elmo_runtime.prepared: pre-packed weights mapped)
+# is, "prepared" rows its prepared copy (elmo_runtime.loading.prepared: pre-packed weights mapped)
 ONNX_ROWS = (
     ("ONNX fp32", "fp32", 0.0, False),
     ("ONNX fp32, prepared", "fp32", 0.0, True),
@@ -385,7 +385,7 @@ def bench_preset(preset: str, args: argparse.Namespace, limits: dict[str, float]
 
 def prepare_copy(model: Path, cache: Path) -> float:
     """Seconds to make the prepared copy of ``model`` in ``cache`` (what a first load adds)."""
-    from elmo_runtime import prepared
+    from elmo_runtime.loading.prepared import cache as prepared
 
     start = time.perf_counter()
     prepared.prepare(model, cache)

@@ -31,7 +31,7 @@ from support.models import identity_model, toy_model, toy_vectors
 @pytest.fixture(scope="session", autouse=True)
 def private_prepared_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Prepared copies of test models go to a temp dir, not the user's cache (subprocesses too)."""
-    from elmo_runtime.prepared import ENV_CACHE
+    from elmo_runtime.loading.hashes import ENV_CACHE
 
     before = os.environ.get(ENV_CACHE)
     os.environ[ENV_CACHE] = str(tmp_path_factory.mktemp("prepared-cache"))

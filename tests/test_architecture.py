@@ -24,7 +24,6 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import pytest
 from support import REPO
 
 ROOTS = {"elmo_runtime": REPO / "runtime" / "elmo_runtime",
@@ -259,11 +258,6 @@ EDGES = graph(sources())
 # -------------------------------------------------------------------------------- the rules
 
 
-@pytest.mark.xfail(reason="the runtime's import cycles are being removed by issue 21's loading "
-                   "room (session -> prepared -> prepare_graph -> session, session -> models -> "
-                   "session; also format.chars <-> format.contract, and format.contract -> "
-                   "elmo_runtime/__init__ -> embedder -> format.contract); this xfail goes when "
-                   "that lands", strict=False)
 def test_no_import_cycle_in_the_runtime() -> None:
     found = cycles(EDGES, "elmo_runtime")
     assert not found, "import cycles in runtime/: " + " | ".join(

@@ -22,7 +22,7 @@ from elmo_runtime.compat.sources import SourceError, extract, locate
 from elmo_runtime.errors import EXPORT_HINT, ElmoError, missing_extra
 from elmo_runtime.files import check_not_an_input
 from elmo_runtime.format.contract import PARITY_ATOL
-from elmo_runtime.models import HDF5_MAGIC, sniff
+from elmo_runtime.loading.model_file import HDF5_MAGIC, sniff
 
 from .presets import preset_names, resolve_options
 from .train.config import OPTIMIZERS, TrainConfig

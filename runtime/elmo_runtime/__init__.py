@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
-DISTRIBUTION = "elmo-edge"
-
-try:  # the one place the version is read: the installed package's metadata (pyproject.toml)
-    __version__ = metadata.version(DISTRIBUTION)
-except metadata.PackageNotFoundError:  # run from a source tree that was never installed
-    __version__ = "0+unknown"
+from .version import __version__
 
 __all__ = ["Embedder", "__version__"]
 

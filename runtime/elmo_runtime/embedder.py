@@ -22,9 +22,9 @@ from .batching import DEFAULT_BATCH_SIZE, bucketed, chunks, in_order, max_tokens
 from .corpus import MAX_TOKENS
 from .errors import ElmoError, InputError, first_line
 from .format import contract
+from .loading.loaded import open_model
+from .loading.model_file import ModelFile, resolve_model
 from .mix import Mix, ScalarMix, check_mix, load_mix, make_mix, mix_spec
-from .models import resolve_model
-from .session import open_session
 from .states import RowStates
 from .token_cache import DEFAULT_CACHE_MB, TokenCache, capacity_for
 
@@ -64,8 +64,9 @@ def check_sentence(sentence: object, index: int) -> None:
 class Embedder:
     """ELMo vectors from an exported elmo-edge ONNX model.
 
-    ``model``: path of the .onnx file, or a bundled model's name (None: the
-    bundled default model). Every other parameter is keyword-only (AllenNLP's
+    ``model``: path of the .onnx file, a bundled model's name (None: the
+    bundled default model), or a :class:`~.loading.model_file.ModelFile`
+    located before. Every other parameter is keyword-only (AllenNLP's
     ``ElmoEmbedder(options_file, weight_file)`` does not carry over: convert
     those files with ``elmo convert`` first; passing them is a ModelError
     that says so).
@@ -91,7 +92,7 @@ class Embedder:
 
     def __init__(
         self,
-        model: str | Path | None = None,
+        model: str | os.PathLike | ModelFile | None = None,
         *,
         stateful: bool = False,
         provider: str = "auto",
@@ -100,8 +101,8 @@ class Embedder:
         max_tokens_per_batch: int | None = None,
         token_cache_mb: float = DEFAULT_CACHE_MB,
     ):
-        self.model_path = resolve_model(model)  # None: the default; a bundled name
-        self._session, self.info = open_session(self.model_path, provider, threads)
+        loaded = open_model(model, provider, threads)  # None: the default; a bundled name
+        self.model_path, self._session, self.info = loaded.path, loaded.session, loaded.info
         self.stateful = stateful
         opts = self.info.options
         self.max_tokens_per_batch = max_tokens_per_batch or max_tokens_for(opts.lstm_dim)

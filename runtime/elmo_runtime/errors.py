@@ -38,6 +38,14 @@ class UsageError(ElmoError):
     """Options that cannot go together (the CLI reports it as a usage error, exit 2)."""
 
 
+class QuantizeError(ElmoError):
+    """A model that cannot be quantized, or whose quantized outputs drift too far."""
+
+
+class QuantizeWarning(UserWarning):
+    """A quantized model written although it failed the check (``force``)."""
+
+
 def first_line(error: BaseException) -> str:
     """The first non-blank line of ``str(error)``, or the exception's type name if it has none."""
     lines = [line for line in str(error).strip().splitlines() if line.strip()]

@@ -314,7 +314,7 @@ def serving(
 
 
 def _model_path(model: str | None) -> Path:
-    from .models import resolve_model
+    from .loading.model_file import resolve_model
 
     path = resolve_model(model)  # None: the default; a bundled name; a path
     if not path.is_file():

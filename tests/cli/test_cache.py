@@ -7,9 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from elmo_runtime import prepared
-from elmo_runtime import prepared_inventory as inventory
 from elmo_runtime.embedder import Embedder, default_model_path
+from elmo_runtime.loading import hashes
+from elmo_runtime.loading.prepared import cache as prepared
+from elmo_runtime.loading.prepared import inventory
 from support.cli import run_elmo
 from support.errors import one_line_error
 
@@ -18,7 +19,7 @@ from support.errors import one_line_error
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty cache of its own, and a copy of the bundled model under another path."""
     root = tmp_path / "cache"
-    monkeypatch.setenv(prepared.ENV_CACHE, str(root))
+    monkeypatch.setenv(hashes.ENV_CACHE, str(root))
     return root
 
 

@@ -17,14 +17,14 @@ from elmo_runtime.cli.progress import RateEta
 from elmo_runtime.embedder import Embedder
 from elmo_runtime.errors import ModelError, first_line
 from elmo_runtime.files import PARTIAL, atomic_path, format_mib
+from elmo_runtime.loading.model_file import resolve_model
 from elmo_runtime.models import (
     DEFAULT,
     bundled_models,
-    check_registry,
     get,
     models_dir,
-    resolve_model,
 )
+from elmo_runtime.models.maintain import check_registry
 from support import REPO
 
 PACKAGES = (REPO / "runtime", REPO / "export")
@@ -126,7 +126,7 @@ def test_export_parity_records_the_tolerance_it_applied(tiny_model_path: Path) -
     """check_parity holds each output to atol x max(1, |reference|) and records that value."""
     parity = pytest.importorskip("elmo_export.graph.parity")
     from elmo_runtime.format.contract import parse_metadata
-    from elmo_runtime.session import create_session
+    from elmo_runtime.loading.session import create_session
 
     data = tiny_model_path.read_bytes()
     session = create_session(data, "cpu")

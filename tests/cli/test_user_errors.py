@@ -18,7 +18,8 @@ from elmo_runtime import __version__
 from elmo_runtime.cli.info import describe, format_info, format_parity
 from elmo_runtime.embedder import Embedder
 from elmo_runtime.errors import ModelError
-from elmo_runtime.models import HDF5_MAGIC, names
+from elmo_runtime.loading.model_file import HDF5_MAGIC
+from elmo_runtime.models import names
 from support.cli import run_elmo as run
 from support.errors import one_line_error
 

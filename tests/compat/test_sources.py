@@ -149,7 +149,7 @@ def test_declared_size_lie_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize("layout", ["flat+vocab", "flat", "nested+gz"])
 def test_elmo_convert_an_nlpl_zip(bilm_fixtures: Path, tmp_path: Path, layout: str) -> None:
     """`elmo convert 210.zip` as downloaded: nothing to unpack, nothing left behind."""
-    from elmo_runtime.session import describe_model
+    from elmo_runtime.cli.info import describe_model
     from support.cli import run_elmo
 
     prefix = "210/" if layout.startswith("nested") else ""

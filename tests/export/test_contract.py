@@ -14,7 +14,7 @@ import pytest
 from elmo_export.graph.builder import build_model
 from elmo_runtime.errors import ModelError
 from elmo_runtime.format import contract
-from elmo_runtime.session import open_session
+from elmo_runtime.loading.loaded import open_model
 from support.bilm_random import random_weights
 from support.errors import one_line_error
 from support.models import small_options
@@ -53,7 +53,7 @@ def test_builder_declares_the_table(tmp_path):
     path = _save(tmp_path / "m.onnx")
     for spec in (*contract.INPUT_SPECS, *contract.OUTPUT_SPECS):
         assert _declared(path, spec.name) == spec.resolve(OPTIONS), spec.name
-    open_session(path, "cpu")  # and the validator accepts it
+    open_model(path, "cpu")  # and the validator accepts it
 
 
 def test_renamed_axis_moves_builder_and_validator_together(tmp_path, monkeypatch):
@@ -65,9 +65,9 @@ def test_renamed_axis_moves_builder_and_validator_together(tmp_path, monkeypatch
     after = _save(tmp_path / "after.onnx")
     assert _declared(after, contract.OUTPUT_LAYERS)[2] == "steps"
     assert _declared(after, contract.INPUT_TOKEN_INDEX) == ["batch", "steps"]
-    open_session(after, "cpu")
+    open_model(after, "cpu")
     with pytest.raises(ModelError) as e:
-        open_session(before, "cpu")
+        open_model(before, "cpu")
     message = one_line_error(e)
     assert "do not match the elmo-edge contract" in message
     # every mismatch, in one error
@@ -82,10 +82,10 @@ def test_changed_dim_moves_builder_and_validator_together(tmp_path, monkeypatch)
     _patch(monkeypatch, contract.INPUT_TOKEN_CHARS, dims=(contract.DISTINCT, "n_filters"))
     after = _save(tmp_path / "after.onnx")
     assert _declared(after, contract.INPUT_TOKEN_CHARS) == ["distinct_tokens", OPTIONS.n_filters]
-    open_session(after, "cpu")
+    open_model(after, "cpu")
     with pytest.raises(ModelError, match=r"token_chars has shape \['distinct_tokens', 50\], "
                                          r"but the model's options imply \['\?', 15\]"):
-        open_session(before, "cpu")
+        open_model(before, "cpu")
 
 
 def test_missing_output_and_extra_input_in_one_error(tmp_path):
@@ -96,7 +96,7 @@ def test_missing_output_and_extra_input_in_one_error(tmp_path):
         "word_ids", onnx.TensorProto.INT32, ["batch", "tokens"]))
     onnx.save(model, str(tmp_path / "bad.onnx"))
     with pytest.raises(ModelError) as e:
-        open_session(tmp_path / "bad.onnx", "cpu")
+        open_model(tmp_path / "bad.onnx", "cpu")
     message = one_line_error(e)
     assert "output token_vectors is missing" in message
     assert "input word_ids is not in the contract" in message

@@ -35,7 +35,7 @@ from elmo_export.graph import convert as convert_mod  # noqa: E402
 from elmo_export.graph.builder import build_model  # noqa: E402
 from elmo_export.graph.parity import ExportError  # noqa: E402
 from elmo_export.graph.reference import NumpyBiLM  # noqa: E402
-from elmo_runtime.session import create_session  # noqa: E402
+from elmo_runtime.loading.session import create_session  # noqa: E402
 from support.bilm_random import random_weights  # noqa: E402
 
 ATOL = 1e-5

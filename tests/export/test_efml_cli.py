@@ -170,7 +170,7 @@ def test_convert_from_and_config_flags(tmp_path):
     """--from elmoformanylangs and --config FILE, when config.json's file is not found."""
     from click.testing import CliRunner
     from elmo_runtime.cli import main
-    from elmo_runtime.session import describe_model
+    from elmo_runtime.cli.info import describe_model
 
     d = efml_random.write_random_model(tmp_path / "m", words=["Haus"])
     moved = tmp_path / "elsewhere.json"

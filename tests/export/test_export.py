@@ -138,7 +138,7 @@ def test_export_to_missing_directory(small_model, tmp_path):
 def test_runtime_refuses_metadata_that_does_not_match_the_graph(small_onnx, tmp_path):
     """A model whose metadata options disagree with its graph's shapes is refused by name."""
     from elmo_runtime.errors import ModelError
-    from elmo_runtime.session import open_session
+    from elmo_runtime.loading.loaded import open_model
 
     model = onnx.load(small_onnx)
     wrong = json.loads(json.dumps(SMALL))
@@ -149,7 +149,7 @@ def test_runtime_refuses_metadata_that_does_not_match_the_graph(small_onnx, tmp_
     path = tmp_path / "mismatch.onnx"
     onnx.save(model, str(path))
     with pytest.raises(ModelError, match=r"layers has shape .* imply \['\?', 3, '\?', 18\]"):
-        open_session(path, "cpu")
+        open_model(path, "cpu")
 
 
 def test_stateless_vectors_do_not_depend_on_the_batch(small_onnx):

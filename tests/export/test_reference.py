@@ -242,7 +242,7 @@ def test_torch_all_padding_row_keeps_its_state():
 # ---------------------------------------------------------- (c) ONNX vs reference
 def _onnx_session(options, weights):
     from elmo_export.graph.builder import build_model  # torch-free
-    from elmo_runtime.session import create_session
+    from elmo_runtime.loading.session import create_session
 
     model = build_model(options, weights)
     return create_session(model.SerializeToString(), "cpu")

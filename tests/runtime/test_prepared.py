@@ -1,4 +1,4 @@
-"""Prepared models (elmo_runtime.prepared): same vectors, safe cache, refused when corrupt."""
+"""Prepared copies (elmo_runtime.loading.prepared): same vectors, safe cache, refused if corrupt."""
 
 from __future__ import annotations
 
@@ -13,8 +13,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from elmo_runtime import Embedder, prepare_graph, prepared
+from elmo_runtime import Embedder
 from elmo_runtime.embedder import default_model_path
+from elmo_runtime.loading import hashes
+from elmo_runtime.loading.prepared import cache as prepared
+from elmo_runtime.loading.prepared import graph as prepare_graph
 
 SENTENCES = [["The", "cat", "sat", "on", "the", "mat", "."],
              ["Prepared", "copies", "map", "their", "packed", "weights"], ["Short"]]
@@ -32,7 +35,7 @@ def cache(built: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPa
     """A private copy of the module's cache, used through ELMO_EDGE_CACHE."""
     root = tmp_path / "cache"
     shutil.copytree(built[0], root)
-    monkeypatch.setenv(prepared.ENV_CACHE, str(root))
+    monkeypatch.setenv(hashes.ENV_CACHE, str(root))
     return root
 
 
@@ -104,7 +107,7 @@ def test_bias_folding_keeps_one_projection_buffer() -> None:
     assert prepare_graph.fold_matmul_bias(proto) == 0
 
 
-def test_open_session_loads_the_prepared_copy(cache: Path, monkeypatch: pytest.MonkeyPatch
+def test_open_model_loads_the_prepared_copy(cache: Path, monkeypatch: pytest.MonkeyPatch
                                               ) -> None:
     monkeypatch.setattr(prepared, "MIN_MODEL_BYTES", 0)
     copy = _copy_dir(cache) / prepared.GRAPH
@@ -166,7 +169,7 @@ def test_a_corrupt_copy_is_refused_and_rebuilt(cache: Path, damage: str) -> None
         os.truncate(data, data.stat().st_size - 4096)
     else:
         (directory / prepared.MANIFEST).write_text("{not json")
-    sha = prepared.model_sha256(default_model_path(), cache)
+    sha = hashes.model_sha256(default_model_path(), cache)
     assert prepared.check_copy(directory, sha) is not None
     with pytest.warns(UserWarning, match="refused"):
         path = prepared.prepare(default_model_path(), cache)
@@ -183,7 +186,7 @@ def test_a_stale_copy_is_replaced(cache: Path, monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setattr(prepared, "RECIPE", "p0-test")
     new = prepared.prepare(default_model_path(), cache).parent
     assert new != old and new.parent == old.parent and not old.exists()
-    assert prepared.check_copy(new, prepared.model_sha256(default_model_path(), cache)) is None
+    assert prepared.check_copy(new, hashes.model_sha256(default_model_path(), cache)) is None
 
 
 @pytest.mark.slow
@@ -198,7 +201,7 @@ def test_a_changed_model_gets_its_own_copy(tmp_path: Path) -> None:
     second = prepared.prepare(model, tmp_path / "cache")
     assert second != first
     assert not first.parent.exists()  # the rewritten model's old copy is collected
-    assert prepared.model_sha256(model, tmp_path / "cache") == prepared.sha256_file(model)
+    assert hashes.model_sha256(model, tmp_path / "cache") == prepared.sha256_file(model)
     gone = tmp_path / "gone.onnx"
     shutil.copy(default_model_path(), gone)
     of_gone = prepared.prepare(gone, tmp_path / "cache").parent
@@ -214,7 +217,7 @@ def test_a_changed_model_gets_its_own_copy(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_two_processes_preparing_at_once_both_get_a_good_copy(tmp_path: Path) -> None:
     root = tmp_path / "cache"
-    code = ("import sys; from elmo_runtime import prepared; "
+    code = ("import sys; from elmo_runtime.loading.prepared import cache as prepared; "
             "print(prepared.prepare(sys.argv[1], prepared.Path(sys.argv[2])))")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(default_model_path()), str(root)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -235,7 +238,7 @@ def test_an_unwritable_cache_falls_back_with_a_warning(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
-    monkeypatch.setenv(prepared.ENV_CACHE, str(blocker / "cache"))  # cannot be created
+    monkeypatch.setenv(hashes.ENV_CACHE, str(blocker / "cache"))  # cannot be created
     with pytest.warns(UserWarning, match="loading without a prepared copy"):
         path = prepared.load_path(default_model_path(), "cpu", min_bytes=0)
     assert path == default_model_path()
@@ -246,7 +249,7 @@ def test_an_unwritable_cache_falls_back_with_a_warning(tmp_path: Path,
 def test_a_model_onnxruntime_cannot_prepare_falls_back(tmp_path: Path,
                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """The preparing child fails for another reason than the model (a full disk, a crash)."""
-    monkeypatch.setenv(prepared.ENV_CACHE, str(tmp_path / "cache"))
+    monkeypatch.setenv(hashes.ENV_CACHE, str(tmp_path / "cache"))
     monkeypatch.setattr(prepared.sys, "executable", shutil.which("false"))
     model = default_model_path()
     with pytest.warns(UserWarning, match="could not prepare it: exit status 1"):
@@ -257,7 +260,7 @@ def test_a_model_onnxruntime_cannot_prepare_falls_back(tmp_path: Path,
 def test_a_file_that_is_no_onnx_model_loads_as_it_is(tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """Nothing cached, no warning: the plain load says what is wrong with the file."""
-    monkeypatch.setenv(prepared.ENV_CACHE, str(tmp_path / "cache"))
+    monkeypatch.setenv(hashes.ENV_CACHE, str(tmp_path / "cache"))
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"\x08\x07" + b"not a model" * 100)
     with warnings.catch_warnings():
@@ -281,18 +284,18 @@ def test_the_key_names_onnxruntime_and_the_cpu(monkeypatch: pytest.MonkeyPatch) 
 
 def test_cache_location_follows_the_environment(monkeypatch: pytest.MonkeyPatch,
                                                 tmp_path: Path) -> None:
-    monkeypatch.delenv(prepared.ENV_CACHE, raising=False)
+    monkeypatch.delenv(hashes.ENV_CACHE, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    assert prepared.cache_root() == tmp_path / "elmo-edge"
-    monkeypatch.setenv(prepared.ENV_CACHE, str(tmp_path / "x"))
-    assert prepared.cache_root() == tmp_path / "x"
+    assert hashes.cache_root() == tmp_path / "elmo-edge"
+    monkeypatch.setenv(hashes.ENV_CACHE, str(tmp_path / "x"))
+    assert hashes.cache_root() == tmp_path / "x"
 
 
 @pytest.mark.parametrize("kind", ["metadata", "custom_op"])
 def test_a_strangers_file_is_refused_before_anything_is_cached(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str) -> None:
     """No optimizing, no cache entry, no warning: the plain load reports what is wrong."""
-    monkeypatch.setenv(prepared.ENV_CACHE, str(tmp_path / "cache"))
+    monkeypatch.setenv(hashes.ENV_CACHE, str(tmp_path / "cache"))
     proto = onnx.load(str(default_model_path()))
     if kind == "metadata":
         del proto.metadata_props[:]
@@ -312,9 +315,9 @@ def test_a_strangers_file_is_refused_before_anything_is_cached(
 def test_describing_a_model_prepares_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                              ) -> None:
     """`elmo info` is a look, not a load: it leaves the cache as it was."""
-    from elmo_runtime.session import describe_model
+    from elmo_runtime.cli.info import describe_model
 
-    monkeypatch.setenv(prepared.ENV_CACHE, str(tmp_path / "cache"))
+    monkeypatch.setenv(hashes.ENV_CACHE, str(tmp_path / "cache"))
     monkeypatch.setenv(prepared.ENV_SWITCH, "always")
     assert describe_model(default_model_path())["format"] == "elmo-edge-onnx"
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").rglob(prepared.GRAPH))
@@ -323,20 +326,20 @@ def test_describing_a_model_prepares_nothing(tmp_path: Path, monkeypatch: pytest
 def test_a_copy_gone_before_onnxruntime_opens_it_falls_back(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`elmo cache clear` between load_path's check and the open: the model file loads."""
-    from elmo_runtime.session import open_session
+    from elmo_runtime.loading.loaded import open_model
 
     gone = tmp_path / "removed" / prepared.GRAPH
     monkeypatch.setattr(prepared, "load_path", lambda path, provider="cpu": gone)
     with pytest.warns(UserWarning, match="its prepared copy could not be opened"):
-        session, info = open_session(default_model_path(), "cpu")
+        session = open_model(default_model_path(), "cpu").session
     assert [o.name for o in session.get_outputs()][0] == "layers"
 
 
 def test_a_malformed_index_entry_is_rehashed(tmp_path: Path) -> None:
     root = tmp_path / "cache"
     model = default_model_path()
-    sha = prepared.model_sha256(model, root)
+    sha = hashes.model_sha256(model, root)
     (entry,) = (root / "index").glob("*.json")
     for junk in ("[1, 2]", "7", "null", '{"stamp": 1}'):
         entry.write_text(junk, encoding="utf-8")
-        assert prepared.model_sha256(model, root) == sha
+        assert hashes.model_sha256(model, root) == sha

@@ -9,9 +9,11 @@ from pathlib import Path
 import onnx
 import onnxruntime as ort
 import pytest
+from elmo_runtime.cli.info import describe_model
 from elmo_runtime.errors import ElmoError, ModelError, ProviderError
 from elmo_runtime.format import contract
-from elmo_runtime.session import CPU, CUDA, describe_model, open_session
+from elmo_runtime.loading.loaded import open_model
+from elmo_runtime.loading.session import CPU, CUDA
 from support.errors import one_line_error
 from support.models import TOY_OPTIONS, toy_model
 
@@ -19,7 +21,8 @@ HAS_CUDA = CUDA in ort.get_available_providers()
 
 
 def test_opens_a_contract_model(toy_model_path: Path) -> None:
-    session, info = open_session(toy_model_path, "cpu")
+    loaded = open_model(toy_model_path, "cpu")
+    session, info = loaded.session, loaded.info
     assert info.options == TOY_OPTIONS
     assert info.source == {"kind": "toy"}
     assert info.quantization == {"mode": "none"}
@@ -27,7 +30,8 @@ def test_opens_a_contract_model(toy_model_path: Path) -> None:
 
 
 def test_session_options(toy_model_path: Path) -> None:
-    session, _ = open_session(toy_model_path, "cpu", threads=3)
+    loaded = open_model(toy_model_path, "cpu", threads=3)
+    session, _ = loaded.session, loaded.info
     opts = session.get_session_options()
     assert opts.intra_op_num_threads == 3
     assert opts.inter_op_num_threads == 1
@@ -39,18 +43,18 @@ def test_session_options(toy_model_path: Path) -> None:
 @pytest.mark.parametrize("threads", [0, -2, 1.5, True, "4"])
 def test_invalid_threads(toy_model_path: Path, threads: object) -> None:
     with pytest.raises(ElmoError, match="threads must be a positive integer"):
-        open_session(toy_model_path, "cpu", threads=threads)  # type: ignore[arg-type]
+        open_model(toy_model_path, "cpu", threads=threads)  # type: ignore[arg-type]
 
 
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ModelError) as e:
-        open_session(tmp_path / "nope.onnx")
+        open_model(tmp_path / "nope.onnx")
     assert one_line_error(e) == f"{tmp_path / 'nope.onnx'}: no such model file"
 
 
 def test_directory_is_not_a_model(tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="no such model file"):
-        open_session(tmp_path)
+        open_model(tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -62,7 +66,7 @@ def test_not_onnx(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "model.onnx"
     path.write_bytes(content)
     with pytest.raises(ModelError) as e:
-        open_session(path, "cpu")
+        open_model(path, "cpu")
     message = one_line_error(e)
     assert message.startswith(f"{path}: not a readable ONNX model (truncated or not ONNX): ")
 
@@ -72,13 +76,13 @@ def test_truncated_model(tmp_path: Path, toy_model_path: Path) -> None:
     path = tmp_path / "truncated.onnx"
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(ModelError) as e:
-        open_session(path, "cpu")
+        open_model(path, "cpu")
     assert "not a readable ONNX model (truncated or not ONNX)" in one_line_error(e)
 
 
 def test_onnx_that_is_not_an_elmo_model(not_elmo_model_path: Path) -> None:
     with pytest.raises(ModelError) as e:
-        open_session(not_elmo_model_path, "cpu")
+        open_model(not_elmo_model_path, "cpu")
     assert "not an elmo-edge model" in one_line_error(e)
     assert str(not_elmo_model_path) in str(e.value)
 
@@ -89,7 +93,7 @@ def test_wrong_input_names(tmp_path: Path) -> None:
         input_names=("chars", "cached_vectors", "token_index", "state_c", "state_h")
     ), str(path))
     with pytest.raises(ModelError) as e:
-        open_session(path, "cpu")
+        open_model(path, "cpu")
     assert "do not match the elmo-edge contract" in one_line_error(e)
 
 
@@ -103,19 +107,19 @@ def test_unsupported_format_version(tmp_path: Path, version: str, advice: str) -
     path = tmp_path / "other.onnx"
     onnx.save(toy_model(metadata=meta), str(path))
     with pytest.raises(ModelError, match=f"format version '{version}' is not supported") as e:
-        open_session(path, "cpu")
+        open_model(path, "cpu")
     assert advice in str(e.value)
 
 
 def test_unknown_provider(toy_model_path: Path) -> None:
     with pytest.raises(ProviderError, match="unknown provider 'tpu'"):
-        open_session(toy_model_path, "tpu")
+        open_model(toy_model_path, "tpu")
 
 
 @pytest.mark.skipif(HAS_CUDA, reason="this onnxruntime build has CUDA")
 def test_cuda_on_a_cpu_only_build(toy_model_path: Path) -> None:
     with pytest.raises(ProviderError) as e:
-        open_session(toy_model_path, "cuda")
+        open_model(toy_model_path, "cuda")
     message = one_line_error(e)
     assert "provider 'cuda' is not available" in message
     assert CPU in message  # names what is available
@@ -126,7 +130,8 @@ def test_cuda_on_a_cpu_only_build(toy_model_path: Path) -> None:
 def test_auto_without_cuda_is_silently_cpu(toy_model_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        session, _ = open_session(toy_model_path, "auto")
+        loaded = open_model(toy_model_path, "auto")
+        session, _ = loaded.session, loaded.info
     assert session.get_providers() == [CPU]
 
 
@@ -141,7 +146,8 @@ def fake_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.usefixtures("fake_cuda")
 def test_auto_falls_back_to_cpu_with_one_warning(toy_model_path: Path) -> None:
     with pytest.warns(UserWarning) as record:
-        session, info = open_session(toy_model_path, "auto")
+        loaded = open_model(toy_model_path, "auto")
+        session, info = loaded.session, loaded.info
     assert len(record) == 1
     message = str(record[0].message)
     assert "\n" not in message
@@ -154,7 +160,7 @@ def test_auto_falls_back_to_cpu_with_one_warning(toy_model_path: Path) -> None:
 @pytest.mark.usefixtures("fake_cuda")
 def test_cuda_that_does_not_attach_is_an_error(toy_model_path: Path) -> None:
     with pytest.raises(ProviderError) as e:
-        open_session(toy_model_path, "cuda")
+        open_model(toy_model_path, "cuda")
     assert "CUDA is offered but unusable (the CUDA provider did not attach)" in one_line_error(e)
 
 
@@ -163,7 +169,7 @@ def test_bad_file_with_cuda_offered_is_a_model_error(tmp_path: Path) -> None:
     path = tmp_path / "bad.onnx"
     path.write_text("not a model")
     with pytest.raises(ModelError, match="not a readable ONNX model"):
-        open_session(path, "cuda")
+        open_model(path, "cuda")
 
 
 def test_describe_model(toy_model_path: Path) -> None:
@@ -201,7 +207,7 @@ def test_char_scheme_is_named_and_older_files_read_as_bilm_tf() -> None:
 
 def test_create_session_from_bytes_with_config_entries(toy_model_path: Path) -> None:
     """The one factory: bytes or a path, extra config entries applied, no contract check."""
-    from elmo_runtime.session import create_session
+    from elmo_runtime.loading.session import create_session
 
     data = toy_model_path.read_bytes()
     session = create_session(data, "cpu", threads=1,

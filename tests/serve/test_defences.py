@@ -141,7 +141,7 @@ def test_loopback_host_headers_are_served(guarded: Server, host: str) -> None:
 
 
 def test_info_names_the_model_file_not_its_path(guarded: Server) -> None:
-    from elmo_runtime.models import resolve_model
+    from elmo_runtime.loading.model_file import resolve_model
 
     status, _, data = guarded.request("GET", "/info")
     info = json.loads(data)

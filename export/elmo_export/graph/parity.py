@@ -1,7 +1,7 @@
 """The parity check every written model passes: its graph against a reference forward.
 
 Torch-free. The graph runs in onnxruntime (through the one session factory,
-:func:`elmo_runtime.session.create_session`) and the reference (the PyTorch
+:func:`elmo_runtime.loading.session.create_session`) and the reference (the PyTorch
 model for ``elmo export``, the float64 NumPy forward for ``elmo convert``) on
 the same inputs, on shapes unlike one another (several batch sizes and
 lengths, mixed lengths in one batch, non-zero initial states). Every
@@ -18,7 +18,7 @@ import numpy as np
 from elmo_runtime.errors import ElmoError
 from elmo_runtime.format import chars, contract
 from elmo_runtime.format.options import ElmoOptions
-from elmo_runtime.session import create_session
+from elmo_runtime.loading.session import create_session
 
 DEFAULT_ATOL = contract.PARITY_ATOL
 # (batch size, max tokens): shapes chosen unlike each other; rows get mixed lengths

@@ -22,10 +22,10 @@ from typing import Any
 
 import click
 
-from .. import __version__
 from ..corpus import read_sentences
 from ..errors import ElmoError, UsageError, first_line, missing_extra, pip_hint
 from ..output.job import count_lines
+from ..version import __version__
 from .progress import INTERRUPTS
 
 __all__ = ["INTERRUPTS", "ElmoGroup", "count_lines", "main", "read_sentences"]

@@ -1,6 +1,6 @@
 """`elmo cache`: see, make ahead of time, or delete the prepared copies of big models.
 
-A prepared copy (:mod:`elmo_runtime.prepared`) is made on a model's first CPU
+A prepared copy (:mod:`elmo_runtime.loading.prepared`) is made on a model's first CPU
 load and takes about twice the model's bytes in the user cache; `elmo cache
 prepare` makes it at deployment instead, so no request pays for it.
 """
@@ -11,10 +11,12 @@ import time
 
 import click
 
-from .. import prepared, prepared_inventory
 from ..errors import ElmoError
 from ..files import format_mib
-from ..models import check_model_file, resolve_model
+from ..loading.hashes import cache_root
+from ..loading.model_file import locate
+from ..loading.prepared import cache as prepared
+from ..loading.prepared import inventory
 
 
 @click.group("cache")
@@ -28,8 +30,8 @@ def cache_command() -> None:
 @cache_command.command("list")
 def list_command() -> None:
     """Each copy: its size, the model file(s) it was made from, and whether this machine uses it."""
-    root = prepared.cache_root()
-    copies = prepared_inventory.list_copies(root)
+    root = cache_root()
+    copies = inventory.list_copies(root)
     total = sum(c["bytes"] for c in copies)
     noun = "copy" if len(copies) == 1 else "copies"
     click.echo(f"{root}: {len(copies)} prepared {noun}, {format_mib(total)}")
@@ -48,9 +50,8 @@ def prepare_command(models: tuple[str, ...]) -> None:
     Any size of model; `elmo embed` and the library use a copy for models of 32 MiB and more
     (ELMO_EDGE_PREPARED=always: every model).
     """
-    paths = [resolve_model(model) for model in models]
-    for path in paths:  # every name checked before minutes go into the first copy
-        check_model_file(path)
+    # every name checked before minutes go into the first copy
+    paths = [locate(model).path for model in models]
     for done, path in enumerate(paths):
         start = time.perf_counter()
         try:
@@ -77,9 +78,7 @@ def clear_command(model: str | None) -> None:
     A model whose copy is being made right now is left as it is (with a warning). A process
     loading a model whose copy goes falls back to the model file with a warning.
     """
-    path = None if model is None else resolve_model(model)
-    if path is not None:
-        check_model_file(path)
-    count, freed = prepared_inventory.clear(path)
+    path = None if model is None else locate(model).path
+    count, freed = inventory.clear(path)
     noun = "copy" if count == 1 else "copies"
     click.echo(f"removed {count} prepared {noun}, {format_mib(freed)}")

@@ -8,10 +8,10 @@ from pathlib import Path
 import click
 
 from ..batching import DEFAULT_BATCH_SIZE
+from ..loading.session import PROVIDERS
 from ..output.job import EmbedJob, JobResult, count_lines, run_job
 from ..output.shards import DEFAULT_SHARD_SIZE
 from ..output.writers import DTYPES, FORMATS
-from ..session import PROVIDERS
 from ..token_cache import DEFAULT_CACHE_MB
 from .params import Finite
 from .progress import line_progress

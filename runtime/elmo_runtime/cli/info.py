@@ -1,13 +1,23 @@
-"""`elmo info`: what a model is (the bundled default when no MODEL is given)."""
+"""`elmo info`: what a model is (the bundled default when no MODEL is given).
+
+:func:`describe_model` gathers it (metadata, interface, contract table,
+opset) as JSON-ready values; :func:`format_info` prints it.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+from dataclasses import asdict
 from typing import Any
 
 import click
 
 from ..files import format_mib
+from ..format import contract
+from ..loading.loaded import open_model
+from ..loading.model_file import ModelFile, load_proto
+from ..models import bundled_name, get
 
 WIDTH = 100  # plain metadata values longer than this together go one a line
 NOT_RECORDED = "× max(1, |reference output|) (the applied value was not recorded at export)"
@@ -131,16 +141,66 @@ def format_info(d: dict[str, Any]) -> str:
     return "\n".join(f"{k:<13} {v}" for k, v in rows)
 
 
+def _describe_args(args: list[Any], optional: bool = False) -> list[dict[str, Any]]:
+    return [
+        {"name": a.name, "type": a.type, "shape": list(a.shape), "optional": optional} for a in args
+    ]
+
+
+def _contract_order(name: str, names: tuple[str, ...]) -> int:
+    return names.index(name) if name in names else len(names)
+
+
+def _vocabulary_summary(info: contract.ModelInfo) -> dict[str, Any]:
+    """The char-id scheme and vocabulary sizes (`elmo info`)."""
+    vocab = info.vocabulary
+    if vocab is None:
+        return {"char_ids": info.char_scheme, "chars": "UTF-8 bytes", "words": 0}
+    return {"char_ids": info.char_scheme, "chars": len(vocab.chars),
+            "words": len(vocab.words) if vocab.words is not None else 0}
+
+
+def describe_model(model: str | os.PathLike | ModelFile | None) -> dict[str, Any]:
+    """Everything `elmo info` reports about a model (a path, a bundled name, a located
+    :class:`ModelFile`; None: the default), as JSON-ready values.
+
+    Opened without a prepared copy (no cache side effect). Raises what
+    :func:`elmo_runtime.loading.loaded.open_model` raises.
+    """
+    loaded = open_model(model, "cpu", threads=1, prepare=False)
+    session, info, path = loaded.session, loaded.info, loaded.path
+    proto = load_proto(path, load_external_data=False)
+    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    return {
+        "path": str(path),
+        "file_size": path.stat().st_size,
+        "format": contract.FORMAT_NAME,
+        "format_version": (contract.FORMAT_VERSION if info.vocabulary is None
+                           else contract.CODEPOINT_FORMAT_VERSION),
+        "producer": info.producer_version,
+        "family": "bilm-tf" if info.vocabulary is None else "elmoformanylangs",
+        "vocabulary": _vocabulary_summary(info),
+        "source": info.source,
+        "options": info.options.to_dict(),
+        "n_parameters": info.options.n_parameters(),
+        "opset": opset,
+        "ir_version": proto.ir_version,
+        "inputs": sorted(
+            _describe_args(session.get_inputs())
+            + _describe_args(session.get_overridable_initializers(), optional=True),
+            key=lambda a: _contract_order(a["name"], contract.INPUTS),
+        ),
+        "outputs": _describe_args(session.get_outputs()),
+        "contract": contract.tensor_table(),
+        "quantization": info.quantization,
+        "parity": info.parity,
+    }
+
+
 def describe(model: str | None) -> dict[str, Any]:
-    """:func:`..session.describe_model` of a path or bundled name, with its registry entry."""
-    from dataclasses import asdict
-
-    from ..models import bundled_name, get, resolve_model
-    from ..session import describe_model
-
-    path = resolve_model(model)
-    summary = describe_model(path)
-    name = bundled_name(path)
+    """:func:`describe_model` of a path or bundled name, with its registry entry."""
+    summary = describe_model(model)
+    name = bundled_name(summary["path"])
     summary["bundled"] = asdict(get(name)) if name is not None else None
     return summary
 

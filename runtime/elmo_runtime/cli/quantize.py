@@ -80,17 +80,17 @@ def quantize_command(
     no_check: bool,
     force: bool,
 ) -> None:
-    from ..models import check_model_file, resolve_model
+    from ..loading.model_file import locate
     from ..quantize import load_sentences, quantize_model
 
-    model = str(resolve_model(model))  # a bundled name ("default") or a path
-    check_model_file(model)  # a directory, bilm-tf weights/options: one line, before reading
+    # a bundled name ("default") or a path; a directory, bilm-tf weights/options: one line
+    file = locate(model)
     if check_file is not None and no_check:
         raise click.UsageError("--check FILE and --no-check exclude each other")
     sentences = load_sentences(check_file) if check_file is not None else None
-    click.echo(f"quantizing {model} ({mode}) …", err=True)
+    click.echo(f"quantizing {file.path} ({mode}) …", err=True)
     report = quantize_model(
-        model,
+        file,
         output,
         mode=mode,
         per_channel=per_channel,

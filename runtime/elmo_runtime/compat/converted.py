@@ -1,6 +1,6 @@
 """Published models converted on first use, kept in the user cache and shared.
 
-``<cache>/converted/<key>/model.onnx`` (cache: :func:`elmo_runtime.prepared.cache_root`),
+``<cache>/converted/<key>/model.onnx`` (cache: :func:`elmo_runtime.loading.hashes.cache_root`),
 ``key`` = sha256 of the source's files (the ZIP, or options.json and the weights) and of the
 model format, so an edited file or a newer format converts again and an unchanged one is
 reused on the next start, by any process. The conversion is ``elmo convert`` in a child
@@ -26,7 +26,7 @@ from pathlib import Path
 
 from ..errors import CONVERT_HINT, ElmoError
 from ..format import contract
-from ..prepared import cache_root, model_sha256
+from ..loading.hashes import cache_root, model_sha256
 from .sources import Source, extract, locate
 
 MODEL = "model.onnx"

@@ -35,6 +35,7 @@ from typing import Protocol
 import numpy as np
 
 from ..errors import InputError
+from .names import INPUT_TOKEN_CHARS, INPUT_TOKEN_INDEX, INPUT_WORD_IDS
 
 BOS_CHAR = 256  # the one "character" of the <S> token
 EOS_CHAR = 257  # the one "character" of the </S> token
@@ -142,14 +143,10 @@ class Packed:
 
     def feed(self) -> dict[str, np.ndarray]:
         """``{"token_chars": …, "token_index": …}`` (only valid without ``cached`` rows)."""
-        from .contract import INPUT_TOKEN_CHARS, INPUT_TOKEN_INDEX
-
         if self.cached:
             raise ValueError("a packing with cached rows needs cached_vectors in its feed")
         feed = {INPUT_TOKEN_CHARS: self.token_chars, INPUT_TOKEN_INDEX: self.token_index}
         if self.word_ids is not None:
-            from .contract import INPUT_WORD_IDS
-
             feed[INPUT_WORD_IDS] = self.word_ids
         return feed
 

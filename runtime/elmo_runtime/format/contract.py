@@ -5,7 +5,7 @@ name, dtype and dims, where a dim is a fixed int, the name of an
 :class:`~elmo_runtime.format.options.ElmoOptions` field (fixed by the model's
 options) or an :class:`Axis` (a named symbolic dimension). The graph builder
 (``elmo_export.graph.builder``) declares its inputs and outputs from it, the
-session (:mod:`elmo_runtime.session`) validates a loaded graph against it
+session (:mod:`elmo_runtime.loading.session`) validates a loaded graph against it
 (names, dtypes, fixed dims, axis names), and ``elmo info`` and the export
 parity check read it. Optional inputs have a default (zeros, with the
 ``default`` axis sizes) stored in the graph as an overridable initializer.
@@ -31,6 +31,19 @@ import numpy as np
 
 from ..errors import ModelError
 from . import chars, codepoints
+from .names import (
+    INPUT_CACHED_VECTORS,
+    INPUT_STATE_C,
+    INPUT_STATE_H,
+    INPUT_TOKEN_CHARS,
+    INPUT_TOKEN_INDEX,
+    INPUT_WORD_IDS,
+    OUTPUT_LAYERS,
+    OUTPUT_MASK,
+    OUTPUT_STATE_C,
+    OUTPUT_STATE_H,
+    OUTPUT_TOKEN_VECTORS,
+)
 from .options import ElmoOptions, parse_options
 
 FORMAT_NAME = "elmo-edge-onnx"
@@ -111,17 +124,6 @@ class TensorSpec:
         return np.zeros(shape, dtype=self.dtype)
 
 
-INPUT_TOKEN_CHARS = "token_chars"
-INPUT_CACHED_VECTORS = "cached_vectors"
-INPUT_TOKEN_INDEX = "token_index"
-INPUT_STATE_C = "state_c"
-INPUT_STATE_H = "state_h"
-OUTPUT_LAYERS = "layers"
-OUTPUT_MASK = "mask"
-OUTPUT_STATE_C = "final_state_c"
-OUTPUT_STATE_H = "final_state_h"
-OUTPUT_TOKEN_VECTORS = "token_vectors"
-INPUT_WORD_IDS = "word_ids"
 
 # The graph's interface, in order. Inputs first (required before optional where
 # the runtime feeds them), then outputs.
@@ -301,7 +303,7 @@ def make_metadata(
     ``vocabulary``: the vocabularies of a code-point model (required exactly
     when ``options.char_vocabulary`` is "codepoint"; written as version 3).
     """
-    from .. import __version__
+    from ..version import __version__
 
     if (vocabulary is None) != (options.char_vocabulary == "bytes"):
         raise ValueError("a vocabulary goes with char_vocabulary 'codepoint', and only there")

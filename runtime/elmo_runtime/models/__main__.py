@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from . import REGISTRY, check_registry, update_registry
+from . import REGISTRY
+from .maintain import check_registry, update_registry
 
 if "--update" in sys.argv[1:]:
     update_registry()

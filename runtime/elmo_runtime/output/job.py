@@ -31,7 +31,7 @@ from ..batching import DEFAULT_BATCH_SIZE
 from ..corpus import read_lines
 from ..errors import RAY_HINT, ElmoError, UsageError
 from ..files import check_not_an_input, check_regular_output
-from ..models import resolve_model
+from ..loading.model_file import locate
 from ..token_cache import DEFAULT_CACHE_MB
 from .writers import FORMATS, check_extension, format_of, open_writer
 
@@ -180,7 +180,7 @@ def build_embedder(job: EmbedJob) -> Embedder:
     """The job's one Embedder (on the Ray engine: the driver's, CPU, to check the model)."""
     from ..embedder import Embedder
 
-    model = resolve_model(job.model)
+    model = locate(job.model)  # resolved and checked once for the whole run
     if job.engine == "ray":
         return Embedder(model, provider="cpu", threads=1, mix=job.mix, token_cache_mb=0)
     return Embedder(

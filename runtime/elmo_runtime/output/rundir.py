@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ElmoError
 from ..files import is_partial, sha256_file, write_text_atomic
-from ..prepared import cache_root, model_sha256
+from ..loading.hashes import model_sha256
 
 if TYPE_CHECKING:
     from ..format.contract import ModelInfo
@@ -61,7 +61,7 @@ def model_fingerprint(path: Path, info: ModelInfo) -> dict[str, Any]:
         sort_keys=True,
     )
     return {
-        "sha256": model_sha256(path, cache_root()),  # remembered: a model is hashed once
+        "sha256": model_sha256(path),  # remembered: a model is hashed once
         "size": path.stat().st_size,
         "metadata_sha256": hashlib.sha256(metadata.encode()).hexdigest(),
     }

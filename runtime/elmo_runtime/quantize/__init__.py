@@ -25,17 +25,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..errors import QuantizeError, QuantizeWarning
 from ..files import sha256_file
+from ..loading.model_file import ModelFile, locate
+from ..loading.session import resolve_provider
 from .check import (
     BATCH_TOLERANCE,
-    CUDA,
     SAMPLE_SENTENCES,
     CheckReport,
     LayerCosine,
     compare_models,
     load_sentences,
 )
-from .common import QuantizeError, QuantizeWarning
 from .fp16 import to_fp16
 from .model_io import (
     check_destination,
@@ -66,7 +67,7 @@ class QuantizeReport:
 
 
 def quantize_model(
-    src_path: str | Path,
+    src_path: str | Path | ModelFile,
     dst_path: str | Path,
     mode: str = "int8",
     per_channel: bool | None = None,
@@ -76,7 +77,10 @@ def quantize_model(
     threshold: float | None = None,
     force: bool = False,
 ) -> QuantizeReport:
-    """Write an ``int8``, ``fp16`` or ``int4`` variant of the float32 model at ``src_path``.
+    """Write an ``int8``, ``fp16`` or ``int4`` variant of the float32 model ``src_path``.
+
+    ``src_path``: a path, a bundled model's name, or a :class:`ModelFile`
+    located before (then not resolved or sniffed again).
 
     ``per_channel`` applies to int8 (default: one weight scale per output
     column; False: one per tensor), ``block_size`` (a power of two ≥ 16,
@@ -88,8 +92,9 @@ def quantize_model(
     not at all. Raises QuantizeError, ModelError, InputError or ElmoError
     (destination), each in one line naming the file.
     """
-    src, dst = Path(src_path), Path(dst_path)
     recorded = settings(mode, per_channel, block_size)
+    file = locate(src_path)
+    src, dst = file.path, Path(dst_path)
     model, info = load_float_model(src)
     check_destination(src, dst)
     size_before = src.stat().st_size
@@ -102,7 +107,7 @@ def quantize_model(
     report = None
     if check:
         report = compare_models(
-            src,
+            file,
             quantized.SerializeToString(),
             [s.split() for s in SAMPLE_SENTENCES] if sentences is None else sentences,
             info,
@@ -137,11 +142,8 @@ def quantize_model(
 
 
 def _check_provider(mode: str) -> str:
-    import onnxruntime as ort
-
-    if mode == "fp16" and "CUDAExecutionProvider" in ort.get_available_providers():
-        return CUDA
-    return "cpu"
+    """fp16 is checked on CUDA when there is one; the integer modes on the CPU (their kernels)."""
+    return resolve_provider("auto") if mode == "fp16" else "cpu"
 
 
 __all__ = [

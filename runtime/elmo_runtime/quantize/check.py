@@ -22,7 +22,8 @@ from ..corpus import read_sentences
 from ..errors import InputError, first_line
 from ..format import chars, contract
 from ..format.contract import ModelInfo
-from ..session import create_session
+from ..loading.model_file import ModelFile
+from ..loading.session import create_session
 
 CHECK_BATCH = 8
 CPU, CUDA = "cpu", "cuda"
@@ -138,13 +139,13 @@ class CheckReport:
         }
 
 
-def _session(model: str | Path | bytes, provider: str) -> Any:
+def _session(model: str | Path | bytes | ModelFile, provider: str) -> Any:
     """The check's one way to load a model: the project's session factory."""
     return create_session(model, provider=provider)
 
 
 def compare_models(
-    reference: str | Path | bytes,
+    reference: str | Path | bytes | ModelFile,
     candidate: str | Path | bytes,
     sentences: Sequence[Sequence[str]],
     info: ModelInfo,

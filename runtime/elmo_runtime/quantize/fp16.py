@@ -2,7 +2,7 @@
 
 On the CPU provider onnxruntime runs the nodes that lack a float16 kernel in
 float32 (correct, about 2× slower than the float32 model) and must skip the
-optimizers in :data:`elmo_runtime.session.DISABLED_OPTIMIZERS`
+optimizers in :data:`elmo_runtime.loading.session.DISABLED_OPTIMIZERS`
 (microsoft/onnxruntime#28392). Batch independence is within float16's
 precision, not exact: see :data:`.check.BATCH_TOLERANCE`.
 """
@@ -13,8 +13,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from ..errors import first_line
-from .common import QuantizeError
+from ..errors import QuantizeError, first_line
 
 FP16_MAX = float(np.finfo(np.float16).max)
 

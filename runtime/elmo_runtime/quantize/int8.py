@@ -40,13 +40,13 @@ than at every step of a ``Scan`` (measured: ~15% of the batch-1 time).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .common import all_graphs
 from .ranges import Ranges, state_bounds
 
 WEIGHT_MAX = 63  # 7-bit weights: 2 · 255 · 63 < 2**15
@@ -206,3 +206,17 @@ class _Emitter:
     def _row_scale(self, row_max: str, levels: int) -> str:
         floor = self.op("Max", [row_max, self.const("tiny", TINY, np.float32)], "row_max_pos")
         return self.op("Div", [floor, self.const("levels", levels, np.float32)], "a_scale")
+
+
+def all_graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+    """``graph`` and every subgraph below it (Scan bodies, If branches, …), depth first."""
+    stack = [graph]
+    while stack:
+        g = stack.pop()
+        yield g
+        for node in g.node:
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    stack.append(attr.g)
+                elif attr.type == onnx.AttributeProto.GRAPHS:
+                    stack.extend(attr.graphs)

@@ -10,29 +10,21 @@ from typing import Any
 import onnx
 from onnx import helper
 
-from ..errors import ElmoError, ModelError, first_line
+from ..errors import ElmoError, QuantizeError
 from ..files import atomic_path
 from ..format import contract
 from ..format.contract import ModelInfo
-from .common import QuantizeError
+from ..loading.model_file import load_proto
 
 
 def load_float_model(path: Path) -> tuple[onnx.ModelProto, ModelInfo]:
     """Load an unquantized elmo-edge model.
 
-    Raises ModelError (missing, unreadable, not ONNX, not elmo-edge) or
-    QuantizeError (already quantized), each naming the file.
+    Raises ModelError (unreadable, not ONNX, not elmo-edge) or QuantizeError
+    (already quantized), each naming the file. ``path`` is a checked model
+    file (:func:`elmo_runtime.loading.model_file.locate`).
     """
-    if not path.is_file():
-        raise ModelError(f"{path}: no such model file")
-    try:
-        model = onnx.load(str(path))
-    except OSError as e:
-        raise ModelError(f"{path}: cannot read the model file ({e.strerror})") from None
-    except Exception as e:  # protobuf's DecodeError and friends
-        raise ModelError(f"{path}: not an ONNX model ({first_line(e)})") from None
-    if not model.graph.node:
-        raise ModelError(f"{path}: not an ONNX model (no graph found in the file)")
+    model = load_proto(path)
     info = contract.parse_metadata({p.key: p.value for p in model.metadata_props}, str(path))
     mode = info.quantization.get("mode", "none")
     if mode != "none":
@@ -79,6 +71,6 @@ def tool_versions() -> str:
     """``"elmo-edge X, onnxruntime Y"``: what made the file."""
     import onnxruntime as ort
 
-    from .. import __version__
+    from ..version import __version__
 
     return f"elmo-edge {__version__}, onnxruntime {ort.__version__}"

@@ -17,15 +17,16 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import onnx
 from onnx import TensorProto
 
-from ..errors import QUANTIZE_HINT
-from .common import QuantizeError, all_graphs, quiet_quantizers
+from ..errors import QUANTIZE_HINT, QuantizeError
 from .fp16 import to_fp16
-from .int8 import WEIGHT_MAX, quantize_int8
+from .int8 import WEIGHT_MAX, all_graphs, quantize_int8
 
 MODES = ("int8", "fp16", "int4")
 DEFAULT_BLOCK_SIZE = 32
@@ -138,3 +139,14 @@ def census(graph: onnx.GraphProto) -> dict[str, Any]:
     if halves:
         return {"float16_tensors": halves}
     return {"quantized_nodes": dict(sorted(ops.items()))}
+
+
+@contextmanager
+def quiet_quantizers() -> Iterator[None]:
+    """Silence onnxruntime's quantizers' logging (they warn about shape inference on bools)."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(previous)

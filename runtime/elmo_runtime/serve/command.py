@@ -15,7 +15,7 @@ import click
 
 from ..cli.params import Finite
 from ..errors import SERVE_HINT, ElmoError
-from ..session import PROVIDERS
+from ..loading.session import PROVIDERS
 from ..token_cache import DEFAULT_CACHE_MB
 from .config import (
     DEFAULT_BODY_TIMEOUT,

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
 from ..embedder import Embedder
 from ..errors import ElmoError
 from ..mix import MODES, Mix, load_mix, make_mix
+from ..version import __version__
 from .batcher import Batcher
 from .config import ServeConfig
 from .metrics import Metrics

@@ -1,4 +1,4 @@
-"""Prepared models: a per-machine copy whose pre-packed weights are memory-mapped.
+"""The prepared copy's cache: a per-machine copy whose pre-packed weights are memory-mapped.
 
 onnxruntime re-packs every MatMul/Gemm weight for the CPU's kernels (MLAS)
 when a session loads, and keeps the packed copy on the heap next to the
@@ -7,7 +7,7 @@ the graph onnxruntime has already optimized, written with its weights *and*
 their pre-packed forms in an external data file
 (``session.save_external_prepacked_constant_initializers``); loading it
 memory-maps that file, so the weights are neither on the heap nor held twice.
-Before that, :mod:`elmo_runtime.prepare_graph` rewrites the graph so that
+Before that, :mod:`.graph` rewrites the graph so that
 onnxruntime holds nothing twice (weights of ``Scan`` bodies, biased projections).
 
 Where: a user cache (``$ELMO_EDGE_CACHE``, else ``$XDG_CACHE_HOME/elmo-edge``,
@@ -48,15 +48,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .errors import ElmoError
-from .files import sha256_file, write_text_atomic
-from .prepare_graph import NOT_A_MODEL
+from ...errors import ElmoError
+from ...files import sha256_file, write_text_atomic
+from ..hashes import INDEX, cache_root, model_sha256
+from ..session import resolve_provider
+from .graph import NOT_A_MODEL
 
 RECIPE = "p2"  # bump when the way a copy is made changes: older copies are then rebuilt
 GRAPH, DATA, MANIFEST = "model.onnx", "model.onnx.data", "manifest.json"
 MIN_MODEL_BYTES = 32 << 20  # smaller models load as they are (load_path)
 SAMPLES, SAMPLE_BYTES = 16, 1 << 16
-ENV_CACHE, ENV_SWITCH = "ELMO_EDGE_CACHE", "ELMO_EDGE_PREPARED"
+ENV_SWITCH = "ELMO_EDGE_PREPARED"
+CHILD = "elmo_runtime.loading.prepared.graph"  # the module run as the child that prepares
 # Instruction-set flags (/proc/cpuinfo) that decide which MLAS kernels, hence packed layouts, run.
 ISA_FLAGS = (
     "sse3", "ssse3", "sse4_1", "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw",
@@ -71,14 +74,6 @@ class NotAModel(ElmoError):
 
 class PrepareError(ElmoError):
     """A prepared copy could not be made or read (:func:`load_path` then loads the model as is)."""
-
-
-def cache_root() -> Path:
-    """The elmo-edge cache directory (``$ELMO_EDGE_CACHE``, XDG cache, or ``~/.cache``)."""
-    if os.environ.get(ENV_CACHE):
-        return Path(os.environ[ENV_CACHE])
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "elmo-edge"
 
 
 def enabled() -> bool:
@@ -120,32 +115,6 @@ def sample_sha256(path: Path) -> str:
             f.seek(last * i // (SAMPLES - 1))
             h.update(f.read(SAMPLE_BYTES))
     return h.hexdigest()
-
-
-def file_stamp(path: Path) -> dict[str, int]:
-    """What tells a file's content unchanged without reading it: size, mtime, ctime, inode.
-
-    ctime: no write can keep it, not even one that resets mtime. Raises OSError.
-    """
-    st = path.stat()
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns,
-            "ino": st.st_ino}
-
-
-def model_sha256(model: Path, root: Path) -> str:
-    """sha256 of ``model``, remembered in ``root/index`` by path and :func:`file_stamp`."""
-    stamp = file_stamp(model)
-    real = str(model.resolve())
-    entry = root / "index" / (hashlib.sha256(real.encode()).hexdigest()[:32] + ".json")
-    with contextlib.suppress(OSError, ValueError):
-        known = json.loads(entry.read_text(encoding="utf-8"))
-        if (isinstance(known, dict) and known.get("stamp") == stamp
-                and known.get("path") == real):
-            return str(known["sha256"])
-    digest = sha256_file(model)
-    with contextlib.suppress(OSError):  # a read-only cache only costs the hash next time
-        _write_json(entry, {"path": real, "stamp": stamp, "sha256": digest})
-    return digest
 
 
 def copy_dir(model: str | Path, root: Path | None = None) -> Path:
@@ -247,17 +216,12 @@ def load_path(model: str | Path, provider: str = "cpu", min_bytes: int | None = 
     readable file (the plain load reports it).
     """
     model = Path(model)
-    if not enabled() or provider not in ("cpu", "auto") or not model.is_file():
+    if not enabled() or resolve_provider(provider) != "cpu" or not model.is_file():
         return model
     if min_bytes is None:
         min_bytes = 0 if _switch() == "always" else MIN_MODEL_BYTES
     if model.stat().st_size < min_bytes:
         return model
-    if provider == "auto":
-        import onnxruntime as ort
-
-        if "CUDAExecutionProvider" in ort.get_available_providers():
-            return model
     try:
         return prepare(model)
     except NotAModel:  # checked before anything was optimized or cached
@@ -270,8 +234,8 @@ def load_path(model: str | Path, provider: str = "cpu", min_bytes: int | None = 
 
 def _build(model: Path, tmp: Path, sha: str, key: str) -> None:
     """Prepare ``model`` into ``tmp`` in a child process and write the manifest."""
-    proc = subprocess.run([sys.executable, "-m", "elmo_runtime.prepare_graph", str(model),
-                           str(tmp), DATA, GRAPH], capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", CHILD, str(model), str(tmp), DATA,
+                           GRAPH], capture_output=True, text=True)
     if proc.returncode == NOT_A_MODEL:  # its last line says why
         raise NotAModel((proc.stderr.strip().splitlines() or ["not an elmo-edge model"])[-1])
     if proc.returncode != 0:
@@ -293,7 +257,7 @@ def _build(model: Path, tmp: Path, sha: str, key: str) -> None:
 
 def _collect(root: Path, keep: str) -> None:
     """Forget models whose file is gone or changed: their index entries and copies."""
-    index, wanted = root / "index", {keep}
+    index, wanted = root / INDEX, {keep}
     for entry in index.glob("*.json"):
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
             known = json.loads(entry.read_text(encoding="utf-8"))

@@ -1,30 +1,29 @@
 """The one onnxruntime session factory: providers checked and confirmed, threads set.
 
 :func:`create_session` is the only place in elmo-edge that constructs an
-``onnxruntime.InferenceSession`` (the embedder, the quantize check and the
-export parity check all go through it). It turns every way a model file or
-an execution provider can fail into a one-line :class:`ModelError` or
-:class:`ProviderError`. :func:`open_session` adds what an elmo-edge model
-must offer: its metadata is read and its graph checked against the contract
-table (:data:`elmo_runtime.format.contract.TENSORS`), every mismatch collected
-into one ModelError.
+``onnxruntime.InferenceSession`` (the embedder, the quantize check, the
+prepared copy's child and the export parity check all go through it). It
+turns every way a model file or an execution provider can fail into a
+one-line :class:`ModelError` or :class:`ProviderError`. :func:`resolve_provider`
+is the one place "auto" is decided. :func:`check_contract` is what an
+elmo-edge model must offer: its metadata is read and its graph checked
+against the contract table (:data:`elmo_runtime.format.contract.TENSORS`),
+every mismatch collected into one ModelError. A leaf: it imports nothing of
+:mod:`elmo_runtime.loading` but the model file.
 """
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import onnxruntime as ort
 
-from . import prepared
-from .errors import GPU_HINT, ElmoError, ModelError, ProviderError, first_line
-from .format import contract
-from .format.contract import ModelInfo
-from .models import check_model_file
+from ..errors import GPU_HINT, ElmoError, ModelError, ProviderError, first_line
+from ..format import contract
+from ..format.contract import ModelInfo
+from .model_file import ModelFile, check_model_file
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
@@ -36,17 +35,34 @@ IN_MEMORY = "<in-memory model>"  # how errors name a model given as bytes
 DISABLED_OPTIMIZERS = ["NchwcTransformer"]
 
 
+def resolve_provider(provider: str) -> str:
+    """"cpu" or "cuda" for ``provider`` ("auto": "cuda" when this onnxruntime offers CUDA).
+
+    Raises ProviderError for a provider that is none of :data:`PROVIDERS`.
+    An "auto" that resolves to "cuda" still falls back to the CPU, with a
+    warning, when CUDA does not attach (:func:`create_session`).
+    """
+    if provider not in PROVIDERS:
+        raise ProviderError(f"unknown provider {provider!r}; choose one of {', '.join(PROVIDERS)}")
+    if provider == "auto":
+        return "cuda" if CUDA in ort.get_available_providers() else "cpu"
+    return provider
+
+
 def create_session(
-    model: str | Path | bytes,
+    model: str | Path | bytes | ModelFile,
     provider: str = "cpu",
     threads: int | None = None,
     config: Mapping[str, str] | None = None,
     optimized_model_path: str | Path | None = None,
 ) -> ort.InferenceSession:
-    """An onnxruntime session for ``model`` (a path or the serialized bytes).
+    """An onnxruntime session for ``model`` (a path, a checked :class:`ModelFile` or the
+    serialized bytes).
 
-    ``optimized_model_path``: onnxruntime also writes the optimized graph
-    there (:mod:`elmo_runtime.prepared` makes its copies this way).
+    A path is checked first (:func:`~.model_file.check_model_file`); a
+    ModelFile was checked when it was located. ``optimized_model_path``:
+    onnxruntime also writes the optimized graph there (the prepared copies
+    are made this way, :mod:`elmo_runtime.loading.prepared.graph`).
 
     ``provider``: "cpu", "cuda" (ProviderError when CUDA is missing or does
     not attach) or "auto" (CUDA when offered, else the CPU; a warning when CUDA
@@ -55,52 +71,23 @@ def create_session(
     (``SessionOptions.add_session_config_entry``), e.g. to load a prepared
     model. Raises ModelError (unreadable, not ONNX), ProviderError, or
     ElmoError for a bad ``threads``. The model is not checked against the
-    elmo-edge contract: :func:`open_session` does that.
+    elmo-edge contract: :func:`check_contract` does that (:func:`.loaded.open_model`).
     """
-    if provider not in PROVIDERS:
-        raise ProviderError(f"unknown provider {provider!r}; choose one of {', '.join(PROVIDERS)}")
+    resolved = resolve_provider(provider)
     if isinstance(model, bytes):
         source: str | bytes = model
         where = IN_MEMORY
+    elif isinstance(model, ModelFile):
+        source = where = str(model.path)
     else:
-        path = Path(model)
-        check_model_file(path)  # a directory, a missing file, bilm-tf weights: one line
-        if not os.access(path, os.R_OK):
-            raise ModelError(f"{path}: cannot read the model file (permission denied)")
-        source = where = str(path)
+        check_model_file(model)  # a directory, a missing file, bilm-tf weights: one line
+        source = where = str(model)
     options = _session_options(threads, config)
     if optimized_model_path is not None:  # not a config entry: onnxruntime ignores that form
         options.optimized_model_filepath = str(optimized_model_path)
-    if provider == "cpu" or (provider == "auto" and CUDA not in ort.get_available_providers()):
+    if resolved == "cpu":
         return _load(source, where, options, [CPU])
     return _load_cuda(source, where, options, required=provider == "cuda")
-
-
-def open_session(
-    path: str | Path, provider: str = "auto", threads: int | None = None, prepare: bool = True
-) -> tuple[ort.InferenceSession, ModelInfo]:
-    """Load an elmo-edge model on ``provider`` ("auto", "cpu" or "cuda") and check it.
-
-    Returns the session and the model's :class:`ModelInfo`. Raises what
-    :func:`create_session` raises, and ModelError when the metadata or the
-    graph's interface (names, dtypes, fixed dims, axis names) does not
-    follow the contract. A big model on the CPU loads from its prepared copy
-    (:func:`elmo_runtime.prepared.load_path`: pre-packed weights memory-mapped)
-    unless ``prepare`` is False (a one-off look such as `elmo info`).
-    """
-    check_model_file(path)  # before the prepared cache or onnxruntime reads it
-    path = Path(path)
-    source = prepared.load_path(path, provider) if prepare else path
-    try:
-        session = create_session(source, provider, threads)
-    except ModelError as e:
-        if source == path:
-            raise
-        # e.g. `elmo cache clear` removed the copy between its check and this open
-        warnings.warn(f"{path}: its prepared copy could not be opened ({first_line(e)}); "
-                      "loading the model as it is", UserWarning, stacklevel=2)
-        session = create_session(path, provider, threads)
-    return session, check_contract(session, str(path))
 
 
 def _session_options(threads: int | None, config: Mapping[str, str] | None) -> ort.SessionOptions:
@@ -191,56 +178,3 @@ def check_contract(session: ort.InferenceSession, where: str) -> ModelInfo:
             f"(format {contract.FORMAT_VERSION}): " + "; ".join(problems)
         )
     return info
-
-
-def _describe_args(args: list[ort.NodeArg], optional: bool = False) -> list[dict[str, Any]]:
-    return [
-        {"name": a.name, "type": a.type, "shape": list(a.shape), "optional": optional} for a in args
-    ]
-
-
-def _contract_order(name: str, names: tuple[str, ...]) -> int:
-    return names.index(name) if name in names else len(names)
-
-
-def _vocabulary_summary(info: contract.ModelInfo) -> dict[str, Any]:
-    """The char-id scheme and vocabulary sizes (`elmo info`)."""
-    vocab = info.vocabulary
-    if vocab is None:
-        return {"char_ids": info.char_scheme, "chars": "UTF-8 bytes", "words": 0}
-    return {"char_ids": info.char_scheme, "chars": len(vocab.chars),
-            "words": len(vocab.words) if vocab.words is not None else 0}
-
-
-def describe_model(path: str | Path) -> dict[str, Any]:
-    """Everything `elmo info` reports about a model, as JSON-ready values."""
-    import onnx  # only `elmo info` needs it
-
-    path = Path(path)
-    session, info = open_session(path, "cpu", threads=1, prepare=False)  # no cache side effect
-    proto = onnx.load(str(path), load_external_data=False)
-    opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
-    return {
-        "path": str(path),
-        "file_size": path.stat().st_size,
-        "format": contract.FORMAT_NAME,
-        "format_version": (contract.FORMAT_VERSION if info.vocabulary is None
-                           else contract.CODEPOINT_FORMAT_VERSION),
-        "producer": info.producer_version,
-        "family": "bilm-tf" if info.vocabulary is None else "elmoformanylangs",
-        "vocabulary": _vocabulary_summary(info),
-        "source": info.source,
-        "options": info.options.to_dict(),
-        "n_parameters": info.options.n_parameters(),
-        "opset": opset,
-        "ir_version": proto.ir_version,
-        "inputs": sorted(
-            _describe_args(session.get_inputs())
-            + _describe_args(session.get_overridable_initializers(), optional=True),
-            key=lambda a: _contract_order(a["name"], contract.INPUTS),
-        ),
-        "outputs": _describe_args(session.get_outputs()),
-        "contract": contract.tensor_table(),
-        "quantization": info.quantization,
-        "parity": info.parity,
-    }

@@ -1,8 +1,8 @@
 """Graph rewrites for prepared models, and the child process that prepares one.
 
 Both rewrites leave the results equal up to float rounding and are
-idempotent; :mod:`elmo_runtime.prepared` applies them before onnxruntime
-writes the optimized, pre-packed copy (``python -m elmo_runtime.prepare_graph
+idempotent; :mod:`.cache` applies them before onnxruntime writes the
+optimized, pre-packed copy (``python -m elmo_runtime.loading.prepared.graph
 SRC OUT_DIR DATA GRAPH``, run as a child so its memory peak is not the caller's).
 """
 
@@ -14,6 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ...errors import ModelError, first_line
+from ...format import contract
+from ..model_file import load_proto
+from ..session import create_session
 
 MIN_EXTERNAL_BYTES = 1024  # initializers at least this big go to the memory-mapped file
 NOT_A_MODEL = 3  # the child's exit status for a file that is no elmo-edge model
@@ -28,9 +33,6 @@ def check_model(proto: Any, where: str) -> None:
     (:func:`elmo_runtime.format.contract.parse_metadata`) or the graph uses an
     operator domain that needs a custom-op library (never loaded).
     """
-    from .errors import ModelError
-    from .format import contract
-
     contract.parse_metadata({p.key: p.value for p in proto.metadata_props}, where)
     foreign = sorted({o.domain for o in proto.opset_import} - BUILTIN_DOMAINS)
     if foreign:
@@ -136,13 +138,7 @@ def make(model: Path, out_dir: Path, data: str, graph: str) -> None:
     """Child process: hoist, then let onnxruntime write the optimized, pre-packed model."""
     import onnx
 
-    from .errors import ModelError, first_line
-    from .session import create_session
-
-    try:
-        proto = onnx.load(str(model))
-    except Exception as e:  # protobuf's DecodeError and friends
-        raise ModelError(f"{model}: not a readable ONNX model ({first_line(e)})") from e
+    proto = load_proto(model)
     check_model(proto, str(model))
     hoist_scan_initializers(proto)
     fold_matmul_bias(proto)
@@ -165,8 +161,6 @@ def make(model: Path, out_dir: Path, data: str, graph: str) -> None:
 
 
 if __name__ == "__main__":
-    from .errors import ModelError, first_line
-
     try:
         make(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4])
     except ModelError as e:  # the plain load reports it to the user

@@ -1,6 +1,6 @@
 """What the prepared-model cache holds: list the copies, delete them (`elmo cache`).
 
-The copies themselves are made, checked and found by :mod:`elmo_runtime.prepared`.
+The copies themselves are made, checked and found by :mod:`.cache`.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from .prepared import cache_root, copy_key, file_stamp, model_sha256
+from ..hashes import INDEX, cache_root, file_stamp, model_sha256
+from .cache import copy_key
 
 
 def list_copies(root: Path | None = None) -> list[dict[str, Any]]:
@@ -30,7 +31,7 @@ def list_copies(root: Path | None = None) -> list[dict[str, Any]]:
     root = cache_root() if root is None else root
     paths: dict[str, list[str]] = {}
     changed: dict[str, list[str]] = {}
-    for entry in (root / "index").glob("*.json"):
+    for entry in (root / INDEX).glob("*.json"):
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError, AttributeError):
             known = json.loads(entry.read_text(encoding="utf-8"))
             sha, path, stamp = str(known["sha256"]), str(known["path"]), known.get("stamp")
@@ -64,14 +65,14 @@ def clear(model: str | Path | None = None, root: Path | None = None) -> tuple[in
     emptied under its lock, so no load sees half a copy; one whose lock is
     held (a copy being made right now) is left as it is, with a UserWarning.
     A load that found its copy just before it was deleted falls back to the
-    model file with a warning (:func:`elmo_runtime.session.open_session`).
+    model file with a warning (:func:`elmo_runtime.loading.loaded.open_model`).
     Nothing is written, and no model
     hashed, when there is nothing to clear. Returns (copies removed, bytes freed).
     """
     root = cache_root() if root is None else root
     if not (root / "prepared").is_dir():
         if model is None:
-            shutil.rmtree(root / "index", ignore_errors=True)
+            shutil.rmtree(root / INDEX, ignore_errors=True)
         return 0, 0
     copies = list_copies(root)
     if model is None:
@@ -104,5 +105,5 @@ def clear(model: str | Path | None = None, root: Path | None = None) -> tuple[in
     if model is None:
         with contextlib.suppress(OSError):  # left: a build in progress
             (root / "prepared").rmdir()
-        shutil.rmtree(root / "index", ignore_errors=True)
+        shutil.rmtree(root / INDEX, ignore_errors=True)
     return len(removed), sum(c["bytes"] for c in removed)
