@@ -22,12 +22,13 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple
 
 from .errors import InputError
+from .format.bounds import MAX_SENTENCE_TOKENS
 
 BOM = "\ufeff"
 _LONE_CR = re.compile(rb"(?<=\r)(?!\n)")
 
 Tokenizer = Callable[[str], list[str]]
-MAX_TOKENS = 10_000  # tokens a sentence may have (the Python API checks it too)
+MAX_TOKENS = MAX_SENTENCE_TOKENS  # tokens a sentence may have (the Python API and JS too)
 MAX_LINE_BYTES = 8 << 20  # bytes a line may have (8 MiB)
 
 

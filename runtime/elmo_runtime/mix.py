@@ -27,6 +27,7 @@ import numpy as np
 
 from .errors import MixError
 from .files import read_json, write_text_atomic
+from .format.bounds import MAX_GAMMA
 
 LAYER_NORM_EPS = 1e-12
 MODES = ("all", "top", "average")
@@ -35,18 +36,27 @@ FIELDS = ("weights", "gamma", "do_layer_norm")
 Mix = Callable[[np.ndarray], np.ndarray]
 
 
-MAX_VALUE = 1e6  # |weight| and |gamma| of a mix: gamma 1e308 turned every vector into inf
-
-
 class ScalarMix:
-    """A learned weighting of the L+1 layers: softmax(weights) times gamma."""
+    """A learned weighting of the L+1 layers: softmax(weights) times gamma.
+
+    ``weights``: any finite numbers, pre-softmax (AllenNLP's convention; the softmax
+    subtracts their maximum, so ``[-9e10, 1, -9e10]`` picks the middle layer);
+    ``gamma``: finite, at most :data:`~.format.bounds.MAX_GAMMA` in magnitude (the
+    largest float32). MixError otherwise; the same values and words as web/src/mix.mjs.
+    """
 
     def __init__(self, weights: Sequence[float], gamma: float = 1.0, do_layer_norm: bool = False):
+        listed = isinstance(weights, Sequence | np.ndarray) and not isinstance(weights, str | bytes)
+        if not listed:
+            raise MixError(f"weights must be a list of numbers, found {show(weights)}")
         values = [_number(w, "weights") for w in weights]
         if not values:
             raise MixError("a scalar mix needs at least one weight")
         self.weights = tuple(values)
         self.gamma = _number(gamma, "gamma")
+        if abs(self.gamma) > MAX_GAMMA:
+            raise MixError(f"gamma must be within ±{show(MAX_GAMMA)} (the largest float32; "
+                           f"the vectors are float32), found {show(self.gamma)}")
         self.do_layer_norm = bool(do_layer_norm)
 
     @property
@@ -57,7 +67,8 @@ class ScalarMix:
     def normalized_weights(self) -> np.ndarray:
         """softmax(weights), float64."""
         w = np.asarray(self.weights, dtype=np.float64)
-        e = np.exp(w - w.max())
+        with np.errstate(over="ignore"):  # finite weights 2e308 apart: -inf, exp gives 0
+            e = np.exp(w - w.max())
         return e / e.sum()
 
     def __call__(self, layers: np.ndarray) -> np.ndarray:
@@ -73,7 +84,12 @@ class ScalarMix:
             var = ((x - mean) ** 2).mean(axis=(1, 2), keepdims=True)
             x = (x - mean) / np.sqrt(var + LAYER_NORM_EPS)
         mixed = self.gamma * np.tensordot(self.normalized_weights(), x, axes=1)
-        return mixed.astype(np.float32)
+        with np.errstate(over="ignore"):
+            out = mixed.astype(np.float32)
+        if abs(self.gamma) > 1 and (np.isinf(out) & np.isfinite(mixed)).any():
+            raise MixError(f"gamma {show(self.gamma)} makes these vectors overflow float32 "
+                           f"(largest {show(MAX_GAMMA)}); use a smaller gamma")
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -92,15 +108,28 @@ class ScalarMix:
         )
 
 
+def show(value: Any) -> str:
+    """``value`` in a message: its repr, a number as a float's (web/src/mix.mjs writes the
+    same for numbers, strings, lists, objects, true/false and null)."""
+    if isinstance(value, (int, float, np.floating, np.integer)) and not isinstance(value, bool):
+        try:
+            return repr(float(value))
+        except OverflowError:  # an int beyond float64
+            return f"{str(value)[:12]}... ({len(str(value))} digits)"
+    return repr(value)
+
+
 def _number(value: Any, name: str) -> float:
+    """``value`` as a finite float; MixError naming ``name`` otherwise."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-        raise MixError(f"{name} must be numbers, found {value!r}")
-    if not math.isfinite(value):
-        raise MixError(f"{name} must be finite, found {value!r}")
-    if abs(value) > MAX_VALUE:
-        raise MixError(f"{name} must be within ±{MAX_VALUE:g} (larger ones overflow the "
-                       f"vectors to inf), found {value!r}")
-    return float(value)
+        raise MixError(f"{name} must be numbers, found {show(value)}")
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond float64
+        number = math.inf
+    if not math.isfinite(number):
+        raise MixError(f"{name} must be finite, found {show(value)}")
+    return number
 
 
 def top_layer(layers: np.ndarray) -> np.ndarray:

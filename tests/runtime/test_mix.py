@@ -175,3 +175,31 @@ def test_a_mix_file_by_str_and_the_resolved_spec(tmp_path: Path) -> None:
     assert mix_from_spec("top", 3) is top_layer
     with pytest.raises(MixError, match="expected 4 weights"):
         mix_from_spec(spec, 4)
+
+
+def test_any_finite_pre_softmax_weights_pick_layers_stably() -> None:
+    """AllenNLP's documented way to pick one layer, and weights as far apart as floats go."""
+    layers = np.arange(12, dtype=np.float32).reshape(3, 2, 2)
+    np.testing.assert_array_equal(ScalarMix([-9e10, 1, -9e10])(layers), layers[1])
+    np.testing.assert_array_equal(ScalarMix([-1.7e308, 1.7e308, 0])(layers), layers[1])
+    assert ScalarMix([1e308, 1e308, 1e308]).normalized_weights().tolist() == [1 / 3] * 3
+
+
+def test_gamma_is_bounded_by_float32() -> None:
+    top = float(np.finfo(np.float32).max)
+    ScalarMix([0.0], gamma=top)
+    ScalarMix([0.0], gamma=-top)
+    with pytest.raises(MixError, match=r"gamma must be within ±3\.4028234663852886e\+38 .*"
+                                       r"found 1e\+39$"):
+        ScalarMix([0.0], gamma=1e39)
+    with pytest.raises(MixError, match=r"must be finite, found 100000000000\.\.\. \(401 digits\)"):
+        ScalarMix([0.0], gamma=10**400)
+    with pytest.raises(MixError, match="weights must be a list of numbers, found 5.0"):
+        ScalarMix(5)  # type: ignore[arg-type]
+
+
+def test_vectors_that_would_overflow_float32_are_refused() -> None:
+    layers = np.full((2, 1, 3), 10.0, dtype=np.float32)
+    assert np.isfinite(ScalarMix([0.0, 0.0], gamma=3e37)(layers)).all()
+    with pytest.raises(MixError, match=r"gamma 1e\+38 makes these vectors overflow float32"):
+        ScalarMix([0.0, 0.0], gamma=1e38)(layers)

@@ -13,17 +13,57 @@ import urllib.request
 from email.message import Message
 from pathlib import Path
 
+import numpy as np
 import pytest
-from elmo_runtime import webserve
+from elmo_runtime import corpus, webserve
 from elmo_runtime.errors import ElmoError
 from elmo_runtime.format import contract
+from elmo_runtime.format import web as web_facts
 from support.web import FP32, WEB, node_or_skip
 
 
 def test_contract_json_is_generated_from_the_contract() -> None:
     text = (WEB / "contract.json").read_text(encoding="utf-8")
-    assert text == webserve.contract_text(), "regenerate it: python -m elmo_runtime.webserve"
-    assert webserve.contract_json()["format_version"] == contract.FORMAT_VERSION
+    assert text == web_facts.contract_text(), "regenerate it: python -m elmo_runtime.webserve"
+    facts = web_facts.contract_json()
+    assert facts["format_version"] == contract.FORMAT_VERSION
+    assert facts["bounds"] == {"max_sentence_tokens": corpus.MAX_TOKENS,
+                               "max_gamma": float(np.finfo(np.float32).max)}
+    assert facts["text"] == {"normal_form": "NFC"}
+
+
+def test_service_worker_lists_every_file_the_page_imports() -> None:
+    text = (WEB / "sw.js").read_text(encoding="utf-8")
+    assert text == webserve.service_worker_text(WEB), "regenerate: python -m elmo_runtime.webserve"
+    files = webserve.page_files(WEB)
+    # every module of web/src and the generated contract: a new module is listed without a word
+    assert {f"src/{p.name}" for p in (WEB / "src").glob("*.mjs")} <= set(files)
+    assert {"index.html", "demo.mjs", "demo.css", "elmo.mjs", "contract.json"} <= set(files)
+    assert all((WEB / f).is_file() for f in files if not f.startswith("node_modules/"))
+
+
+def test_page_files_follow_imports_and_refuse_missing_ones(tmp_path: Path) -> None:
+    (tmp_path / "index.html").write_text(
+        '<link rel="icon" href="data:,"><script type="module" src="a.mjs?v=2"></script>\n'
+        '<!-- <script src="gone.mjs"></script> -->', encoding="utf-8")
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "a.mjs").write_text(
+        "// import x from './commented.mjs';\nimport {\n  b,\n} from './lib/b.mjs';\n"
+        "export { c } from \"./lib/c.mjs\";\nimport data from './d.json' with { type: 'json' };\n"
+        "const u = 'https://example.org/x.mjs';\n", encoding="utf-8")
+    (tmp_path / "lib" / "b.mjs").write_text("import '../a.mjs';\nexport const b = 1;\n",
+                                            encoding="utf-8")
+    (tmp_path / "lib" / "c.mjs").write_text("export const c = 1;\n", encoding="utf-8")
+    (tmp_path / "d.json").write_text("{}", encoding="utf-8")
+    names = ["a.mjs", "d.json", "index.html", "lib/b.mjs", "lib/c.mjs"]
+    assert webserve.page_files(tmp_path)[: len(names)] == names
+    (tmp_path / "lib" / "c.mjs").unlink()
+    with pytest.raises(ElmoError, match=r"c\.mjs: the page needs it but there is no such file"):
+        webserve.page_files(tmp_path)
+    (tmp_path / "lib" / "c.mjs").write_text("export const c = 1;\n", encoding="utf-8")
+    (tmp_path / "lib" / "b.mjs").write_text("import '../../outside.mjs';\n", encoding="utf-8")
+    with pytest.raises(ElmoError, match="outside"):
+        webserve.page_files(tmp_path)
 
 
 def _get(url: str) -> tuple[int, Message, bytes]:

@@ -1,19 +1,25 @@
 // Tokens -> bilm-tf character ids and the graph's token inputs, as elmo_runtime/format/chars.py
-// does it (docs/elmo-spec.md, "Character ids"): each token's UTF-8 bytes cut to max_chars - 2,
-// [BOW, bytes..., EOW, PAD...], +1 on every id; <S> and </S> rows around every sentence; the
-// literal tokens "<S>" and "</S>" are those boundary rows.
+// does it (docs/elmo-spec.md, "Character ids"): each token in NFC, its UTF-8 bytes cut to
+// max_chars - 2, [BOW, bytes..., EOW, PAD...], +1 on every id; <S> and </S> rows around every
+// sentence; the literal tokens "<S>" and "</S>" are those boundary rows. The constants come
+// from contract.json (generated from the Python package).
 
-/** The scheme constants; `checkScheme` compares them with a model's metadata. */
-export const BOS_CHAR = 256;
-export const EOS_CHAR = 257;
-export const BOW_CHAR = 258;
-export const EOW_CHAR = 259;
-export const PAD_CHAR = 260;
-export const ID_SHIFT = 1;
-export const DEFAULT_MAX_CHARS = 50;
-export const BOS_TOKEN = '<S>';
-export const EOS_TOKEN = '</S>';
-const N_BOUNDARY_ROWS = 2;
+import contract from '../contract.json' with { type: 'json' };
+
+/** The scheme constants (contract.json, from format/chars.py); `checkScheme` compares them with a
+ * model's metadata. */
+export const {
+  bos_char: BOS_CHAR, eos_char: EOS_CHAR, bow_char: BOW_CHAR, eow_char: EOW_CHAR,
+  pad_char: PAD_CHAR, id_shift: ID_SHIFT,
+} = contract.char_ids;
+export const {
+  bos_token: BOS_TOKEN, eos_token: EOS_TOKEN, default_max_chars: DEFAULT_MAX_CHARS,
+  boundary_rows: N_BOUNDARY_ROWS,
+} = contract.char_rows;
+/** The most tokens a sentence may have (format/bounds.py MAX_SENTENCE_TOKENS). */
+export const MAX_SENTENCE_TOKENS = contract.bounds.max_sentence_tokens;
+/** The Unicode form tokens are read in (NFC), by the tokenizer and both packers. */
+export const NORMAL_FORM = contract.text.normal_form;
 
 const encoder = new TextEncoder();
 
@@ -42,7 +48,7 @@ function encodeInto(token, out) {
     out.set(boundaryRow(token === BOS_TOKEN ? BOS_CHAR : EOS_CHAR, maxChars));
     return;
   }
-  const bytes = encoder.encode(token).subarray(0, maxChars - 2);
+  const bytes = encoder.encode(token.normalize(NORMAL_FORM)).subarray(0, maxChars - 2);
   out.fill(PAD_CHAR + ID_SHIFT);
   out[0] = BOW_CHAR + ID_SHIFT;
   for (let i = 0; i < bytes.length; i++) out[i + 1] = bytes[i] + ID_SHIFT;
@@ -62,7 +68,8 @@ export function tokensToIds(tokens, maxChars = DEFAULT_MAX_CHARS) {
 }
 
 /**
- * Throw unless `sentence` is an array of non-empty strings (the Python runtime's rule).
+ * Throw unless `sentence` is an array of at most MAX_SENTENCE_TOKENS non-empty strings (the
+ * Python runtime's rule and words: embedder.check_sentence).
  * @param {unknown} sentence
  * @param {number} index
  */
@@ -72,6 +79,10 @@ export function checkSentence(sentence, index) {
   }
   if (!Array.isArray(sentence)) {
     throw new TypeError(`sentence ${index}: expected a list of tokens, got ${typeof sentence}`);
+  }
+  if (sentence.length > MAX_SENTENCE_TOKENS) {
+    throw new RangeError(`sentence ${index}: ${sentence.length} tokens, more than `
+      + `${MAX_SENTENCE_TOKENS} (the most a sentence may have: memory grows with it); split it`);
   }
   sentence.forEach((token, j) => {
     if (typeof token !== 'string') {

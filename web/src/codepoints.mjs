@@ -1,34 +1,32 @@
 // Tokens -> ids for models with a learned code-point vocabulary (ELMoForManyLangs conversions,
 // elmo-edge format version 3), as elmo_runtime/format/codepoints.py does it:
-// * a token longer than maxChars - 2 code points is cut to that many (the word lookup too);
+// * a token is put in NFC (contract.json text.normal_form; see codepoints.py for why) and one
+//   longer than maxChars - 2 code points is cut to that many (the word lookup too);
 // * its row is [chars['<eow>'], c0, c1, ..., chars['<bow>'], <pad>, ...] (the markers are
 //   swapped on purpose: their code does so in training and inference); a character not in
-//   the vocabulary is <oov>; no normalization;
+//   the vocabulary is <oov>;
 // * the boundaries (and the literal tokens '<bos>' / '<eos>') are
 //   [chars['<eow>'], chars['<bos>' or '<eos>'], chars['<bow>'], <pad>, ...];
 // * +1 on every char id (0 = no token); word ids are an exact, case-sensitive lookup with
 //   <oov> as the fallback, not shifted.
 // JS strings are UTF-16: tokens are cut and walked by code point, never by code unit.
 
-import { indexTokens } from './chars.mjs';
+import contract from '../contract.json' with { type: 'json' };
+import { indexTokens, NORMAL_FORM } from './chars.mjs';
 
-export const SCHEME_NAME = 'codepoint-vocab';
-export const ID_SHIFT = 1;
-export const BOS = '<bos>';
-export const EOS = '<eos>';
-const OOV = '<oov>';
-const PAD = '<pad>';
-const BOW = '<bow>';
-const EOW = '<eow>';
-export const CHAR_SPECIALS = [BOS, EOS, OOV, PAD, BOW, EOW];
-export const WORD_SPECIALS = [OOV, BOS, EOS, PAD];
+const facts = contract.codepoint_char_ids; // format/codepoints.py
+export const { scheme: SCHEME_NAME, id_shift: ID_SHIFT } = facts;
+export const { bos: BOS, eos: EOS } = facts.specials;
+const { oov: OOV, pad: PAD, bow: BOW, eow: EOW } = facts.specials;
+export const { char_specials: CHAR_SPECIALS, word_specials: WORD_SPECIALS } = facts;
 
 /**
- * The token as their reader keeps it: at most maxChars - 2 code points.
+ * The token as it is looked up: in NFC, at most maxChars - 2 code points.
  * @param {string} token
  * @param {number} maxChars
  */
 export function cut(token, maxChars) {
+  token = token.normalize(NORMAL_FORM);
   // token.length (code units) >= code points: shorter strings need no look
   if (token.length + 2 <= maxChars) return token;
   const points = Array.from(token);

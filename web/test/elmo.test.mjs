@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import {
-  applyMix, checkMetadata, contract, pack, readMetadata, resolveMix, tokensToIds,
+  applyMix, checkMetadata, contract, pack, readMetadata, resolveMix, tokenize, tokensToIds,
 } from '../elmo.mjs';
 import * as chars from '../src/chars.mjs';
 import { checkSentence } from '../src/chars.mjs';
@@ -124,4 +124,34 @@ test('the code-point scheme constants are the contract\'s', () => {
   assert.deepEqual([cp.SCHEME_NAME, cp.ID_SHIFT, cp.CHAR_SPECIALS, cp.WORD_SPECIALS, [cp.BOS, cp.EOS]],
     [c.scheme, c.id_shift, c.char_specials, c.word_specials, c.boundaries]);
   assert.equal(contract.inputs.word_ids, 'word_ids');
+});
+
+test('mix values: any finite pre-softmax weights, |gamma| up to the largest float32', () => {
+  const layers = Float32Array.from([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]); // (3, 2, 2)
+  // AllenNLP's way to pick one layer: the middle one, exactly
+  const pick = applyMix(layers, [3, 2, 2], resolveMix({ weights: [-9e10, 1, -9e10], gamma: 1 }, 3));
+  assert.deepEqual(Array.from(pick.data), [5, 6, 7, 8]);
+  const far = resolveMix({ weights: [-1.7e308, 1.7e308, 0], gamma: 1 }, 3);
+  assert.deepEqual(Array.from(applyMix(layers, [3, 2, 2], far).data), [5, 6, 7, 8]);
+  assert.throws(() => resolveMix({ weights: [0, 0, 0], gamma: 1e39 }, 3),
+    { message: 'gamma must be within ±3.4028234663852886e+38 (the largest float32; the vectors are float32), found 1e+39' });
+  assert.throws(() => resolveMix({ weights: [0, Infinity, 0], gamma: 1 }, 3), { message: 'weights must be finite, found inf' });
+  const big = resolveMix({ weights: [0, 0, 0], gamma: 1e38 }, 3);
+  assert.throws(() => applyMix(layers, [3, 2, 2], big), /gamma 1e\+38 makes these vectors overflow float32/);
+});
+
+test('sentences over the token bound are refused with the Python words', () => {
+  const n = contract.bounds.max_sentence_tokens;
+  checkSentence(new Array(n).fill('a'), 0);
+  assert.throws(() => checkSentence(new Array(n + 1).fill('a'), 2), {
+    message: `sentence 2: ${n + 1} tokens, more than ${n} (the most a sentence may have: memory `
+      + 'grows with it); split it',
+  });
+});
+
+test('composed and decomposed text: the same tokens and the same char ids', () => {
+  const nfd = 'cafe\u0301 cre\u0300me bru\u0302le\u0301e';
+  assert.deepEqual(tokenize(nfd), ['café', 'crème', 'brûlée']);
+  assert.deepEqual(tokenize('हिन्दी भाषा'), ['हिन्दी', 'भाषा']);
+  assert.deepEqual(Array.from(tokensToIds(['cafe\u0301'], 50)), Array.from(tokensToIds(['café'], 50)));
 });

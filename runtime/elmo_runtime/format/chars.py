@@ -2,7 +2,9 @@
 
 The single source of truth for the char-id scheme (docs/elmo-spec.md, "Character ids"):
 
-* a token is UTF-8 encoded and truncated to ``max_chars - 2`` **bytes**;
+* a token is put in NFC (:func:`.bounds.normalize`, as the tokenizer does: composed
+  and decomposed text get the same ids), UTF-8 encoded and truncated to
+  ``max_chars - 2`` **bytes**;
 * its row is ``[BOW, b0, b1, …, EOW, PAD, PAD, …]`` of length ``max_chars``;
 * every sentence is wrapped in ``<S>`` and ``</S>`` rows
   (``[BOW, BOS, EOW, PAD…]`` and ``[BOW, EOS, EOW, PAD…]``);
@@ -35,6 +37,7 @@ from typing import Protocol
 import numpy as np
 
 from ..errors import InputError
+from .bounds import normalize
 from .names import INPUT_TOKEN_CHARS, INPUT_TOKEN_INDEX, INPUT_WORD_IDS
 
 BOS_CHAR = 256  # the one "character" of the <S> token
@@ -80,7 +83,7 @@ def boundary_rows(max_chars: int = DEFAULT_MAX_CHARS) -> np.ndarray:
 
 def _encode(token: str, index: int, where: Callable[[int], str] | None) -> bytes:
     try:
-        return token.encode("utf-8")
+        return normalize(token).encode("utf-8")
     except UnicodeEncodeError as e:
         place = where(index) if where else f"token {index}"
         raise InputError(

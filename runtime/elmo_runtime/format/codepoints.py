@@ -5,12 +5,14 @@ directory) do not use bilm-tf's UTF-8 bytes. Their ids come from two
 per-model vocabularies, reproduced here exactly as their package builds them
 (``frontend.create_one_batch``, ``elmo.read_list``):
 
+* a token is put in NFC (:func:`.bounds.normalize`), as the tokenizer and the
+  bilm-tf packer do — an addition to their reader, see below;
 * a token longer than ``max_chars - 2`` **code points** is cut to that many
   before anything else (the word lookup sees the cut token too);
 * its char row is ``[chars['<eow>'], c0, c1, …, chars['<bow>'], <pad>, …]``
   of length ``max_chars`` — their code swaps the begin/end markers, in
   training and inference alike; a character not in the vocabulary is
-  ``<oov>``; no normalization of any kind;
+  ``<oov>``;
 * the sentence boundaries (and a literal input token ``<bos>`` / ``<eos>``)
   are ``[chars['<eow>'], chars['<bos>' or '<eos>'], chars['<bow>'], <pad>, …]``;
 * the word id (models with a word-embedding branch) is an exact,
@@ -18,6 +20,13 @@ per-model vocabularies, reproduced here exactly as their package builds them
 
 As in :mod:`.chars`, **+1** is added to every char id so that an all-zero
 row means "no token"; word ids are not shifted.
+
+NFC: their reader looks tokens up as given. Their models were trained on
+Wikipedia and Common Crawl text (CoNLL 2018 shared task), which is NFC almost
+throughout (MediaWiki stores NFC; the W3C asks the web for it), so a decomposed
+``"e\u0301"`` would reach their vocabulary as ``e`` plus a mark the model has
+barely seen. Reading every token in NFC gives NFD input the ids of the text the
+models learned from, and changes nothing for NFC input (their own test data).
 """
 
 from __future__ import annotations
@@ -30,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelError
+from .bounds import normalize
 
 SCHEME_NAME = "codepoint-vocab"
 ID_SHIFT = 1
@@ -40,7 +50,8 @@ BOUNDARIES = (BOS, EOS)
 
 
 def cut(token: str, max_chars: int) -> str:
-    """The token as their reader keeps it: at most ``max_chars - 2`` code points."""
+    """The token as it is looked up: in NFC, at most ``max_chars - 2`` code points."""
+    token = normalize(token)
     return token[: max_chars - 2] if len(token) + 2 > max_chars else token
 
 
