@@ -36,9 +36,9 @@ def default_model_path() -> Path:
     return resolve_model(None)
 
 
-def check_sentence(sentence: object, index: int) -> None:
-    """Raise InputError unless ``sentence`` is a list/tuple of at most
-    :data:`~elmo_runtime.corpus.MAX_TOKENS` non-empty strings."""
+def check_sentence(sentence: object, index: int, max_tokens: int = MAX_TOKENS) -> None:
+    """Raise InputError unless ``sentence`` is a list/tuple of at most ``max_tokens``
+    (default :data:`~elmo_runtime.corpus.MAX_TOKENS`) non-empty strings."""
     if isinstance(sentence, str):
         raise InputError(
             f"sentence {index}: expected a list of tokens, got a str; use text.split()"
@@ -47,9 +47,9 @@ def check_sentence(sentence: object, index: int) -> None:
         raise InputError(
             f"sentence {index}: expected a list of tokens, got a {type(sentence).__name__}"
         )
-    if len(sentence) > MAX_TOKENS:
+    if len(sentence) > max_tokens:
         raise InputError(
-            f"sentence {index}: {len(sentence)} tokens, more than {MAX_TOKENS} (the most a "
+            f"sentence {index}: {len(sentence)} tokens, more than {max_tokens} (the most a "
             "sentence may have: memory grows with it); split it"
         )
     for j, token in enumerate(sentence):
@@ -81,6 +81,11 @@ class Embedder:
     ``token_cache_mb``: memory for the vectors of tokens seen before (LRU), so the
     char CNN runs once per distinct token string; 0 turns the cache off (tokens
     are still encoded once per batch). Results do not depend on it.
+    ``max_sentence_tokens``: the most tokens a sentence may have (default 10,000,
+    :data:`~elmo_runtime.corpus.MAX_TOKENS`; InputError beyond). Memory grows with a
+    sentence's length: a sentence longer than the batch cap runs alone, and the original
+    ELMo size needs about 0.5 MB per token for its outputs plus the LSTM's input
+    projection (bench/RESULTS.md, "Long sequences").
 
     Attributes: ``model_path`` (Path of the .onnx file), ``info``
     (:class:`~elmo_runtime.format.contract.ModelInfo` from its metadata), ``mix``
@@ -100,7 +105,13 @@ class Embedder:
         mix: str | os.PathLike | ScalarMix | None = None,
         max_tokens_per_batch: int | None = None,
         token_cache_mb: float = DEFAULT_CACHE_MB,
+        max_sentence_tokens: int = MAX_TOKENS,
     ):
+        if (isinstance(max_sentence_tokens, bool) or not isinstance(max_sentence_tokens, int)
+                or max_sentence_tokens <= 0):
+            raise ValueError(f"max_sentence_tokens must be a positive integer, found "
+                             f"{max_sentence_tokens!r}")
+        self.max_sentence_tokens = max_sentence_tokens
         loaded = open_model(model, provider, threads)  # None: the default; a bundled name
         self.model_path, self._session, self.info = loaded.path, loaded.session, loaded.info
         self.stateful = stateful
@@ -166,7 +177,7 @@ class Embedder:
         """Vectors of each sentence, in input order, from one forward pass."""
         sentences = list(sentences)
         for i, sentence in enumerate(sentences):
-            check_sentence(sentence, i)
+            check_sentence(sentence, i, self.max_sentence_tokens)
         return self._forward(sentences)
 
     def embed_sentences(
@@ -180,7 +191,7 @@ class Embedder:
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
             raise ValueError(f"batch_size must be a positive integer, found {batch_size!r}")
-        checked = (_checked(s, i) for i, s in enumerate(sentences))
+        checked = (_checked(s, i, self.max_sentence_tokens) for i, s in enumerate(sentences))
         if self.stateful:
             return (out for chunk in chunks(checked, batch_size) for out in self._forward(chunk))
         batches = bucketed(checked, _steps, batch_size, self.max_tokens_per_batch)
@@ -248,6 +259,6 @@ def _steps(sentence: Sentence) -> int:
     return len(sentence) + 2
 
 
-def _checked(sentence: Sentence, index: int) -> Sentence:
-    check_sentence(sentence, index)
+def _checked(sentence: Sentence, index: int, max_tokens: int) -> Sentence:
+    check_sentence(sentence, index, max_tokens)
     return sentence

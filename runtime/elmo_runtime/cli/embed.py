@@ -8,8 +8,10 @@ from pathlib import Path
 import click
 
 from ..batching import DEFAULT_BATCH_SIZE
+from ..corpus import MAX_TOKENS
+from ..fasta import INPUT_FORMATS
 from ..loading.session import PROVIDERS
-from ..output.job import EmbedJob, JobResult, count_lines, run_job
+from ..output.job import REDUCTIONS, EmbedJob, JobResult, count_lines, run_job
 from ..output.shards import DEFAULT_SHARD_SIZE
 from ..output.writers import DTYPES, FORMATS
 from ..token_cache import DEFAULT_CACHE_MB
@@ -23,8 +25,9 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
-def _mix(ctx: click.Context, mix_file: str | None) -> str:
-    """The one mix the flags ask for; a usage error when two are given."""
+def _mix(ctx: click.Context, mix_file: str | None) -> str | None:
+    """The one mix the flags ask for (None: none, the input's default); a usage error when
+    two are given."""
     given = [f"--{mode}" for mode in MODES if ctx.params[mode]]
     if mix_file is not None:
         if given:
@@ -35,7 +38,7 @@ def _mix(ctx: click.Context, mix_file: str | None) -> str:
             f"{' and '.join(given)} cannot be combined; choose one of --all, --top, --average "
             "or --mix FILE"
         )
-    return given[0][2:] if given else "all"
+    return given[0][2:] if given else None
 
 
 @click.command()
@@ -55,6 +58,17 @@ def _mix(ctx: click.Context, mix_file: str | None) -> str:
 @click.option("--tokenize", is_flag=True,
               help="INPUT is raw text: split it with elmo_runtime.tokenize (the tokenizer the "
               "bundled model was trained with) instead of on whitespace.")
+@click.option("--input-format", type=click.Choice(INPUT_FORMATS),
+              help="What INPUT holds: text (one sentence a line) or fasta (protein records, "
+              "one residue per token, keyed by id; the layers summed per residue as SeqVec "
+              "users do) [default: fasta when the file's first non-blank line starts with "
+              "'>', else text; stdin is text unless given].")
+@click.option("--reduce", type=click.Choice(REDUCTIONS),
+              help="FASTA: one vector per protein, the mean over its residues.")
+@click.option("--max-sentence-tokens", type=click.IntRange(min=1), default=MAX_TOKENS,
+              show_default=True, metavar="N",
+              help="The most tokens (FASTA: residues) a line or record may have; memory grows "
+              "with it (original ELMo size: ~0.5 MB a token, see README).")
 @click.option("--batch-size", default=DEFAULT_BATCH_SIZE, show_default=True,
               type=click.IntRange(min=1), help="Sentences per forward pass.")
 @click.option("--provider", type=click.Choice(PROVIDERS), default="auto", show_default=True,
@@ -99,6 +113,10 @@ def embed(ctx: click.Context, inputs: tuple[str, ...], output: str | None, model
           **options: object) -> None:
     """Embed INPUT (one whitespace-tokenized sentence a line, "-" = stdin) into OUTPUT.
 
+    A protein FASTA INPUT (--input-format fasta, or found by its first '>'): one
+    dataset per record named by its id, the sum of the layers per residue (n, 2P), or
+    with --reduce mean one vector per protein.
+
     OUTPUT holds one array per line under keys "0", "1", … and
     "sentence_to_index" (AllenNLP's `elmo` layout: each stripped input line
     to its key; Parquet: one row per line); it appears only when every line
@@ -137,7 +155,7 @@ def embed(ctx: click.Context, inputs: tuple[str, ...], output: str | None, model
 
 def summary(job: EmbedJob, result: JobResult) -> str:
     """The one line `elmo embed` prints when it is done."""
-    sentences = _count(result.lines, "sentence")
+    sentences = _count(result.lines, "record" if job.fasta else "sentence")
     if result.lines == 0 and not result.done_before:
         where = "stdin" if job.inputs == ("-",) else ", ".join(job.inputs)
         return f"nothing was embedded: {where} has no lines (wrote an empty {job.output})"

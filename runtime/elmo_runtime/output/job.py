@@ -11,6 +11,11 @@ and hands it to one engine:
   is a directory, ends with "/", or ``shard_size`` is given;
 * ``ray``: Ray Data actors writing Parquet files (:mod:`.ray_engine`); the
   actors rebuild the driver's model, mix, token cache and tokenizer.
+
+The input is text (one sentence a line) or protein FASTA (:mod:`..fasta`: one residue a
+token, detected by content or ``input_format="fasta"``), which goes to one file keyed by
+record id, each record's vectors the layer sum SeqVec users compute (``(n, 2P)``) or,
+with ``reduce="mean"``, its mean over the residues (``(2P,)``).
 """
 
 from __future__ import annotations
@@ -28,17 +33,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from ..batching import DEFAULT_BATCH_SIZE
-from ..corpus import read_lines
+from ..corpus import MAX_TOKENS, read_lines
 from ..errors import RAY_HINT, ElmoError, UsageError
 from ..files import check_not_an_input, check_regular_output
 from ..loading.model_file import locate
 from ..token_cache import DEFAULT_CACHE_MB
-from .writers import FORMATS, check_extension, format_of, open_writer
+from .writers import FORMATS, KEYED_FORMATS, check_extension, format_of, infer_format, open_writer
 
 if TYPE_CHECKING:
     from ..embedder import Embedder
 
 ENGINES = ("local", "ray")
+REDUCTIONS = ("mean",)
 RAY_ONLY = ("address", "actors", "gpus_per_actor", "ray_temp_dir")
 
 Progress = Callable[[int], None]
@@ -48,7 +54,12 @@ Progress = Callable[[int], None]
 class EmbedJob:
     """One ``elmo embed`` run: what is read, what is written, and everything that decides it.
 
-    ``mix``: "all", "top", "average" or the path of a mix JSON file.
+    ``mix``: "all", "top", "average" or the path of a mix JSON file; None: the input's
+    default ("all" for text; for FASTA "sum", the layer sum SeqVec users take).
+    ``input_format``: "text", "fasta" or None (FASTA when the first non-blank line of
+    the input file starts with ">"). ``reduce``: None, or "mean" (FASTA only) for one
+    vector per record. ``max_sentence_tokens``: the most tokens (residues) a sentence may
+    have (10,000 by default, :data:`..corpus.MAX_TOKENS`).
     ``model``: None (the bundled default), a bundled name or a path.
     ``format``: None infers it from OUTPUT's extension. ``threads`` is the
     intra-op threads of the one session (local) or of each actor (Ray, 1 by
@@ -59,7 +70,7 @@ class EmbedJob:
     inputs: tuple[str, ...]
     output: str
     model: str | None = None
-    mix: str | os.PathLike = "all"
+    mix: str | os.PathLike | None = None
     dtype: str = "float32"
     format: str | None = None
     batch_size: int = DEFAULT_BATCH_SIZE
@@ -76,6 +87,29 @@ class EmbedJob:
     actors: int | None = None
     gpus_per_actor: float = 0.0
     ray_temp_dir: str | None = None
+    input_format: str | None = None
+    reduce: str | None = None
+    max_sentence_tokens: int = MAX_TOKENS
+
+    @property
+    def fasta(self) -> bool:
+        """Whether the input is FASTA (given, or sniffed from the first input file)."""
+        if self.input_format is not None:
+            return self.input_format == "fasta"
+        from ..fasta import is_fasta
+
+        return self.inputs[0] != "-" and is_fasta(self.inputs[0])
+
+    @property
+    def layer_mix(self) -> str | os.PathLike:
+        """The mix the Embedder applies: the given one, else "all" (FASTA sums the layers
+        after it: :attr:`sum_layers`)."""
+        return "all" if self.mix is None else self.mix
+
+    @property
+    def sum_layers(self) -> bool:
+        """FASTA without a mix: each residue's vector is the sum of the layers."""
+        return self.mix is None and self.fasta
 
     @property
     def layout(self) -> str:
@@ -90,7 +124,8 @@ class EmbedJob:
     def check(self) -> None:
         """Raise UsageError / ElmoError for a job that cannot run; warn (one line) on doubt.
 
-        Nothing is read beyond ``stat`` and nothing is written.
+        Nothing is read beyond ``stat`` and the first bytes of a FASTA-sniffed input,
+        and nothing is written.
         """
         if self.engine not in ENGINES:
             raise UsageError(f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}")
@@ -98,6 +133,19 @@ class EmbedJob:
             raise UsageError(f"unknown format {self.format!r}; choose one of {', '.join(FORMATS)}")
         if not self.inputs:
             raise UsageError("no INPUT given")
+        from ..fasta import INPUT_FORMATS
+
+        if self.input_format not in (None, *INPUT_FORMATS):
+            raise UsageError(f"unknown input format {self.input_format!r}; choose one of "
+                             f"{', '.join(INPUT_FORMATS)}")
+        if self.reduce not in (None, *REDUCTIONS):
+            raise UsageError(f"unknown reduction {self.reduce!r}; choose one of "
+                             f"{', '.join(REDUCTIONS)}")
+        if (isinstance(self.max_sentence_tokens, bool)
+                or not isinstance(self.max_sentence_tokens, int)
+                or self.max_sentence_tokens <= 0):
+            raise UsageError(f"max_sentence_tokens must be a positive integer, found "
+                             f"{self.max_sentence_tokens!r}")
         if self.engine == "ray":
             self._check_ray()
         else:
@@ -110,6 +158,11 @@ class EmbedJob:
         for path in self.inputs:
             if path != "-" and "://" not in path and not os.path.exists(path):
                 raise ElmoError(f"{path}: no such input file")
+        if self.fasta:
+            self._check_fasta()
+        elif self.reduce is not None:
+            raise UsageError("--reduce is for FASTA input (one vector per protein); this "
+                             "input is text (pass --input-format fasta if it is FASTA)")
         if self.layout != "file" and Path(self.output).exists() and not Path(self.output).is_dir():
             raise ElmoError(f"{self.output}: exists and is not a directory")
         if self.layout == "shards":
@@ -136,7 +189,25 @@ class EmbedJob:
             f"{named}), or drop --shard-size for one file"
         )
 
+    def _check_fasta(self) -> None:
+        """UsageError for what FASTA input cannot go with (one file keyed by record id)."""
+        if self.layout != "file":
+            raise UsageError("FASTA input writes one file keyed by record id: give an .h5 or "
+                             ".npz OUTPUT (no --engine ray, --shard-size or directory)")
+        if self.tokenize:
+            raise UsageError("--tokenize is for raw text; FASTA is one residue per token")
+        if self.stateful:
+            raise UsageError("--stateful: FASTA records are embedded stateless (use the "
+                             "AllenNLP drop-in for bio_embeddings' state carried by row)")
+        fmt = infer_format(self.output, self.format)
+        if fmt not in KEYED_FORMATS:
+            raise UsageError(f"{self.output}: FASTA input is written keyed by record id, as "
+                             f"{' or '.join(KEYED_FORMATS)}, not {fmt}")
+
     def _check_ray(self) -> None:
+        if self.max_sentence_tokens != MAX_TOKENS:
+            raise UsageError(f"--max-sentence-tokens: the ray engine keeps the default bound "
+                             f"({MAX_TOKENS})")
         if self.format not in (None, "parquet"):
             raise UsageError("--engine ray writes Parquet; drop --format or use --format parquet")
         if self.stateful:
@@ -182,14 +253,16 @@ def build_embedder(job: EmbedJob) -> Embedder:
 
     model = locate(job.model)  # resolved and checked once for the whole run
     if job.engine == "ray":
-        return Embedder(model, provider="cpu", threads=1, mix=job.mix, token_cache_mb=0)
+        return Embedder(model, provider="cpu", threads=1, mix=job.layer_mix, token_cache_mb=0,
+                        max_sentence_tokens=job.max_sentence_tokens)
     return Embedder(
         model,
         stateful=job.stateful,
         provider=job.provider,
         threads=job.threads,
-        mix=job.mix,
+        mix=job.layer_mix,
         token_cache_mb=job.token_cache_mb,
+        max_sentence_tokens=job.max_sentence_tokens,
     )
 
 
@@ -205,13 +278,39 @@ def run_job(job: EmbedJob, progress: Progress = lambda lines: None) -> JobResult
         return _run_ray(job, emb)
     if job.layout == "shards":
         return _run_shards(job, emb, progress)
+    if job.fasta:
+        return _run_fasta(job, emb, progress)
     return _run_file(job, emb, progress)
+
+
+def _run_fasta(job: EmbedJob, emb: Embedder, progress: Progress) -> JobResult:
+    """Each record's vectors under its id: the layer sum (float32 ``(n, 2P)``, summed in
+    layer order as ``embedding.sum(0)`` does) or the mix asked for, then optionally their
+    mean over the residues (``.mean(0)`` of that: ``(2P,)``)."""
+    from ..fasta import read_fasta
+
+    name = job.inputs[0]
+    with open_input(name) as stream, open_writer(job.output, job.format, job.dtype,
+                                                 keyed=True) as writer:
+        records, to_embed = itertools.tee(
+            read_fasta(stream, name, job.errors, job.max_sentence_tokens))
+        residues = (record.residues for record in to_embed)
+        for record, vectors in zip(records, emb.embed_sentences(residues, job.batch_size),
+                                   strict=True):
+            if job.sum_layers:
+                vectors = vectors.sum(0)
+            if job.reduce == "mean":
+                vectors = vectors.mean(-2)
+            writer.write(record.residues, vectors, key=record.id)
+            progress(1)
+    return JobResult("file", writer.count, 1)
 
 
 def _run_file(job: EmbedJob, emb: Embedder, progress: Progress) -> JobResult:
     name = job.inputs[0]
     with open_input(name) as stream, open_writer(job.output, job.format, job.dtype) as writer:
-        lines, to_embed = itertools.tee(read_lines(stream, name, job.errors, job.tokenize))
+        lines, to_embed = itertools.tee(read_lines(stream, name, job.errors, job.tokenize,
+                                                   job.max_sentence_tokens))
         tokens = (line.tokens for line in to_embed)
         for line, vectors in zip(lines, emb.embed_sentences(tokens, job.batch_size), strict=True):
             writer.write(line.tokens, vectors, key=line.key)

@@ -168,7 +168,8 @@ def _run(
     done = {record["index"]: record for record in manifest.shards}
     run = ShardedRun()
     lines = HashedLines(iter_lines(stream, input_name))
-    sentences = read_lines(lines, input_name, settings["errors"], settings["tokenize"])
+    sentences = read_lines(lines, input_name, settings["errors"], settings["tokenize"],
+                           emb.max_sentence_tokens)
     for index in itertools.count():
         first = next(sentences, None)
         if first is None:

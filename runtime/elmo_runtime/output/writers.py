@@ -18,6 +18,11 @@ layers, ``(n, 2P)`` when mixed, float32 (or float16 with ``dtype="float16"``).
   flattened in C order as list<float|halffloat>; :func:`arrays_from_table`
   reshapes them. Needs pyarrow.
 
+FASTA input (:mod:`..fasta`) is written *keyed* (``open_writer(..., keyed=True)``, hdf5
+and npz): one dataset per record named by its id, no ``sentence_to_index``, and in hdf5
+each dataset's ``original_id`` attribute holding the id, where bio_embeddings' readers
+look for it.
+
 A writer's first key is ``first_index`` (a shard of a large run keys its
 lines by their index in the whole input). :func:`open_writer` writes to
 ``.{name}.partial-{pid}`` next to the output and renames it only when the
@@ -49,6 +54,7 @@ from ..files import check_regular_output, partial_path, publish
 
 FORMATS = ("hdf5", "npz", "parquet")
 DTYPES = ("float32", "float16")
+KEYED_FORMATS = ("hdf5", "npz")  # the formats that key arrays by a record's id
 SENTENCE_TO_INDEX = "sentence_to_index"
 PARQUET_COLUMNS = ("line", "tokens", "shape", "vectors")
 PARQUET_ROWS_PER_BATCH = 256  # a row group holds at most this many rows …
@@ -179,24 +185,30 @@ class Writer(ABC):
 
 
 class AllenNlpWriter(Writer):
-    """The hdf5/npz layout: arrays keyed "0", "1", … and a sentence_to_index map."""
+    """The hdf5/npz layout: arrays keyed "0", "1", … and a sentence_to_index map; or,
+    ``keyed``, each array under its own ``key`` (unique, checked by the caller) and no map."""
 
-    def __init__(self, path: Path, dtype: str = "float32", first_index: int = 0):
+    def __init__(self, path: Path, dtype: str = "float32", first_index: int = 0,
+                 keyed: bool = False):
         super().__init__(path, dtype, first_index)
         self._index: dict[str, str] = {}
+        self.keyed = keyed
 
     def _put(self, index: int, tokens: Sequence[str], array: np.ndarray, key: str) -> None:
+        if self.keyed:
+            self._store(key, array)
+            return
         self._store(str(index), array)
         self._index[key] = str(index)
 
     def _finish(self) -> None:
-        self._close_with_index(json.dumps(self._index))
+        self._close_with_index(None if self.keyed else json.dumps(self._index))
 
     @abstractmethod
     def _store(self, key: str, array: np.ndarray) -> None: ...
 
     @abstractmethod
-    def _close_with_index(self, sentence_to_index: str) -> None: ...
+    def _close_with_index(self, sentence_to_index: str | None) -> None: ...
 
 
 class Hdf5Writer(AllenNlpWriter):
@@ -205,8 +217,9 @@ class Hdf5Writer(AllenNlpWriter):
     (:func:`check_room`): a full disk or a file-size limit is one ElmoError, the temp file
     is closed and removed by :func:`open_writer`."""
 
-    def __init__(self, tmp: Path, path: Path, dtype: str = "float32", first_index: int = 0):
-        super().__init__(path, dtype, first_index)
+    def __init__(self, tmp: Path, path: Path, dtype: str = "float32", first_index: int = 0,
+                 keyed: bool = False):
+        super().__init__(path, dtype, first_index, keyed)
         self._h5py = import_h5py()
         self._tmp = tmp
         with _write_errors(self.path):
@@ -214,9 +227,14 @@ class Hdf5Writer(AllenNlpWriter):
 
     def _store(self, key: str, array: np.ndarray) -> None:
         check_room(self._tmp, array.nbytes, self.path)
-        self._file.create_dataset(key, data=array)
+        dataset = self._file.create_dataset(key, data=array)
+        if self.keyed:
+            dataset.attrs["original_id"] = key
 
-    def _close_with_index(self, sentence_to_index: str) -> None:
+    def _close_with_index(self, sentence_to_index: str | None) -> None:
+        if sentence_to_index is None:
+            self._file.close()
+            return
         check_room(self._tmp, len(sentence_to_index.encode("utf-8")), self.path)
         dtype = self._h5py.string_dtype(encoding="utf-8")
         self._file.create_dataset(SENTENCE_TO_INDEX, (1,), dtype=dtype)[0] = sentence_to_index
@@ -227,8 +245,9 @@ class Hdf5Writer(AllenNlpWriter):
 
 
 class NpzWriter(AllenNlpWriter):
-    def __init__(self, tmp: Path, path: Path, dtype: str = "float32", first_index: int = 0):
-        super().__init__(path, dtype, first_index)
+    def __init__(self, tmp: Path, path: Path, dtype: str = "float32", first_index: int = 0,
+                 keyed: bool = False):
+        super().__init__(path, dtype, first_index, keyed)
         with _write_errors(self.path):
             self._zip = zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True)
 
@@ -236,8 +255,9 @@ class NpzWriter(AllenNlpWriter):
         with self._zip.open(f"{key}.npy", "w", force_zip64=True) as f:
             np.lib.format.write_array(f, array, allow_pickle=False)
 
-    def _close_with_index(self, sentence_to_index: str) -> None:
-        self._store(SENTENCE_TO_INDEX, np.array(sentence_to_index))
+    def _close_with_index(self, sentence_to_index: str | None) -> None:
+        if sentence_to_index is not None:
+            self._store(SENTENCE_TO_INDEX, np.array(sentence_to_index))
         self._zip.close()
 
     def close(self) -> None:
@@ -360,13 +380,22 @@ def check_output(path: str | Path) -> Path:
 
 @contextmanager
 def open_writer(
-    path: str | Path, format: str | None = None, dtype: str = "float32", first_index: int = 0
+    path: str | Path, format: str | None = None, dtype: str = "float32", first_index: int = 0,
+    keyed: bool = False,
 ) -> Iterator[Writer]:
-    """A writer whose file appears at ``path`` only if the ``with`` block succeeds."""
+    """A writer whose file appears at ``path`` only if the ``with`` block succeeds.
+
+    ``keyed``: each array under the key given to :meth:`Writer.write` (hdf5, npz only).
+    """
     path = check_output(path)
     tmp = partial_path(path)  # the steps of files.atomic_path, with write errors as ElmoError
+    fmt = infer_format(path, format)
+    if keyed and fmt not in KEYED_FORMATS:
+        raise UsageError(f"{path}: {fmt} output has no keys by id; write "
+                         f"{' or '.join(KEYED_FORMATS)}")
     try:
-        writer = WRITERS[infer_format(path, format)](tmp, path, dtype, first_index)
+        kwargs = {"keyed": True} if keyed else {}
+        writer = WRITERS[fmt](tmp, path, dtype, first_index, **kwargs)
         try:
             yield writer
             writer.finish()
