@@ -13,6 +13,8 @@ Python initialises on the way. The rules (ARCHITECTURE.md):
   torch nor a torch room (``efml``, ``pytorch``, ``train``), not even lazily;
 * export rooms import downward only (:data:`ROOM_IMPORTS`: ``train`` → ``pytorch`` → ``graph``
   → ``bilm_tf``; ``efml`` → ``pytorch``, ``graph``);
+* the runtime's imports point down its layers (:data:`RUNTIME_LAYERS`), and every runtime
+  module is in one;
 * ``elmo_export.cli`` loads without torch: nothing it imports at module level, followed
   through every module of ours it reaches, imports torch at module level.
 """
@@ -40,6 +42,19 @@ ROOM_IMPORTS = {
     "efml": {"bilm_tf", "graph", "pytorch"},
     "train": {"bilm_tf", "graph", "pytorch"},
 }
+
+# The runtime's layers, lowest first: a module may import its own layer and those below, never
+# one above (a unit is a room, a module or a package; the longest name that matches wins; ""
+# is the package's __init__). ARCHITECTURE.md, "Import direction", says the same in words.
+RUNTIME_LAYERS = (
+    ("errors", "version", "files"),
+    ("format",),
+    ("models", "tokenize", "token_cache", "states", "mix", "batching", "corpus"),
+    ("loading",),
+    ("settings", "embedder", "mix_fit"),
+    ("output", "quantize", "compat", "serve", "models.maintain"),
+    ("cli", "serve.command", "webserve", "__main__", "models.__main__", ""),
+)
 
 
 @dataclass(frozen=True)
@@ -234,6 +249,35 @@ def room_violations(edges: dict[str, list[Import]]) -> list[str]:
             and room(i.target) not in ROOM_IMPORTS[room(m)]]
 
 
+def runtime_layer(name: str) -> tuple[int, str] | None:
+    """(layer, unit) of a runtime module (:data:`RUNTIME_LAYERS`); None outside the runtime or
+    for a module no unit names."""
+    if name != "elmo_runtime" and not name.startswith("elmo_runtime."):
+        return None
+    rest = name.removeprefix("elmo_runtime").removeprefix(".")
+    found = None
+    for layer, units in enumerate(RUNTIME_LAYERS):
+        for unit in units:
+            if (rest == unit or (unit and rest.startswith(unit + "."))) and (
+                    found is None or len(unit) > len(found[1])):
+                found = (layer, unit)
+    return found
+
+
+def layer_violations(edges: dict[str, list[Import]]) -> list[str]:
+    """Runtime imports that point up a layer, and runtime modules no layer names."""
+    bad = [f"{m} is in no layer of RUNTIME_LAYERS" for m in edges
+           if _in(m, ("elmo_runtime",)) and runtime_layer(m) is None]
+    for m, imports in edges.items():
+        here = runtime_layer(m)
+        for i in imports:
+            there = runtime_layer(i.target)
+            if here and there and there[0] > here[0]:
+                bad.append(f"{i.module}:{i.line} ({here[1]}) imports {i.target} ({there[1]}, "
+                           f"a higher layer){' (lazy)' if i.lazy else ''}")
+    return bad
+
+
 def module_level_torch(edges: dict[str, list[Import]], start: str) -> list[str]:
     """Paths from ``start`` through module-level imports of our modules to ``import torch``."""
     paths: list[str] = []
@@ -279,6 +323,10 @@ def test_torch_free_rooms_import_no_torch_room() -> None:
 
 def test_export_rooms_import_downward() -> None:
     assert not room_violations(EDGES)
+
+
+def test_runtime_imports_point_down_its_layers() -> None:
+    assert not layer_violations(EDGES)
 
 
 def test_export_cli_loads_without_torch() -> None:
@@ -342,6 +390,23 @@ def test_checker_finds_the_torch_wall_broken() -> None:
         "elmo_export.graph.x:2 imports elmo_export.pytorch.modules (lazy)"]
     assert module_level_torch(edges, "elmo_export.cli") == [
         "elmo_export.cli -> elmo_export.pytorch.modules -> torch"]
+
+
+def test_checker_finds_an_upward_import_and_an_unplaced_module() -> None:
+    edges = _synthetic(
+        elmo_runtime__format__chars="def f():\n    from ..embedder import Embedder\n",
+        elmo_runtime__embedder="from .format import chars\n",
+        elmo_runtime__serve__command="from ..cli import params\n",
+        elmo_runtime__serve__app="from .command import main\n",
+        elmo_runtime__newroom="",
+    )
+    assert layer_violations(edges) == [
+        "elmo_runtime.newroom is in no layer of RUNTIME_LAYERS",
+        "elmo_runtime.format.chars:2 (format) imports elmo_runtime.embedder (embedder, a higher "
+        "layer) (lazy)",
+        "elmo_runtime.serve.app:1 (serve) imports elmo_runtime.serve.command (serve.command, a "
+        "higher layer)",
+    ]
 
 
 def test_checker_finds_export_named_in_a_string() -> None:
