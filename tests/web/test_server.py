@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import re
 import socket
@@ -40,6 +41,15 @@ def test_service_worker_lists_every_file_the_page_imports() -> None:
     assert {f"src/{p.name}" for p in (WEB / "src").glob("*.mjs")} <= set(files)
     assert {"index.html", "demo.mjs", "demo.css", "elmo.mjs", "contract.json"} <= set(files)
     assert all((WEB / f).is_file() for f in files if not f.startswith("node_modules/"))
+
+
+def test_elmo_web_serves_the_generated_files() -> None:
+    with webserve.serving(WEB, {"model.onnx": FP32}) as url:
+        for name in ("contract.json", "sw.js", "src/mix.mjs"):
+            status, headers, body = _get(url + name)
+            assert status == 200 and body == (WEB / name).read_bytes()
+        assert headers["Content-Type"] == "text/javascript"
+        assert json.loads(_get(url + "contract.json")[2]) == web_facts.contract_json()
 
 
 def test_page_files_follow_imports_and_refuse_missing_ones(tmp_path: Path) -> None:
