@@ -82,7 +82,8 @@ def test_idle_sockets_at_the_file_limit_lock_no_one_out():
     finally:
         for sock in socks:
             sock.close()
-    assert server.stop() == 0
+        stopped = server.stop()
+    assert stopped == 0
     lines = server.stderr[startup_lines:]
     assert len(lines) < 20, "".join(lines[:40])
     assert "Traceback" not in "".join(lines) and "Errno 24" not in "".join(lines)
