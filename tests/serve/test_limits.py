@@ -236,10 +236,11 @@ def test_abandoned_large_requests_are_dropped_and_counted_499():
     assert "Traceback" not in "".join(server.stderr)
 
 
+@pytest.mark.slow
 def test_a_small_request_is_not_queued_behind_large_ones():
     """The fair queue: a one-word request while two large ones are being embedded."""
     server = start_server("--mix", "top", "--max-batch-tokens", "512", "--token-cache", "0")
-    body = {"inputs": [["word"] * 100] * 250, "encoding_format": "base64"}
+    body = {"inputs": [["word"] * 100] * 120, "encoding_format": "base64"}
     done: list[int] = []
     try:
         def large() -> None:
@@ -253,7 +254,7 @@ def test_a_small_request_is_not_queued_behind_large_ones():
         assert server.post("/embed", {"inputs": [["small"]]}, key=None)[0] == 200
         seconds = time.monotonic() - started
         assert not done, "the large requests finished first: nothing was measured"
-        assert seconds < 1.0, f"{seconds:.2f} s behind 50,000 tokens"
+        assert seconds < 1.0, f"{seconds:.2f} s behind 24,000 tokens"
         for t in threads:
             t.join(TIMEOUT * 3)
         assert done == [200, 200]
