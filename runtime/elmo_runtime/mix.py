@@ -57,6 +57,8 @@ class ScalarMix:
         if abs(self.gamma) > MAX_GAMMA:
             raise MixError(f"gamma must be within ±{show(MAX_GAMMA)} (the largest float32; "
                            f"the vectors are float32), found {show(self.gamma)}")
+        if not isinstance(do_layer_norm, bool | np.bool_):
+            raise MixError(f"do_layer_norm must be true or false, found {show(do_layer_norm)}")
         self.do_layer_norm = bool(do_layer_norm)
 
     @property

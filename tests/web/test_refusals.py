@@ -46,6 +46,10 @@ MIXES: list[dict[str, Any]] = [
     {"weights": [0, 0], "gamma": 1},
     {"weights": [0, 0, 0, 0], "gamma": 1e39},
     {"weights": [1e-320, 5e-324, 0.1], "gamma": 1e-300},
+    {"weights": [0, 0, 0], "gamma": 1, "do_layer_norm": "yes"},
+    {"weights": [0, 0, 0], "gamma": 1, "do_layer_norm": 1},
+    {"weights": [0, 0], "gamma": 1, "do_layer_norm": None},
+    {"weights": [0, 0, 0], "gamma": 1, "do_layer_norm": True},
 ]
 MIXES_ON_LAYERS = [  # gamma within the bound, vectors that would not be
     ({"weights": [0, 0, 0], "gamma": 1e38}, LAYERS),

@@ -89,11 +89,11 @@ export function resolveMix(mix, nLayers) {
     throw new Error(`gamma must be within ±${show(MAX_GAMMA)} (the largest float32; `
       + `the vectors are float32), found ${show(gamma)}`);
   }
-  if (weights.length !== nLayers) {
-    throw new Error(`mix: expected ${nLayers} weights (the model has ${nLayers} layers), found ${weights.length}`);
-  }
   if (typeof layerNorm !== 'boolean') {
     throw new Error(`do_layer_norm must be true or false, found ${show(layerNorm)}`);
+  }
+  if (weights.length !== nLayers) {
+    throw new Error(`mix: expected ${nLayers} weights (the model has ${nLayers} layers), found ${weights.length}`);
   }
   return { weights: [...weights], gamma, do_layer_norm: layerNorm };
 }
