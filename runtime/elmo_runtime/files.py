@@ -123,9 +123,9 @@ def read_text(path: Path, error: type[ElmoError], what: str, encoding: str = "ut
         raise error(f"{path}: cannot read the {what} ({e})") from None
 
 
-def read_json(path: Path, error: type[ElmoError], what: str, encoding: str = "utf-8") -> Any:
+def read_json(path: Path, error: type[ElmoError], what: str, encoding: str = "utf-8-sig") -> Any:
     """The JSON value in ``path``; ``error`` as :func:`read_text` does, and naming the line
-    when the text is not JSON."""
+    when the text is not JSON. A UTF-8 byte-order mark (files saved on Windows) is skipped."""
     text = read_text(path, error, what, encoding)
     try:
         return json.loads(text)

@@ -273,3 +273,11 @@ def test_weight_transform_shapes(model_dir: Path):
     assert w["RNN_1/RNN/MultiRNNCell/Cell1/LSTMCell/W_0"].shape == (16, 48)
     assert w["word_embed"].shape == (len(model.words), cfg.word_dim)
     assert all(v.dtype == np.float32 for v in w.values())
+
+
+def test_configs_with_a_bom_are_read(model_dir: Path):
+    """Issue 24 item 10: config.json and the model config saved on Windows (UTF-8 BOM)."""
+    for name in (efml.CONFIG_FILE, "model_config.json"):
+        path = model_dir / name
+        path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert efml.read_model(model_dir).config.word_dim == 6

@@ -97,8 +97,8 @@ def is_model_dir(path: str | Path) -> bool:
 
 
 def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
+    try:  # utf-8-sig: a byte-order mark (a file saved on Windows) is skipped
+        return json.loads(path.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise EfmlError(f"{path}: missing") from None
     except (OSError, UnicodeDecodeError) as e:

@@ -230,7 +230,7 @@ def _word_embedding(data: dict[str, Any]) -> tuple[int, int]:
 def load_options(path: str | Path) -> ElmoOptions:
     """Read and validate an options.json file."""
     path = Path(path)
-    data = read_json(path, OptionsError, "options file", encoding="utf-8-sig")
+    data = read_json(path, OptionsError, "options file")
     try:
         return parse_options(data)
     except OptionsError as e:

@@ -142,7 +142,7 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
     """The manifest of an output directory, as JSON; ElmoError if absent or unreadable."""
     path = Path(directory) / MANIFEST
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8-sig"))  # a BOM is skipped
     except FileNotFoundError:
         raise ElmoError(f"{directory}: no {MANIFEST}; not an elmo-edge output directory") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
