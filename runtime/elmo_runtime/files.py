@@ -14,7 +14,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shlex
 import stat
+import warnings
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -143,23 +145,100 @@ def format_mib(size: int) -> str:
 def check_not_an_input(output: str | os.PathLike, inputs: Iterable[str | os.PathLike]) -> None:
     """ElmoError if ``output`` is one of ``inputs`` (same path, a symlink or a hard link).
 
-    The one same-file check of every command that writes (``elmo embed``,
-    ``elmo convert``): called before anything is written. "-" (stdin) and
-    URLs are never the same file; an ``output`` that does not exist yet is none.
+    An input "-" is stdin: the file redirected into it (``< corpus.txt``) is compared
+    too (device and inode of file descriptor 0). URLs are never the same file; an
+    ``output`` that does not exist yet is none.
     """
     try:
         out = os.stat(output)
     except OSError:
         return  # not there yet: it cannot be an input
     for path in inputs:
-        if str(path) == "-" or "://" in str(path):
+        if "://" in str(path):
             continue
         try:
-            same = os.path.samestat(out, os.stat(path))
+            same = os.path.samestat(out, os.fstat(0) if str(path) == "-" else os.stat(path))
         except OSError:
             continue
         if same:
+            what = "the file on stdin" if str(path) == "-" else f"the input {path}"
             raise ElmoError(
-                f"{output}: is the input {path} (the same file); choose another output, "
+                f"{output}: is {what} (the same file); choose another output, "
                 "nothing was written"
             )
+
+
+def check_output(
+    output: str | os.PathLike, inputs: Iterable[str | os.PathLike] = (), overwrite: bool = False
+) -> None:
+    """The one output rule of every command that writes a file; call it before anything
+    is loaded or written.
+
+    Refused with an ElmoError: an ``output`` that is one of ``inputs`` (stdin's file
+    included, :func:`check_not_an_input`; ``overwrite`` does not change that), one
+    that is not a regular file (:func:`check_regular_output`), and an
+    existing file unless ``overwrite``. Temp files that killed runs left beside
+    ``output`` are removed (:func:`sweep_partials`).
+    """
+    check_not_an_input(output, inputs)
+    check_regular_output(output)
+    if not overwrite and os.path.lexists(output):
+        raise ElmoError(f"{output}: exists; pass --overwrite to replace it (nothing was written)")
+    sweep_partials(output)
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process ``pid`` exists on this machine (of any user)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # someone else's process (or not a PID we can ask about): keep its file
+    return True
+
+
+def stale_partials(output: str | os.PathLike) -> list[Path]:
+    """The temp files of :func:`atomic_path` beside ``output`` whose process is gone
+    (``.{name}.partial-{pid}`` with no process ``pid``; this process's own never)."""
+    path = Path(output)
+    prefix = f".{path.name}{PARTIAL}"
+    try:
+        entries = list(path.parent.iterdir())
+    except OSError:
+        return []
+    stale = []
+    for entry in entries:
+        pid = entry.name[len(prefix):]
+        if entry.name.startswith(prefix) and pid.isdigit() and int(pid) != os.getpid() \
+                and not _alive(int(pid)):
+            stale.append(entry)
+    return stale
+
+
+def sweep_partials(output: str | os.PathLike) -> list[Path]:
+    """Remove :func:`stale_partials` of ``output``; one warning names what was removed
+    (and, for a file that could not be removed, the command that removes it)."""
+    removed, size, kept = [], 0, []
+    for entry in stale_partials(output):
+        try:
+            st = entry.lstat()
+            if stat.S_ISDIR(st.st_mode):
+                kept.append(entry)  # a staging directory: never removed by a sweep
+                continue
+            entry.unlink()
+        except OSError:
+            kept.append(entry)
+            continue
+        removed.append(entry)
+        size += st.st_size
+    if removed:
+        warnings.warn(
+            f"removed {len(removed)} temp file(s) of killed runs beside {output} "
+            f"({format_mib(size)}: {', '.join(p.name for p in removed)})",
+            UserWarning, stacklevel=2)
+    if kept:
+        names = " ".join(shlex.quote(str(p)) for p in kept)
+        warnings.warn(f"temp files of killed runs beside {output} remain; remove them with: "
+                      f"rm -r {names}", UserWarning, stacklevel=2)
+    return removed

@@ -123,7 +123,9 @@ def test_format_option_and_inference(toy_model_path: Path, text_file: Callable) 
     load_npz(src.parent / "x.out")
     assert run("embed", src, src.parent / "y.npz", "-m", toy_model_path).exit_code == 0
     load_npz(src.parent / "y.npz")
-    assert run("embed", src, src.parent / "z.data", "-m", toy_model_path).exit_code == 0
+    assert run("embed", src, src.parent / "z.data", "-m", toy_model_path).exit_code == 2
+    assert not (src.parent / "z.data").exists()  # an unknown extension is refused (issue 24)
+    assert run("embed", src, src.parent / "z.data", "-m", toy_model_path, "--format", "hdf5")
     assert h5py.is_hdf5(src.parent / "z.data")
 
 

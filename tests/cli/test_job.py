@@ -159,19 +159,19 @@ def test_an_extension_of_another_format_is_refused(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]
 
 
-def test_an_unknown_extension_warns_in_one_line(toy_model_path: Path, tmp_path: Path) -> None:
-    src = write_input(tmp_path, b"a\n")
-    out = tmp_path / "out.txt"
-    result = run("embed", src, out, "-m", toy_model_path)
-    assert result.exit_code == 0, result.output
-    warnings = [line for line in result.stderr.splitlines() if line.startswith("Warning: ")]
-    assert warnings == [
-        f"Warning: {out}: writing hdf5 (the name ends in none of .hdf5, .h5, .npz, .parquet, "
-        ".pq); pass --format to choose, or name the file *.hdf5"
-    ]
-    assert h5py.is_hdf5(out)
-    quiet = run("embed", src, tmp_path / "x.out", "-m", toy_model_path, "--format", "npz")
-    assert "Warning" not in quiet.stderr
+def test_an_unknown_extension_is_refused(toy_model_path: Path, tmp_path: Path) -> None:
+    """Issue 24: `elmo embed a.txt b.txt` with an existing text file b.txt left it hdf5."""
+    a = write_input(tmp_path, b"a\n")
+    b = tmp_path / "b.txt"
+    b.write_bytes(b"b c\n")
+    result = run("embed", a, b, "-m", toy_model_path)
+    assert result.exit_code == 2
+    assert (f"{b}: the output name ends in none of .hdf5, .h5, .npz, .parquet, .pq; name the "
+            "file *.hdf5 (or pass --format), and give one INPUT") in result.stderr
+    assert b.read_bytes() == b"b c\n"
+    out = tmp_path / "x.out"
+    quiet = run("embed", a, out, "-m", toy_model_path, "--format", "npz")
+    assert quiet.exit_code == 0 and "Warning" not in quiet.stderr
 
 
 def test_a_mix_file_given_as_str(toy_model_path: Path, tmp_path: Path) -> None:

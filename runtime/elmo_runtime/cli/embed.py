@@ -76,8 +76,9 @@ def _mix(ctx: click.Context, mix_file: str | None) -> str | None:
 @click.option("--threads", type=click.IntRange(min=1),
               help="Intra-op threads [default: all; with --engine ray: the CPUs of each actor, 1].")
 @click.option("--format", "fmt", type=click.Choice(FORMATS),
-              help="Output format [default: by OUTPUT's extension: .npz, .parquet/.pq, else "
-              "hdf5; Parquet with --engine ray]. An extension of another format is refused.")
+              help="Output format [default: by OUTPUT's extension: .hdf5/.h5, .npz, .parquet/.pq; "
+              "npz for OUTPUT -; Parquet with --engine ray]. Any other extension, or one of "
+              "another format, is refused.")
 @click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True,
               help="Stored float type; float16 halves the size.")
 @click.option("--stateful", is_flag=True,
@@ -93,8 +94,8 @@ def _mix(ctx: click.Context, mix_file: str | None) -> str | None:
               help=f"Write OUTPUT as a resumable directory of N-line shards [default: "
               f"{DEFAULT_SHARD_SIZE:,} when OUTPUT is a directory or ends with /].")
 @click.option("--overwrite", is_flag=True,
-              help="Replace the earlier run in the OUTPUT directory instead of resuming or "
-              "refusing it.")
+              help="Replace an existing OUTPUT file, or the earlier run in an OUTPUT directory "
+              "instead of resuming or refusing it. Without it nothing is replaced.")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
               show_default=True,
               help="local: this process; ray: Ray Data actors, Parquet output (elmo-edge[ray]).")
@@ -111,7 +112,8 @@ def _mix(ctx: click.Context, mix_file: str | None) -> str | None:
 def embed(ctx: click.Context, inputs: tuple[str, ...], output: str | None, model: str | None,
           mix_file: str | None, fmt: str | None, threads: int | None, ray_temp_dir: str | None,
           **options: object) -> None:
-    """Embed INPUT (one whitespace-tokenized sentence a line, "-" = stdin) into OUTPUT.
+    """Embed INPUT (one whitespace-tokenized sentence a line, "-" = stdin) into OUTPUT
+    ("-" = stdout, as npz).
 
     A protein FASTA INPUT (--input-format fasta, or found by its first '>'): one
     dataset per record named by its id, the sum of the layers per residue (n, 2P), or
@@ -120,7 +122,9 @@ def embed(ctx: click.Context, inputs: tuple[str, ...], output: str | None, model
     OUTPUT holds one array per line under keys "0", "1", … and
     "sentence_to_index" (AllenNLP's `elmo` layout: each stripped input line
     to its key; Parquet: one row per line); it appears only when every line
-    is done. Lines end at \\n, \\r\\n or a lone \\r.
+    is done. Lines end at \\n, \\r\\n or a lone \\r. An existing OUTPUT
+    file is never replaced without --overwrite, and never when it is an
+    input (the file on stdin included).
 
     A directory OUTPUT (existing, ending with /, or with --shard-size) gets
     shards and a manifest instead: run the same command again after an

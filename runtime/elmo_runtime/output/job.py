@@ -25,7 +25,6 @@ import itertools
 import os
 import stat
 import sys
-import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,10 +34,18 @@ from typing import TYPE_CHECKING, BinaryIO
 from ..batching import DEFAULT_BATCH_SIZE
 from ..corpus import MAX_TOKENS, read_lines
 from ..errors import RAY_HINT, ElmoError, UsageError
-from ..files import check_not_an_input, check_regular_output
+from ..files import check_not_an_input, check_output
 from ..loading.model_file import locate
 from ..token_cache import DEFAULT_CACHE_MB
-from .writers import FORMATS, KEYED_FORMATS, check_extension, format_of, infer_format, open_writer
+from .writers import (
+    FORMATS,
+    KEYED_FORMATS,
+    STDOUT,
+    check_extension,
+    format_of,
+    infer_format,
+    open_writer,
+)
 
 if TYPE_CHECKING:
     from ..embedder import Embedder
@@ -122,10 +129,11 @@ class EmbedJob:
         return "file"
 
     def check(self) -> None:
-        """Raise UsageError / ElmoError for a job that cannot run; warn (one line) on doubt.
+        """Raise UsageError / ElmoError for a job that cannot run.
 
         Nothing is read beyond ``stat`` and the first bytes of a FASTA-sniffed input,
-        and nothing is written.
+        and nothing is written, except that temp files of killed runs beside a file
+        OUTPUT are removed (:func:`..files.check_output`, the one output rule).
         """
         if self.engine not in ENGINES:
             raise UsageError(f"unknown engine {self.engine!r}; choose one of {', '.join(ENGINES)}")
@@ -165,17 +173,21 @@ class EmbedJob:
                              "input is text (pass --input-format fasta if it is FASTA)")
         if self.layout != "file" and Path(self.output).exists() and not Path(self.output).is_dir():
             raise ElmoError(f"{self.output}: exists and is not a directory")
+        if self.output == STDOUT and self.layout != "file":
+            raise UsageError("OUTPUT - (stdout) is one npz stream; --shard-size and --engine ray "
+                             "write directories")
         if self.layout == "shards":
             self._check_directory_name()
         check_not_an_input(self.output, self.inputs)
-        if self.layout == "file":
-            message = check_extension(self.output, self.format)
-            if message is not None:
-                warnings.warn(message, UserWarning, stacklevel=2)
-            parent = Path(self.output).parent
-            if not parent.is_dir():
-                raise ElmoError(f"{self.output}: directory {parent} does not exist")
-            check_regular_output(self.output)  # a device/FIFO/symlink: before the model loads
+        if self.layout != "file":
+            return
+        check_extension(self.output, self.format)
+        if self.output == STDOUT:
+            return
+        parent = Path(self.output).parent
+        if not parent.is_dir():
+            raise ElmoError(f"{self.output}: directory {parent} does not exist")
+        check_output(self.output, self.inputs, self.overwrite)  # before the model loads
 
     def _check_directory_name(self) -> None:
         """ElmoError for a new shard directory named like a file (``x.npz``)."""

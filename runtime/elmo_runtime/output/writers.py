@@ -35,12 +35,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import zipfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -53,6 +54,7 @@ from ..errors import H5PY_HINT, PYARROW_HINT, ElmoError, UsageError
 from ..files import check_regular_output, partial_path, publish
 
 FORMATS = ("hdf5", "npz", "parquet")
+STDOUT = "-"  # the output name that means standard output (npz only)
 DTYPES = ("float32", "float16")
 KEYED_FORMATS = ("hdf5", "npz")  # the formats that key arrays by a record's id
 SENTENCE_TO_INDEX = "sentence_to_index"
@@ -72,21 +74,27 @@ def format_of(path: str | Path) -> str | None:
 
 
 def infer_format(path: str | Path, format: str | None = None) -> str:
-    """``format`` if given, else by extension: npz, parquet (.parquet, .pq) or hdf5."""
+    """``format`` if given, else by extension: npz, parquet (.parquet, .pq) or hdf5;
+    npz for ``-`` (stdout)."""
     if format is None:
-        return format_of(path) or "hdf5"
+        return "npz" if str(path) == STDOUT else format_of(path) or "hdf5"
     if format not in FORMATS:
         raise ElmoError(f"unknown output format {format!r}; choose one of {', '.join(FORMATS)}")
     return format
 
 
-def check_extension(path: str | Path, format: str | None) -> str | None:
-    """Refuse an output name whose extension belongs to another format than ``format``.
-
-    Returns a one-line warning when no format was given and the extension
-    is none of :data:`EXTENSIONS` (the file is written as hdf5), else None.
-    Raises :class:`UsageError` for ``--format hdf5`` with ``out.npz`` and the like.
-    """
+def check_extension(path: str | Path, format: str | None) -> None:
+    """Refuse an output name that does not say its format: :class:`UsageError` for
+    ``--format hdf5`` with ``out.npz`` and the like, and for a name ending in none of
+    :data:`EXTENSIONS` without ``format`` (``elmo embed a.txt b.txt`` is two inputs more
+    often than a wish for hdf5 in ``b.txt``). OUTPUT ``-`` (stdout) is npz only."""
+    if str(path) == STDOUT:
+        if format not in (None, "npz"):
+            raise UsageError(
+                f"OUTPUT - (stdout) is written as npz only ({format} needs a file it can seek "
+                "in); name a file or drop --format"
+            )
+        return
     named = format_of(path)
     if format is not None and named is not None and named != format:
         raise UsageError(
@@ -95,11 +103,10 @@ def check_extension(path: str | Path, format: str | None) -> str | None:
         )
     if format is None and named is None:
         exts = ", ".join(e for group in EXTENSIONS.values() for e in group)
-        return (
-            f"{path}: writing hdf5 (the name ends in none of {exts}); pass --format to "
-            "choose, or name the file *.hdf5"
+        raise UsageError(
+            f"{path}: the output name ends in none of {exts}; name the file *.hdf5 (or pass "
+            "--format), and give one INPUT (several need --engine ray)"
         )
-    return None
 
 
 def check_dtype(dtype: str) -> np.dtype:
@@ -245,8 +252,10 @@ class Hdf5Writer(AllenNlpWriter):
 
 
 class NpzWriter(AllenNlpWriter):
-    def __init__(self, tmp: Path, path: Path, dtype: str = "float32", first_index: int = 0,
-                 keyed: bool = False):
+    """npz output; ``tmp`` may be a binary stream that cannot seek (stdout)."""
+
+    def __init__(self, tmp: Path | BinaryIO, path: Path, dtype: str = "float32",
+                 first_index: int = 0, keyed: bool = False):
         super().__init__(path, dtype, first_index, keyed)
         with _write_errors(self.path):
             self._zip = zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True)
@@ -386,7 +395,13 @@ def open_writer(
     """A writer whose file appears at ``path`` only if the ``with`` block succeeds.
 
     ``keyed``: each array under the key given to :meth:`Writer.write` (hdf5, npz only).
+    ``path`` "-" streams npz to standard output instead (a zip written as it goes,
+    readable by ``np.load``; a failed run leaves no complete zip there).
     """
+    if str(path) == STDOUT:
+        with _stdout_writer(format, dtype, first_index, keyed) as writer:
+            yield writer
+        return
     path = check_output(path)
     tmp = partial_path(path)  # the steps of files.atomic_path, with write errors as ElmoError
     fmt = infer_format(path, format)
@@ -407,3 +422,47 @@ def open_writer(
             publish(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+class _Cuttable:
+    """A write-only stream over ``out`` that drops every write once :meth:`cut`: a failed
+    run's zip is not finished on stdout (no central directory), so no reader mistakes it
+    for a complete npz."""
+
+    def __init__(self, out: BinaryIO):
+        self._out = out
+        self._cut = False
+
+    def write(self, data: bytes) -> int:
+        if not self._cut:
+            self._out.write(data)
+        return len(data)
+
+    def flush(self) -> None:
+        if not self._cut:
+            self._out.flush()
+
+    def cut(self) -> None:
+        self._cut = True
+
+
+@contextmanager
+def _stdout_writer(format: str | None, dtype: str, first_index: int,
+                   keyed: bool) -> Iterator[Writer]:
+    check_extension(STDOUT, format)
+    if sys.stdout.isatty():
+        raise ElmoError("OUTPUT - is a terminal; redirect it (elmo embed in.txt - > out.npz) "
+                        "or name a file")
+    sys.stdout.flush()
+    stream = _Cuttable(sys.stdout.buffer)
+    writer = NpzWriter(stream, Path(STDOUT), dtype, first_index,  # type: ignore[arg-type]
+                       keyed=keyed)
+    try:
+        yield writer
+        writer.finish()
+    except BaseException:
+        stream.cut()
+        with suppress(Exception):
+            writer.close()
+        raise
+    stream.flush()
