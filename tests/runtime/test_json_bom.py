@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from elmo_runtime.format.options import load_options
 from elmo_runtime.mix import ScalarMix, load_mix
 from elmo_runtime.output.rundir import MANIFEST, Manifest, read_manifest
-from elmo_runtime.format.options import load_options
 
 BOM = b"\xef\xbb\xbf"
 
