@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from ..files import format_mib
@@ -70,6 +72,7 @@ nothing is written, unless --force.
 @click.option("--no-check", is_flag=True, help="Skip the comparison with the source.")
 @click.option("--force", is_flag=True,
               help="Write the model even when it fails the check (with a warning).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing OUTPUT file.")
 def quantize_command(
     model: str,
     output: str,
@@ -79,15 +82,18 @@ def quantize_command(
     check_file: str | None,
     no_check: bool,
     force: bool,
+    overwrite: bool,
 ) -> None:
     from ..loading.model_file import locate
     from ..quantize import load_sentences, quantize_model
+    from ..quantize.model_io import check_destination
 
     # a bundled name ("default") or a path; a directory, bilm-tf weights/options: one line
     file = locate(model)
     if check_file is not None and no_check:
         raise click.UsageError("--check FILE and --no-check exclude each other")
     sentences = load_sentences(check_file) if check_file is not None else None
+    check_destination(file.path, Path(output), overwrite)  # before a word is printed
     click.echo(f"quantizing {file.path} ({mode}) …", err=True)
     report = quantize_model(
         file,
@@ -98,5 +104,6 @@ def quantize_command(
         check=not no_check,
         sentences=sentences,
         force=force,
+        overwrite=overwrite,
     )
     click.echo(format_report(report))

@@ -76,6 +76,7 @@ def quantize_model(
     sentences: Sequence[Sequence[str]] | None = None,
     threshold: float | None = None,
     force: bool = False,
+    overwrite: bool = False,
 ) -> QuantizeReport:
     """Write an ``int8``, ``fp16`` or ``int4`` variant of the float32 model ``src_path``.
 
@@ -89,14 +90,15 @@ def quantize_model(
     below ``threshold`` (default :data:`THRESHOLDS` of the mode) or when a
     sentence alone and in its batch differ by more than
     :data:`BATCH_TOLERANCE`, unless ``force``. The output appears atomically or
-    not at all. Raises QuantizeError, ModelError, InputError or ElmoError
-    (destination), each in one line naming the file.
+    not at all; an existing ``dst_path`` is replaced only with ``overwrite``.
+    Raises QuantizeError, ModelError, InputError or ElmoError (destination), each
+    in one line naming the file.
     """
     recorded = settings(mode, per_channel, block_size)
     file = locate(src_path)
     src, dst = file.path, Path(dst_path)
+    check_destination(src, dst, overwrite)  # before the source is read
     model, info = load_float_model(src)
-    check_destination(src, dst)
     size_before = src.stat().st_size
     source_meta = {p.key: p.value for p in model.metadata_props}
     quantized = convert(model, recorded)
