@@ -20,7 +20,7 @@ import click
 from click.core import ParameterSource
 from elmo_runtime.compat.sources import SourceError, extract, locate
 from elmo_runtime.errors import EXPORT_HINT, ElmoError, missing_extra
-from elmo_runtime.files import check_not_an_input
+from elmo_runtime.files import check_output
 from elmo_runtime.format.contract import PARITY_ATOL
 from elmo_runtime.loading.model_file import HDF5_MAGIC, sniff
 
@@ -64,8 +64,10 @@ def needs(command: str, extra: str) -> Iterator[None]:
 @click.option("--atol", default=PARITY_ATOL, show_default=True,
               help="Largest ONNX-vs-reference difference accepted by the parity check "
                    "(times the output's largest absolute value, at least 1).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing output file.")
 def convert_command(options_json: str, weights_hdf5: str | None, output: str | None,
-                    source_format: str, config_file: str | None, atol: float) -> None:
+                    source_format: str, config_file: str | None, atol: float,
+                    overwrite: bool) -> None:
     """Convert ELMo weights to ONNX: bilm-tf / AllenNLP OPTIONS_JSON WEIGHTS_HDF5, a model
     folder or ZIP as published (NLPL, SeqVec, bilm-tf), or an ELMoForManyLangs (HIT-SCIR,
     44 languages) MODEL_DIR.
@@ -83,11 +85,12 @@ def convert_command(options_json: str, weights_hdf5: str | None, output: str | N
         if weights_hdf5 is not None:
             raise ElmoError(f"{path}: a folder or ZIP holds its weights; unexpected argument "
                             f"{weights_hdf5!r} (elmo convert MODEL_DIR|MODEL.zip -o M.onnx)")
-        return _convert_published(path, output, atol)
+        return _convert_published(path, output, atol, overwrite)
     if source_format == "elmoformanylangs" or (source_format == "auto"
                                                and Path(options_json).is_dir()):
         output = output or _default_output(options_json)
-        check_not_an_input(output, [options_json, *([weights_hdf5] if weights_hdf5 else [])])
+        check_output(output, [options_json, *([weights_hdf5] if weights_hdf5 else [])],
+                     overwrite)
         return _convert_efml(options_json, weights_hdf5, output, config_file, atol)
     if config_file is not None:
         raise ElmoError("--config is for ELMoForManyLangs model directories")
@@ -98,7 +101,7 @@ def convert_command(options_json: str, weights_hdf5: str | None, output: str | N
         raise ElmoError(f"{options_json}: is an HDF5 file, not an options.json — arguments "
                         "swapped? elmo convert OPTIONS_JSON WEIGHTS_HDF5 -o M.onnx")
     output = output or _default_output(weights_hdf5)
-    check_not_an_input(output, [options_json, weights_hdf5])
+    check_output(output, [options_json, weights_hdf5], overwrite)
     with needs("convert", "convert"):
         import h5py  # noqa: F401  (read_weights needs it; say so before any work)
 
@@ -109,7 +112,7 @@ def convert_command(options_json: str, weights_hdf5: str | None, output: str | N
     click.echo(written_line(output, report, atol), err=True)
 
 
-def _convert_published(path: Path, output: str | None, atol: float) -> None:
+def _convert_published(path: Path, output: str | None, atol: float, overwrite: bool) -> None:
     """`elmo convert` of a model as published: a bilm-tf / NLPL / SeqVec folder or ZIP
     (:mod:`elmo_runtime.compat.sources`; a ZIP's members are checked, then copied into a
     temporary folder and removed after)."""
@@ -123,7 +126,7 @@ def _convert_published(path: Path, output: str | None, atol: float) -> None:
             f"with options.json and model.hdf5, one *weights*.hdf5 or one *.hdf5 ({reason}); "
             "name them: elmo convert OPTIONS_JSON WEIGHTS_HDF5 -o M.onnx") from None
     output = output or _default_output(str(path))
-    check_not_an_input(output, source.files)
+    check_output(output, [path, *source.files], overwrite)
     with needs("convert", "convert"):
         import h5py  # noqa: F401  (read_weights needs it; say so before any work)
 
@@ -234,6 +237,9 @@ def _resume_settings(ctx: click.Context, params: dict[str, Any]) -> dict[str, An
 @click.option("--init-from", metavar="CHECKPOINT",
               help="Start from this checkpoint's weights (its options and vocabulary) with a "
               "new optimizer and data order: fine-tune a biLM on CORPUS.")
+@click.option("--overwrite", is_flag=True,
+              help="A new run may replace options.json, vocab.txt and metrics.jsonl already in "
+              "the output directory (never a checkpoint, nor an input).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress line.")
 @click.pass_context
 def train_command(ctx: click.Context, corpus: tuple[str, ...], quiet: bool,
@@ -287,12 +293,15 @@ def train_command(ctx: click.Context, corpus: tuple[str, ...], quiet: bool,
               show_default=True, help="onnx: elmo-edge model; hdf5: ELMo options.json + "
               "weights.hdf5 (AllenNLP, bilm-tf).")
 @click.option("--atol", type=float, help="Largest ONNX-vs-PyTorch difference accepted.")
-def export_command(checkpoint: str, output: str, fmt: str, atol: float | None) -> None:
+@click.option("--overwrite", is_flag=True,
+              help="Replace an existing output file (--format hdf5: the files in the directory).")
+def export_command(checkpoint: str, output: str, fmt: str, atol: float | None,
+                   overwrite: bool) -> None:
     """Export a training CHECKPOINT (file or output directory) for inference."""
     with needs("export", "export"):
         from .train.checkpoint import export_checkpoint
 
-    diff = export_checkpoint(checkpoint, output, fmt, atol)
+    diff = export_checkpoint(checkpoint, output, fmt, atol, overwrite)
     note = f"; max |ONNX − PyTorch| = {diff:.2g}" if diff is not None else ""
     click.echo(f"wrote {output}{note}", err=True)
 

@@ -247,3 +247,18 @@ def test_a_bilm_tf_folder_converts_by_its_name(tmp_path: Path) -> None:
     line = one_line_error(run_elmo("convert", tmp_path / "empty", "-o", tmp_path / "x.onnx"))
     assert "no config.json" in line and "*weights*.hdf5" in line
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_convert_never_replaces_a_file_without_overwrite(tmp_path: Path) -> None:
+    """Issue 24 item 3: `elmo convert` overwrote any existing file without a word."""
+    from util import one_line_error, run_elmo
+
+    fixtures = require_fixtures()
+    out = tmp_path / "m.onnx"
+    out.write_bytes(b"mine")
+    one_line_error(run_elmo("convert", fixtures, "-o", out),
+                   f"{out}: exists; pass --overwrite to replace it")
+    assert out.read_bytes() == b"mine"
+    result = run_elmo("convert", fixtures, "-o", out, "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes().startswith(b"\x08")  # an ONNX protobuf now

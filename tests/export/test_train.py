@@ -462,3 +462,51 @@ def test_torchrun_prints_the_closing_message_once(data: dict[str, Path], tmp_pat
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stderr.count("done; checkpoint and metrics in") == 1, proc.stderr[-3000:]
     assert load_checkpoint(out)["world"] == 2
+
+
+def test_a_new_run_never_replaces_files_in_its_directory(data: dict[str, Path],
+                                                         tmp_path: Path) -> None:
+    """Issue 24 item 3: `elmo train -o DIR` overwrote an options.json already in DIR, and
+    `--vocab DIR/vocab.txt -o DIR` rewrote the input vocabulary."""
+    out = tmp_path / "published"
+    out.mkdir()
+    (out / "options.json").write_text('{"theirs": true}\n', encoding="utf-8")
+    args = ["train", str(data["train"]), "-o", str(out), "--options", "tiny", "--steps", "1",
+            "--batch-size", "2", "--unroll", "4", "--threads", "1", "-q"]
+    one_line_error(run_elmo(*args),
+                   f"{out / 'options.json'}: exists; pass --overwrite to replace it")
+    assert (out / "options.json").read_text() == '{"theirs": true}\n'
+    assert sorted(p.name for p in out.iterdir()) == ["options.json"]  # nothing else written
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    vocab = mine / "vocab.txt"
+    vocab.write_bytes(b"\xef\xbb\xbf" + data["vocab"].read_bytes().replace(b"\n", b" 7\n"))
+    before = vocab.read_bytes()  # a BOM and counts: Vocab.write would drop both
+    result = run_elmo("train", str(data["train"]), "-o", str(mine), "--vocab", str(vocab),
+                      *args[4:])
+    assert result.exit_code == 0, result.output
+    assert vocab.read_bytes() == before  # the input vocabulary is the run's: kept as it is
+    assert (mine / "checkpoint.pt").is_file()
+
+    result = run_elmo(*args, "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "options.json").read_text())["lstm"]
+
+
+def test_export_never_replaces_a_file_without_overwrite(trained: Path, tmp_path: Path) -> None:
+    """Issue 24 item 3: `elmo export -o FILE` and `--format hdf5 -o DIR` replaced files."""
+    onnx_out = tmp_path / "m.onnx"
+    onnx_out.write_bytes(b"mine")
+    one_line_error(run_elmo("export", trained, "-o", onnx_out),
+                   f"{onnx_out}: exists; pass --overwrite to replace it")
+    assert onnx_out.read_bytes() == b"mine"
+    out = tmp_path / "elmo"
+    out.mkdir()
+    (out / "vocab.txt").write_text("theirs\n", encoding="utf-8")
+    one_line_error(run_elmo("export", trained, "--format", "hdf5", "-o", out),
+                   f"{out / 'vocab.txt'}: exists; pass --overwrite to replace it")
+    assert sorted(p.name for p in out.iterdir()) == ["vocab.txt"]
+    result = run_elmo("export", trained, "--format", "hdf5", "-o", out, "--overwrite")
+    assert result.exit_code == 0, result.output
+    assert (out / "vocab.txt").read_text() != "theirs\n"

@@ -311,3 +311,48 @@ def test_virtual_dataset_refused(weights_copy, options, tmp_path):
         f.create_virtual_dataset(B_PROJ, layout)
     with pytest.raises(WeightsError, match="virtual dataset"):
         read_weights(weights_copy, options)
+
+
+# ------------------------------------------- declared sizes (issue 24 item 11)
+def _declare(path, name, shape):
+    """Replace dataset ``name`` with one declaring ``shape`` of fill values, compressed."""
+    with h5py.File(path, "r+") as f:
+        del f[name]
+        f.create_dataset(name, shape=shape, dtype="f4", chunks=(64, 64), compression="gzip",
+                         fillvalue=0.5)
+
+
+@pytest.mark.parametrize("shape", [(65536, 4096), (1 << 24, 4096)])  # 1 GiB and 256 GiB
+def test_a_declared_shape_is_checked_before_the_data_is_read(weights_copy, options, shape):
+    """A small weights.hdf5 declaring a (65536, 4096) char_embed took 1.1 GiB before the
+    shape error; 256 GiB ended in an internal MemoryError. Now: refused unread."""
+    import subprocess
+    import sys
+
+    _declare(weights_copy, "char_embed", shape)
+    assert weights_copy.stat().st_size < 1 << 20
+    code = ("import resource, sys\n"
+            "from elmo_runtime.format.options import load_options\n"
+            "from elmo_export.bilm_tf.weights import read_weights, WeightsError\n"
+            "try:\n"
+            "    read_weights(sys.argv[2], load_options(sys.argv[1]))\n"
+            "except WeightsError as e:\n"
+            "    print(e)\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n")
+    options_json = require_fixtures() / "options.json"
+    done = subprocess.run([sys.executable, "-c", code, str(options_json), str(weights_copy)],
+                          capture_output=True, text=True, check=True, timeout=120)
+    message, peak_kib = done.stdout.splitlines()
+    assert message == (f"{weights_copy}: dataset 'char_embed' has shape {shape}, the options "
+                       "expect (261, 4); nothing was read")
+    assert int(peak_kib) < 400 * 1024  # imports only (~150 MiB), not the declared GiBs
+
+
+def test_a_declared_size_beyond_the_file_is_refused_unread(tmp_path):
+    """Options may declare big tensors too: one that would take far more memory than the
+    file holds (unwritten chunks) is refused before it is read."""
+    path = tmp_path / "w.hdf5"
+    path.write_bytes(b"x" * 1000)
+    with pytest.raises(WeightsError, match="declares 1,024 MiB in a file of 0.0 MiB"):
+        weights_mod._check_declared(path, "W", (65536, 4096), (65536, 4096), 1000)
+    weights_mod._check_declared(path, "W", (1024, 16), (1024, 16), 1000)  # 64 KiB: fine

@@ -14,6 +14,7 @@ without any ``W_P_0`` describes such a model (:func:`has_projection`).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -106,15 +107,17 @@ def read_weights(path: str | Path, options: ElmoOptions) -> Weights:
     except OSError as e:
         raise WeightsError(f"{path}: not a readable HDF5 file ({e})") from None
     weights: Weights = {}
+    file_size = path.stat().st_size
     with f:
-        for name in weight_shapes(options):
+        for name, shape in weight_shapes(options).items():
             if not _plain_path(f, name, path):
                 continue
             ds = f[name]
             if not isinstance(ds, h5py.Dataset):
                 raise WeightsError(f"{path}: {name!r} is a group, expected a dataset")
-            if not np.issubdtype(ds.dtype, np.floating):
+            if ds.dtype not in FLOAT_DTYPES:
                 raise WeightsError(f"{path}: dataset {name!r} has dtype {ds.dtype}, expected float")
+            _check_declared(path, name, tuple(ds.shape), shape, file_size)
             if ds.external is not None or ds.is_virtual:
                 kind = "external raw files" if ds.external is not None else "a virtual dataset"
                 raise WeightsError(
@@ -124,6 +127,28 @@ def read_weights(path: str | Path, options: ElmoOptions) -> Weights:
             weights[name] = np.asarray(ds[...], dtype=np.float32)
     check_weights(weights, options, str(path))
     return weights
+
+
+FLOAT_DTYPES = tuple(np.dtype(t) for t in ("<f2", ">f2", "<f4", ">f4", "<f8", ">f8"))
+# A dataset may declare more than the file holds (hdf5 fill values, compression), but
+# beyond this many times the file's size (and MAX_UNBACKED bytes) it is refused unread.
+MAX_EXPANSION = 16
+MAX_UNBACKED = 64 << 20
+
+
+def _check_declared(path: Path, name: str, declared: tuple[int, ...],
+                    expected: tuple[int, ...], file_size: int) -> None:
+    """WeightsError, before a dataset's data is read, when its declared shape is not the
+    one the options imply (the projection ``W_P_0`` may be absent, never another shape)
+    or when reading it would take far more memory than the file holds."""
+    if declared != expected:
+        raise WeightsError(f"{path}: dataset {name!r} has shape {declared}, the options "
+                           f"expect {expected}; nothing was read")
+    need = math.prod(declared) * 4  # float32 in memory
+    if need > MAX_UNBACKED and need > MAX_EXPANSION * file_size:
+        raise WeightsError(
+            f"{path}: dataset {name!r} declares {need / 2**20:,.0f} MiB in a file of "
+            f"{file_size / 2**20:,.1f} MiB (unwritten or compressed data); refused unread")
 
 
 def _plain_path(f: Any, name: str, path: Path) -> bool:

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 from elmo_runtime.errors import ElmoError, first_line
-from elmo_runtime.files import atomic_path, check_not_an_input
+from elmo_runtime.files import atomic_path, check_output
 from elmo_runtime.format.chars import EMBED_ROWS
 from elmo_runtime.format.options import ElmoOptions, parse_options
 
@@ -128,19 +128,20 @@ def load_bilm(path: str | Path) -> tuple[BiLM, dict[str, Any]]:
 
 
 def export_checkpoint(path: str | Path, output: str | Path, fmt: str = "onnx",
-                      atol: float | None = None) -> float | None:
+                      atol: float | None = None, overwrite: bool = False) -> float | None:
     """Export a checkpoint's biLM; returns the ONNX parity difference (None for hdf5).
 
     ``onnx``: an elmo-edge ONNX file at ``output``, checked against PyTorch.
     ``hdf5``: the directory ``output`` gets options.json (n_characters 262,
     ``EMBED_ROWS``), weights.hdf5 in the ELMo layout, and the vocabulary as
     vocab.txt. The ONNX model records ``checkpoint_sha256``: the hash of the
-    bytes its weights were read from.
+    bytes its weights were read from. An existing output file (in ``output``
+    for hdf5) is replaced only with ``overwrite`` (:func:`elmo_runtime.files.check_output`).
     """
     source = checkpoint_path(path)
     names = ("weights.hdf5", "options.json", "vocab.txt")
     for target in [Path(output)] if fmt == "onnx" else [Path(output) / n for n in names]:
-        check_not_an_input(target, [source])  # before anything is read or written
+        check_output(target, [source], overwrite)  # before anything is read or written
     model, ckpt = load_bilm(path)
     if fmt == "onnx":
         from ..pytorch.export import DEFAULT_ATOL, export_onnx

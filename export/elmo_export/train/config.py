@@ -58,6 +58,7 @@ class TrainConfig:
     resume: bool = False
     init_from: str | None = None  # a checkpoint whose weights start this run (fine-tuning)
     progress: bool = True
+    overwrite: bool = False  # a new run may replace options.json, vocab.txt, metrics.jsonl
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
@@ -94,6 +95,7 @@ class TrainConfig:
         """The settings as stored in a checkpoint (options are stored apart)."""
         d = asdict(self)
         del d["options"], d["resume"], d["progress"], d["output_dir"], d["threads"]
+        del d["overwrite"]
         d["corpus"] = list(self.corpus)
         return d
 

@@ -33,7 +33,7 @@ from typing import BinaryIO, NamedTuple
 import numpy as np
 from elmo_runtime.corpus import BOM
 from elmo_runtime.errors import ElmoError
-from elmo_runtime.files import read_text
+from elmo_runtime.files import read_text, write_text_atomic
 from elmo_runtime.format.chars import pack
 
 BOS, EOS, UNK = "<S>", "</S>", "<UNK>"
@@ -104,7 +104,8 @@ class Vocab:
         return cls(tokens, str(path))
 
     def write(self, path: str | Path) -> None:
-        Path(path).write_text("".join(t + "\n" for t in self.tokens), encoding="utf-8")
+        """One token a line, atomically."""
+        write_text_atomic(path, "".join(t + "\n" for t in self.tokens))
 
 
 def _is_count(field: str) -> bool:

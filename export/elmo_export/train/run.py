@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 from elmo_runtime.errors import ElmoError
-from elmo_runtime.files import publish
+from elmo_runtime.files import check_output, publish, write_text_atomic
 
 from .checkpoint import (
     CHECKPOINT_NAME,
@@ -34,7 +34,7 @@ from .config import FIXED_ON_RESUME, TrainConfig, make_optimizer, tokenizer_for
 from .data import Corpus, ShuffledOrder, Streams, Vocab, build_vocab, scan_corpus
 from .lm import LanguageModel, evaluate
 from .processes import Processes
-from .progress import MetricsLog
+from .progress import METRICS_NAME, MetricsLog
 
 PENDING_NAME = "checkpoint.next.pt"  # a checkpoint written, not yet confirmed by the next loss
 
@@ -202,6 +202,31 @@ class Run:
         self.metrics.close()
 
 
+# What a new run writes beside its checkpoint.
+RUN_FILES = ("options.json", "vocab.txt", METRICS_NAME)
+
+
+def _same_file(a: str | Path, b: str | Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_run_files(out: Path, config: TrainConfig) -> None:
+    """ElmoError when a new run would replace a file already in ``out`` (a published
+    model's options.json or vocab.txt, another run's metrics) and ``config.overwrite`` is
+    not set; an input (corpus, --vocab, --eval-file) is never replaced. A ``--vocab``
+    that is ``out/vocab.txt`` itself is the run's vocabulary already: it is kept as it
+    is. Called before the corpus is read."""
+    inputs = [*config.corpus, *(f for f in (config.vocab_file, config.eval_file) if f)]
+    for name in RUN_FILES:
+        target = out / name
+        if name == "vocab.txt" and config.vocab_file and _same_file(config.vocab_file, target):
+            continue
+        check_output(target, inputs, config.overwrite)
+
+
 def setup(config: TrainConfig, procs: Processes) -> Run:
     """The run ``config`` asks for; raises ElmoError when it cannot start or resume."""
     out = Path(config.output_dir)
@@ -212,6 +237,8 @@ def setup(config: TrainConfig, procs: Processes) -> Run:
     elif (out / CHECKPOINT_NAME).exists():
         raise ElmoError(f"{out} already holds a checkpoint; pass --resume to continue it "
                         "or choose another --output-dir")
+    if ckpt is None:
+        check_run_files(out, config)
     init = load_init(config) if config.init_from else None
     build = ckpt is None and init is None and config.vocab_file is None
     counts: Counter[str] = Counter()
@@ -246,7 +273,10 @@ def setup(config: TrainConfig, procs: Processes) -> Run:
             model.load_state_dict(init["model"])
         seed_all(config.seed + procs.rank)  # different dropout and samples per process
         if procs.main:
-            vocab.write(out / "vocab.txt")
-            (out / "options.json").write_text(options.to_json() + "\n", encoding="utf-8")
+            if not (config.vocab_file and _same_file(config.vocab_file, out / "vocab.txt")):
+                vocab.write(out / "vocab.txt")  # never the --vocab file it was read from
+            write_text_atomic(out / "options.json", options.to_json() + "\n")
+            if config.overwrite:
+                (out / METRICS_NAME).unlink(missing_ok=True)  # not appended to another run's
         run.metrics.open(resumed_step=None)
     return run
