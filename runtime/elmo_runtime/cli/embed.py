@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
@@ -16,7 +15,7 @@ from ..output.shards import DEFAULT_SHARD_SIZE
 from ..output.writers import DTYPES, FORMATS
 from ..token_cache import DEFAULT_CACHE_MB
 from .params import Finite
-from .progress import line_progress
+from .progress import LOG_INTERVAL, line_progress
 
 MODES = ("all", "top", "average")
 
@@ -96,6 +95,9 @@ def _mix(ctx: click.Context, mix_file: str | None) -> str | None:
 @click.option("--overwrite", is_flag=True,
               help="Replace an existing OUTPUT file, or the earlier run in an OUTPUT directory "
               "instead of resuming or refusing it. Without it nothing is replaced.")
+@click.option("--quiet", "-q", is_flag=True,
+              help="No progress (the bar on a terminal; elsewhere, one line every "
+              f"{LOG_INTERVAL:.0f} s with lines done, rate and ETA).")
 @click.option("--engine", type=click.Choice(["local", "ray"]), default="local",
               show_default=True,
               help="local: this process; ray: Ray Data actors, Parquet output (elmo-edge[ray]).")
@@ -111,7 +113,7 @@ def _mix(ctx: click.Context, mix_file: str | None) -> str | None:
 @click.pass_context
 def embed(ctx: click.Context, inputs: tuple[str, ...], output: str | None, model: str | None,
           mix_file: str | None, fmt: str | None, threads: int | None, ray_temp_dir: str | None,
-          **options: object) -> None:
+          quiet: bool, **options: object) -> None:
     """Embed INPUT (one whitespace-tokenized sentence a line, "-" = stdin) into OUTPUT
     ("-" = stdout, as npz).
 
@@ -142,10 +144,10 @@ def embed(ctx: click.Context, inputs: tuple[str, ...], output: str | None, model
     job = EmbedJob(inputs=inputs, output=output, model=model, mix=mix, format=fmt,
                    threads=threads, ray_temp_dir=ray_temp_dir, **options)  # type: ignore[arg-type]
     length = None
-    if job.layout != "ray" and inputs[0] != "-" and sys.stderr.isatty():
-        length = count_lines(inputs[0])
+    if job.layout != "ray" and inputs[0] != "-" and not quiet:
+        length = count_lines(inputs[0])  # None for a pipe: progress without a share or ETA
     try:
-        with line_progress(length) as progress:
+        with line_progress(length, quiet) as progress:
             result = run_job(job, progress)
     except KeyboardInterrupt:
         if job.layout == "shards" and Path(output).is_dir():

@@ -1,4 +1,6 @@
-"""Progress on stderr for long commands: a bar with an ETA from the measured rate; signals.
+"""Progress on stderr for long commands: a bar with an ETA from the measured rate on a
+terminal, one log line every :data:`LOG_INTERVAL` seconds elsewhere (a pipe, nohup,
+systemd, CI); signals.
 
 The ETA is the lines left divided by the rate measured *since the first
 lines were done*: the model load, the first window read and sorted and the
@@ -20,6 +22,7 @@ from typing import Any
 import click
 
 MIN_SECONDS = 0.5
+LOG_INTERVAL = 30.0  # seconds between progress lines when stderr is not a terminal
 
 
 class _Interrupts:
@@ -101,16 +104,21 @@ class RateEta:
         if self._start is None:
             self._start = (self._clock(), self.done)
 
-    def seconds_left(self) -> float | None:
-        """None until the rate has been measured for :data:`MIN_SECONDS`."""
+    def rate(self) -> float | None:
+        """Lines per second since the first update; None until measured for
+        :data:`MIN_SECONDS`."""
         if self._start is None:
             return None
         t0, done0 = self._start
         elapsed = self._clock() - t0
         if elapsed < MIN_SECONDS or self.done <= done0:
             return None
-        rate = (self.done - done0) / elapsed
-        return max(0.0, (self.total - self.done) / rate)
+        return (self.done - done0) / elapsed
+
+    def seconds_left(self) -> float | None:
+        """None until the rate has been measured for :data:`MIN_SECONDS`."""
+        rate = self.rate()
+        return None if rate is None else max(0.0, (self.total - self.done) / rate)
 
     def text(self) -> str:
         left = self.seconds_left()
@@ -123,11 +131,62 @@ class RateEta:
         )
 
 
+class LogLines:
+    """Progress as one line every ``interval`` seconds, for a stderr that is no terminal::
+
+        embedding: 12,800 of 1,000,000 lines (1.3%), 410 lines/s, ETA 0:40:07
+
+    (``total`` None: no share and no ETA.) ``clock`` and ``out`` are injectable for tests.
+    """
+
+    def __init__(self, total: int | None, interval: float = LOG_INTERVAL,
+                 clock: Callable[[], float] = time.monotonic, out: Any = None):
+        self.eta = RateEta(total or 0, clock)
+        self.total = total
+        self.interval = interval
+        self._clock = clock
+        self._out = out
+        self._last = clock()
+
+    def update(self, lines: int) -> None:
+        self.eta.update(lines)
+        now = self._clock()
+        if now - self._last >= self.interval:
+            self._last = now
+            click.echo(self.line(), err=self._out is None, file=self._out)
+
+    def line(self) -> str:
+        done = self.eta.done
+        parts = [f"embedding: {done:,} lines" if self.total is None
+                 else f"embedding: {done:,} of {self.total:,} lines "
+                      f"({100 * done / max(self.total, 1):.1f}%)"]
+        rate = self.eta.rate()
+        parts.append("-- lines/s" if rate is None else f"{rate:,.0f} lines/s")
+        if self.total is not None:
+            parts.append(self.eta.text())
+        return ", ".join(parts)
+
+
 @contextmanager
-def line_progress(length: int | None) -> Iterator[Callable[[int], None]]:
-    """A callback counting lines done: a bar on a terminal (never in logs); raises on a signal."""
-    if not sys.stderr.isatty() or length is None:
+def line_progress(length: int | None, quiet: bool = False,
+                  interval: float | None = None) -> Iterator[Callable[[int], None]]:
+    """A callback counting lines done; raises on a signal.
+
+    On a terminal: a bar (``length`` known) with an ETA. Elsewhere (a pipe, a log
+    file): one :class:`LogLines` line every ``interval`` seconds (default
+    :data:`LOG_INTERVAL`). ``quiet``: neither.
+    """
+    if quiet:
         yield lambda lines: INTERRUPTS.check()
+        return
+    if not sys.stderr.isatty() or length is None:
+        log = LogLines(length, LOG_INTERVAL if interval is None else interval)
+
+        def log_update(lines: int) -> None:
+            INTERRUPTS.check()
+            log.update(lines)
+
+        yield log_update
         return
     eta = RateEta(length)
     with click.progressbar(
