@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from elmo_runtime.cli import progress
 from elmo_runtime.cli.progress import LogLines
-from util import write_input
 from util import run_elmo as run
+from util import write_input
 
 
 class Clock:
