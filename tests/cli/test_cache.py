@@ -17,10 +17,39 @@ from support.errors import one_line_error
 
 @pytest.fixture
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty cache of its own, and a copy of the bundled model under another path."""
+    """An empty cache of its own; copies of every model (the bundled ones are < 32 MiB)."""
     root = tmp_path / "cache"
     monkeypatch.setenv(hashes.ENV_CACHE, str(root))
+    monkeypatch.setenv(prepared.ENV_SWITCH, "always")
     return root
+
+
+def test_prepare_skips_a_model_no_load_would_use(cache: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 24: `elmo cache prepare default` made a 22.7 MiB copy that was never used."""
+    monkeypatch.delenv(prepared.ENV_SWITCH)
+    result = run_elmo("cache", "prepare", "default")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == (f"{default_model_path()}: 11.5 MiB, under 32.0 MiB: loaded as it "
+                             "is, a copy would not be used; nothing prepared "
+                             "(ELMO_EDGE_PREPARED=always uses copies of every model)\n")
+    assert inventory.list_copies(cache) == []
+
+
+def test_the_first_load_says_it_writes_a_copy_once(cache: Path) -> None:
+    """Issue 24: the first load of a large model wrote ~2x its size into the cache silently."""
+    with pytest.warns(prepared.PreparedCopyNotice) as said:
+        copy = prepared.load_path(default_model_path(), min_bytes=0)
+    (notice,) = [str(w.message) for w in said]
+    size = sum(f.stat().st_size for f in copy.parent.iterdir() if f.is_file())
+    assert notice == (f"{default_model_path()}: wrote its prepared copy to {copy.parent} "
+                      f"({size / 2**20:.1f} MiB, once per model and machine; `elmo cache clear` "
+                      "removes it)")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert prepared.load_path(default_model_path(), min_bytes=0) == copy  # silent now
 
 
 def test_prepare_list_clear(cache: Path, tmp_path: Path) -> None:

@@ -47,12 +47,19 @@ def list_command() -> None:
 def prepare_command(models: tuple[str, ...]) -> None:
     """Make this machine's prepared copy of each MODEL now (a path or a bundled name).
 
-    Any size of model; `elmo embed` and the library use a copy for models of 32 MiB and more
-    (ELMO_EDGE_PREPARED=always: every model).
+    Models under 32 MiB are skipped (they load as they are; a copy would not be used)
+    unless ELMO_EDGE_PREPARED=always, which makes and uses copies of every model.
     """
     # every name checked before minutes go into the first copy
     paths = [locate(model).path for model in models]
+    always = prepared.min_model_bytes() == 0
     for done, path in enumerate(paths):
+        if not always and path.stat().st_size < prepared.MIN_MODEL_BYTES:
+            click.echo(f"{path}: {format_mib(path.stat().st_size)}, under "
+                       f"{format_mib(prepared.MIN_MODEL_BYTES)}: loaded as it is, a copy would "
+                       "not be used; nothing prepared (ELMO_EDGE_PREPARED=always uses copies of "
+                       "every model)")
+            continue
         start = time.perf_counter()
         try:
             made = prepared.prepare(path)

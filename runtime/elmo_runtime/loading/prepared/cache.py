@@ -157,8 +157,15 @@ def check_copy(directory: Path, source_sha256: str) -> str | None:
     return None
 
 
-def prepare(model: str | Path, root: Path | None = None) -> Path:
+class PreparedCopyNotice(UserWarning):
+    """Said once when a load writes a model's prepared copy (about twice its size)."""
+
+
+def prepare(model: str | Path, root: Path | None = None, announce: bool = False) -> Path:
     """The prepared copy of ``model`` for this machine (its .onnx path), made if needed.
+
+    ``announce``: a :class:`PreparedCopyNotice` (where, how big, how to remove it)
+    when a copy was made (a first load writes ~2x the model's size).
 
     Raises PrepareError when the cache cannot be written or onnxruntime
     cannot prepare the model. A corrupt or incomplete copy is deleted and
@@ -193,6 +200,13 @@ def prepare(model: str | Path, root: Path | None = None) -> Path:
                 except OSError:  # a lock-less platform's concurrent builder won the rename
                     if check_copy(final, sha) is not None:
                         raise
+                else:
+                    if announce:
+                        size = sum(f.stat().st_size for f in final.iterdir() if f.is_file())
+                        warnings.warn(
+                            f"{model}: wrote its prepared copy to {final} ({size / 2**20:.1f} "
+                            "MiB, once per model and machine; `elmo cache clear` removes it)",
+                            PreparedCopyNotice, stacklevel=2)
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
         _collect(root, keep=sha)
@@ -202,6 +216,12 @@ def prepare(model: str | Path, root: Path | None = None) -> Path:
     if why is not None:
         raise PrepareError(f"{final}: the copy just made does not check ({why})")
     return final / GRAPH
+
+
+def min_model_bytes() -> int:
+    """The size from which loads use a prepared copy: :data:`MIN_MODEL_BYTES`, or 0 when
+    ``ELMO_EDGE_PREPARED=always``."""
+    return 0 if _switch() == "always" else MIN_MODEL_BYTES
 
 
 def load_path(model: str | Path, provider: str = "cpu", min_bytes: int | None = None) -> Path:
@@ -219,11 +239,11 @@ def load_path(model: str | Path, provider: str = "cpu", min_bytes: int | None = 
     if not enabled() or resolve_provider(provider) != "cpu" or not model.is_file():
         return model
     if min_bytes is None:
-        min_bytes = 0 if _switch() == "always" else MIN_MODEL_BYTES
+        min_bytes = min_model_bytes()
     if model.stat().st_size < min_bytes:
         return model
     try:
-        return prepare(model)
+        return prepare(model, announce=True)
     except NotAModel:  # checked before anything was optimized or cached
         return model
     except PrepareError as e:
