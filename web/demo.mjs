@@ -202,7 +202,7 @@ async function main() {
   state.embedder = await Embedder.create(model, { threads });
   await state.embedder.embedBatch([['warm', 'up']]); // the first run compiles kernels: keep it out of the latencies
   const { info } = state.embedder;
-  $('dims').textContent = `${info.nLayers} layers × ${info.dim} dims, ${info.maxChars} bytes per token`;
+  $('dims').textContent = `${info.nLayers} layers × ${info.dim} dims, at most ${info.maxChars} characters per token`;
   $('text').addEventListener('input', schedule);
   $('mix').addEventListener('change', schedule);
   await embedAll();
