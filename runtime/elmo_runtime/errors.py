@@ -67,7 +67,8 @@ def missing_extra(command: str, extra: str, error: ImportError) -> ElmoError:
 EXPORT_HINT = pip_hint("export")
 CONVERT_HINT = pip_hint("convert")
 SERVE_HINT = pip_hint("serve")
-GPU_HINT = pip_hint("gpu")
+# One onnxruntime build at a time: both wheels provide the `onnxruntime` module.
+GPU_HINT = "pip uninstall -y onnxruntime && pip install onnxruntime-gpu"
 QUANTIZE_HINT = pip_hint("quantize")
 H5PY_HINT = f"hdf5 output needs h5py: {pip_hint('hdf5')} (or use --format npz)"
 PYARROW_HINT = f"Parquet output needs pyarrow: {pip_hint('parquet')}"

@@ -298,7 +298,7 @@ def test_provider_cuda_on_cpu_only_build(toy_model_path: Path, text_file: Callab
     src = text_file(b"a\n")
     result = run("embed", src, src.parent / "o.hdf5", "-m", toy_model_path, "--provider", "cuda")
     assert_error(result, "provider 'cuda' is not available")
-    assert "pip install 'elmo-edge[gpu]'" in result.stderr
+    assert "pip uninstall -y onnxruntime && pip install onnxruntime-gpu" in result.stderr
 
 
 def test_cuda_fallback_warning_is_one_line(

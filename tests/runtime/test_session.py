@@ -123,7 +123,7 @@ def test_cuda_on_a_cpu_only_build(toy_model_path: Path) -> None:
     message = one_line_error(e)
     assert "provider 'cuda' is not available" in message
     assert CPU in message  # names what is available
-    assert "pip install 'elmo-edge[gpu]'" in message
+    assert "pip uninstall -y onnxruntime && pip install onnxruntime-gpu" in message
 
 
 @pytest.mark.skipif(HAS_CUDA, reason="this onnxruntime build has CUDA")

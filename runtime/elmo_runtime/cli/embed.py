@@ -53,7 +53,8 @@ def _mix(ctx: click.Context, mix_file: str | None) -> str | None:
 @click.option("--average", is_flag=True, help="The average of the layers.")
 @click.option("--mix", "mix_file", metavar="FILE",
               help='A scalar-mix JSON file: {"weights": [L+1 numbers], "gamma": 1.0, '
-              '"do_layer_norm": false}.')
+              '"do_layer_norm": false}. The weights are softmaxed first (AllenNLP\'s '
+              'ScalarMix): vectors = gamma × Σ softmax(weights)_k × layer_k.')
 @click.option("--tokenize", is_flag=True,
               help="INPUT is raw text: split it with elmo_runtime.tokenize (the tokenizer the "
               "bundled model was trained with) instead of on whitespace.")
@@ -174,4 +175,4 @@ def summary(job: EmbedJob, result: JobResult) -> str:
             return f"{job.output}: already complete ({done}, verified)"
         resumed = f" ({result.resumed} resumed)" if result.resumed else ""
         return f"wrote {done} to {job.output}{resumed}"
-    return f"wrote {sentences} to {job.output}"
+    return f"wrote {sentences} to {'stdout (npz)' if job.output == '-' else job.output}"
