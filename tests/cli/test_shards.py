@@ -223,7 +223,7 @@ def test_another_runs_directory_is_refused_unless_overwrite(
         toy_model(metadata=contract.make_metadata(TOY_OPTIONS, {"kind": "other"})), other_model
     )
     other_input = tmp_path / "other.txt"
-    other_input.write_bytes(LINES + b"one more line\n")
+    other_input.write_bytes(b"one more line\n" + LINES)  # larger, but not LINES grown
     for args, reason in [
         (("-m", other_model), "a different model file"),
         (("-m", toy_model_path, "--top"), 'mix "all", now "top"'),
@@ -237,7 +237,10 @@ def test_another_runs_directory_is_refused_unless_overwrite(
             result, f"{out}: holds the output of another run ({reason}); pass --overwrite"
         )
     result = run("embed", other_input, out, "-m", toy_model_path, "--shard-size", 3)
-    one_line_error(result, "(a different input)")
+    one_line_error(result, f"{other_input}: lines 1-3 differs from the input of the run in {out}")
+    smaller = write_input(tmp_path, b"a b\n", "smaller.txt")
+    one_line_error(run("embed", smaller, out, "-m", toy_model_path, "--shard-size", 3),
+                   "(a different input)")
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing touched
 
     ok(run("embed", src, out, "-m", toy_model_path, "--shard-size", 4, "--top", "--overwrite"))
@@ -248,6 +251,28 @@ def test_another_runs_directory_is_refused_unless_overwrite(
     ]
     for (_, a), e in zip(iter_vectors(out), expected, strict=True):
         np.testing.assert_array_equal(a, e[-1])
+
+
+@pytest.mark.parametrize("last_full", [False, True])
+def test_an_input_that_grew_embeds_only_its_new_lines(
+    corpus: Corpus, toy_model_path: Path, tmp_path: Path, last_full: bool
+) -> None:
+    """Issue 24: appending lines to a corpus forced a full --overwrite re-run. The manifest
+    knows the earlier lines by the sha256 of each shard's input lines."""
+    src, _, out, args = shard_run(corpus, toy_model_path, "--shard-size", 4 if last_full else 3)
+    ok(run(*args))
+    kept = {p.name: p.stat().st_mtime_ns for p in out.glob("shard-*")}
+    src.write_bytes(LINES + b"one more line\nand another\n")
+    result = ok(run(*args))
+    # 8 lines: shards of 4+4 (both kept, one new) or 3+3+2 (two kept, the third redone)
+    assert result.stderr.strip().endswith("(2 resumed)"), result.stderr
+    ok(run("embed", src, tmp_path / "grown.hdf5", "-m", toy_model_path))
+    assert_same(out, single_file(tmp_path / "grown.hdf5"))
+    now = {p.name: p.stat().st_mtime_ns for p in out.glob("shard-*")}
+    untouched = ["shard-00000.hdf5", "shard-00001.hdf5"]
+    assert [now[n] for n in untouched] == [kept[n] for n in untouched]
+    assert read_manifest(out)["inputs"][0]["size"] == src.stat().st_size
+    assert ok(run(*args)).stderr.strip().endswith("verified)")
 
 
 def test_changed_input_of_the_same_size_is_refused(corpus: Corpus, toy_model_path: Path) -> None:

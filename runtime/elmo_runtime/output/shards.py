@@ -10,7 +10,10 @@ and only then recorded, so the manifest never lists a partial shard. Running
 the same command again resumes: every recorded shard is verified (size and
 sha256; a missing or corrupted one is embedded again), and the input lines
 of every skipped shard must hash to what was recorded, so a run is
-identified by the content of its input, not its path or mtime.
+identified by the content of its input, not its path or mtime. An input that
+grew (lines appended) resumes too: its earlier shards' lines still hash to
+what was recorded, so only the last shard of the run before (with the new
+lines after it) and the shards after it are embedded.
 
 Memory stays bounded: lines are read, embedded and written as a stream,
 one shard at a time.
@@ -67,6 +70,10 @@ class HashedLines:
         """The sha256 of the lines read since the last call."""
         value, self._hash = self._hash.hexdigest(), hashlib.sha256()
         return value
+
+    def peek(self) -> str:
+        """The sha256 of the lines read since the last :meth:`digest`, without a new start."""
+        return self._hash.copy().hexdigest()
 
 
 def shard_name(index: int, fmt: str) -> str:
@@ -177,6 +184,8 @@ def _run(
         chunk = itertools.chain([first], itertools.islice(sentences, size - 1))
         start = index * size
         record = done.get(index)
+        if record is not None and record["lines"] < size:  # the end of the run before
+            chunk, record = _grown_shard(chunk, record, lines, manifest, input_name, start)
         if record is not None:
             count = sum(1 for _ in chunk)
             if count != record["lines"] or lines.digest() != record["input_sha256"]:
@@ -184,6 +193,7 @@ def _run(
             progress(count)
             run.resumed += 1
         else:
+            manifest.adopt_inputs()
             record = _embed_shard(emb, chunk, manifest, index, start, fmt, batch_size, progress)
             record["input_sha256"] = lines.digest()
             manifest.shards.append(record)
@@ -192,9 +202,28 @@ def _run(
         run.lines = start + record["lines"]
     if any(i >= run.shards for i in done):
         raise _changed(manifest, input_name, f"the end (line {run.lines + 1} on)")
+    manifest.adopt_inputs()
     manifest.complete, manifest.lines = True, run.lines
     manifest.save()
     return run
+
+
+def _grown_shard(
+    chunk: Iterator[Line], record: dict[str, Any], lines: HashedLines, manifest: Manifest,
+    input_name: str, start: int,
+) -> tuple[Iterator[Line], dict[str, Any] | None]:
+    """The last shard of the run before, read again: ``(its lines, record)`` when it is
+    as it was, ``(its lines, None)`` when lines were appended after it (it is embedded
+    again with them; the earlier shards were verified by their own line hashes)."""
+    held = list(itertools.islice(chunk, record["lines"]))
+    if len(held) != record["lines"] or lines.peek() != record["input_sha256"]:
+        raise _changed(manifest, input_name, f"lines {start + 1}-{start + len(held)}")
+    more = list(chunk)  # at most shard_size lines
+    if not more:
+        return iter(held), record
+    manifest.shards.remove(record)
+    manifest.complete = False
+    return iter(held + more), None
 
 
 def _embed_shard(
