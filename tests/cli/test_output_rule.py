@@ -118,3 +118,15 @@ def test_check_output_is_the_one_rule(tmp_path: Path) -> None:
     check_output(new, [src], overwrite=True)
     with pytest.raises(ElmoError, match="is the input"):
         check_output(src, [src], overwrite=True)
+
+
+@pytest.mark.parametrize("out", ["shards/", "out.hdf5"])
+def test_a_missing_hdf5_extra_is_said_before_anything_is_made(
+    toy_model_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, out: str
+) -> None:
+    """Issue 24: a shard-directory run without the hdf5 extra failed and left a manifest."""
+    monkeypatch.setitem(sys.modules, "h5py", None)  # `import h5py` raises ImportError
+    src = write_input(tmp_path, b"a b\n")
+    one_line_error(run("embed", src, f"{tmp_path}/{out}", "-m", toy_model_path),
+                   "hdf5 output needs h5py: pip install 'elmo-edge[hdf5]' (or use --format npz)")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]

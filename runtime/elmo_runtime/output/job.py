@@ -43,6 +43,8 @@ from .writers import (
     STDOUT,
     check_extension,
     format_of,
+    import_h5py,
+    import_pyarrow,
     infer_format,
     open_writer,
 )
@@ -179,15 +181,27 @@ class EmbedJob:
         if self.layout == "shards":
             self._check_directory_name()
         check_not_an_input(self.output, self.inputs)
+        if self.layout == "shards":
+            self._check_writer_installed(self.format or "hdf5")
         if self.layout != "file":
             return
         check_extension(self.output, self.format)
+        self._check_writer_installed(infer_format(self.output, self.format))
         if self.output == STDOUT:
             return
         parent = Path(self.output).parent
         if not parent.is_dir():
             raise ElmoError(f"{self.output}: directory {parent} does not exist")
         check_output(self.output, self.inputs, self.overwrite)  # before the model loads
+
+    @staticmethod
+    def _check_writer_installed(fmt: str) -> None:
+        """ElmoError (the install hint) when the format's library is missing: before the
+        model loads and before a shard directory or its manifest is made."""
+        if fmt == "hdf5":
+            import_h5py()
+        elif fmt == "parquet":
+            import_pyarrow()
 
     def _check_directory_name(self) -> None:
         """ElmoError for a new shard directory named like a file (``x.npz``)."""
