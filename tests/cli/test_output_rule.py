@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 from elmo_runtime.errors import ElmoError
 from elmo_runtime.files import check_output, stale_partials
-from util import one_line_error, write_input
-from util import run_elmo as run
+from support.cli import run_elmo as run
+from support.cli import write_input
+from support.errors import one_line_error
 
 
 def elmo(*args: object, stdin: Path | None = None, cwd: Path | None = None,

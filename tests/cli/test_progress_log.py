@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from elmo_runtime.cli import progress
 from elmo_runtime.cli.progress import LogLines
-from util import run_elmo as run
-from util import write_input
+from support.cli import run_elmo as run
+from support.cli import write_input
 
 
 class Clock:

@@ -251,7 +251,8 @@ def test_a_bilm_tf_folder_converts_by_its_name(tmp_path: Path) -> None:
 
 def test_convert_never_replaces_a_file_without_overwrite(tmp_path: Path) -> None:
     """Issue 24 item 3: `elmo convert` overwrote any existing file without a word."""
-    from util import one_line_error, run_elmo
+    from support.cli import run_elmo
+    from support.errors import one_line_error
 
     fixtures = require_fixtures()
     out = tmp_path / "m.onnx"

@@ -9,8 +9,8 @@ import onnx
 import pytest
 from elmo_runtime.errors import ElmoError, ModelError
 from elmo_runtime.quantize import quantize_model
-from util import one_line_error
-from util import run_elmo as run
+from support.cli import run_elmo as run
+from support.errors import one_line_error
 
 
 def _with_declared_rows(src: Path, dst: Path, rows: int) -> str:
