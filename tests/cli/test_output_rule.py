@@ -131,3 +131,27 @@ def test_a_missing_hdf5_extra_is_said_before_anything_is_made(
     one_line_error(run("embed", src, f"{tmp_path}/{out}", "-m", toy_model_path),
                    "hdf5 output needs h5py: pip install 'elmo-edge[hdf5]' (or use --format npz)")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]
+
+
+def test_tokenize_with_a_converted_bilm_tf_model_warns_once(
+    tiny_model_path: Path, tmp_path: Path
+) -> None:
+    """Issue 24: --tokenize with a converted bilm-tf model was accepted silently."""
+    import onnx
+    from elmo_runtime.format import contract
+
+    proto = onnx.load(str(tiny_model_path))
+    for prop in proto.metadata_props:
+        if prop.key == contract.KEY_SOURCE:
+            prop.value = json.dumps({"kind": "elmo-hdf5", "weights_sha256": "0" * 64})
+    converted = tmp_path / "converted.onnx"
+    onnx.save(proto, str(converted))
+    src = write_input(tmp_path, b"Mr. Smith didn't go .\nIt's fine .\n")
+    said = run("embed", src, tmp_path / "a.npz", "-m", converted, "--tokenize")
+    assert said.exit_code == 0, said.output
+    warnings = [line for line in said.stderr.splitlines() if line.startswith("Warning:")]
+    assert len(warnings) == 1 and "a converted bilm-tf model was trained on text tokenized "\
+        "another way" in warnings[0]
+    for model, flags in ((converted, ()), (tiny_model_path, ("--tokenize",))):
+        quiet = run("embed", src, tmp_path / f"b{len(flags)}.npz", "-m", model, *flags)
+        assert quiet.exit_code == 0 and "Warning" not in quiet.stderr, quiet.stderr

@@ -25,6 +25,7 @@ import itertools
 import os
 import stat
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
 
 ENGINES = ("local", "ray")
 REDUCTIONS = ("mean",)
+CONVERTED_BILM_TF = "elmo-hdf5"  # the source kind `elmo convert` records for bilm-tf weights
 RAY_ONLY = ("address", "actors", "gpus_per_actor", "ray_temp_dir")
 
 Progress = Callable[[int], None]
@@ -300,6 +302,12 @@ def run_job(job: EmbedJob, progress: Progress = lambda lines: None) -> JobResult
     """
     job.check()
     emb = build_embedder(job)
+    if job.tokenize and emb.info.source.get("kind") == CONVERTED_BILM_TF:
+        warnings.warn(
+            f"{emb.model_path}: a converted bilm-tf model was trained on text tokenized "
+            "another way (`Ms.` kept whole, no clitic split); --tokenize splits it as the "
+            "bundled model was trained: give it text tokenized its way, without --tokenize",
+            UserWarning, stacklevel=2)
     if job.layout == "ray":
         return _run_ray(job, emb)
     if job.layout == "shards":
