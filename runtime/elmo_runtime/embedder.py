@@ -71,7 +71,8 @@ class Embedder:
     those files with ``elmo convert`` first; passing them is a ModelError
     that says so).
     ``stateful``: carry LSTM states across calls by batch row (bilm-tf style).
-    ``provider``: "auto", "cpu" or "cuda"; ``threads``: intra-op threads.
+    ``provider``: "auto", "cpu" or "cuda"; ``threads``: intra-op threads (None: the
+    CPUs this process may use: its affinity and cgroup quota, :mod:`elmo_runtime.cpus`).
     ``mix``: None or "all" (every layer, ``(L+1, n, 2P)``), "top", "average",
     a :class:`ScalarMix` or the path of a mix JSON file (``(n, 2P)``).
     ``max_tokens_per_batch``: cap on padded steps (rows x (longest + 2)) per batch in

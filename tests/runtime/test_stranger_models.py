@@ -57,3 +57,40 @@ def test_quantize_replaces_an_existing_output_only_with_overwrite(
     assert dst.read_bytes() == b"mine"
     assert run("quantize", tiny_model_path, "-o", dst, "--no-check", "--overwrite").exit_code == 0
     assert onnx.load(str(dst)).graph.node
+
+
+def test_a_graph_asking_for_terabytes_at_run_time_is_one_line(tmp_path: Path) -> None:
+    """A graph whose ConstantOfShape asks for 20 TB once it runs: `elmo embed` printed
+    onnxruntime's coloured multi-line log before its own line. Now: one line, exit 1."""
+    import subprocess
+    import sys
+
+    import numpy as np
+    from onnx import helper
+    from support.models import toy_model
+
+    model = toy_model()
+    graph = model.graph
+    graph.node[-1].output[0] = "layers_pre"
+    make = helper.make_node
+    graph.node.extend([
+        make("Shape", ["token_index"], ["ti_shape"]),
+        make("ReduceSum", ["ti_shape"], ["ti_sum"], keepdims=1),
+        make("Mul", ["ti_sum", "huge_k"], ["huge_shape"]),  # (B + T) * 2**40 floats
+        make("ConstantOfShape", ["huge_shape"], ["huge"]),
+        make("ReduceSum", ["huge"], ["huge_sum"], keepdims=0),
+        make("Add", ["layers_pre", "huge_sum"], ["layers"]),
+    ])
+    graph.initializer.append(onnx.numpy_helper.from_array(np.array([1 << 40], np.int64),
+                                                          "huge_k"))
+    path = tmp_path / "greedy.onnx"
+    onnx.save(model, str(path))
+    src = tmp_path / "in.txt"
+    src.write_text("a b\n")
+    done = subprocess.run([sys.executable, "-m", "elmo_runtime", "embed", str(src),
+                           str(tmp_path / "out.npz"), "-m", str(path)],
+                          capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 1
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"Error: {path}: onnxruntime failed on a batch of 1 sentences")
+    assert "Failed to allocate memory" in line and "\x1b[" not in done.stderr

@@ -74,7 +74,8 @@ def _mix(ctx: click.Context, mix_file: str | None) -> str | None:
 @click.option("--provider", type=click.Choice(PROVIDERS), default="auto", show_default=True,
               help="onnxruntime execution provider.")
 @click.option("--threads", type=click.IntRange(min=1),
-              help="Intra-op threads [default: all; with --engine ray: the CPUs of each actor, 1].")
+              help="Intra-op threads [default: the CPUs this process may use (taskset, "
+              "cgroup quota); with --engine ray: the CPUs of each actor, 1].")
 @click.option("--format", "fmt", type=click.Choice(FORMATS),
               help="Output format [default: by OUTPUT's extension: .hdf5/.h5, .npz, .parquet/.pq; "
               "npz for OUTPUT -; Parquet with --engine ray]. Any other extension, or one of "

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
+from ..cpus import available_cpus
 from ..errors import GPU_HINT, ElmoError, ModelError, ProviderError, first_line
 from ..format import contract
 from ..format.contract import ModelInfo
@@ -66,10 +67,10 @@ def create_session(
 
     ``provider``: "cpu", "cuda" (ProviderError when CUDA is missing or does
     not attach) or "auto" (CUDA when offered, else the CPU; a warning when CUDA
-    is offered but does not attach). ``threads``: intra-op threads (None:
-    onnxruntime's default). ``config``: extra session config entries
-    (``SessionOptions.add_session_config_entry``), e.g. to load a prepared
-    model. Raises ModelError (unreadable, not ONNX), ProviderError, or
+    is offered but does not attach). ``threads``: intra-op threads (None: the CPUs
+    this process may use, :func:`elmo_runtime.cpus.available_cpus`). ``config``:
+    extra session config entries (``SessionOptions.add_session_config_entry``),
+    e.g. to load a prepared model. Raises ModelError (unreadable, not ONNX), ProviderError, or
     ElmoError for a bad ``threads``. The model is not checked against the
     elmo-edge contract: :func:`check_contract` does that (:func:`.loaded.open_model`).
     """
@@ -96,12 +97,14 @@ def _session_options(threads: int | None, config: Mapping[str, str] | None) -> o
     if threads is not None and threads <= 0:
         raise ElmoError(f"threads must be a positive integer, found {threads}")
     options = ort.SessionOptions()
-    if threads is not None:
-        options.intra_op_num_threads = threads
+    # onnxruntime's default is one thread per core of the machine, not of the process
+    options.intra_op_num_threads = available_cpus() if threads is None else threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
+    # FATAL only: onnxruntime's coloured ERROR lines would come before the one-line error
+    # elmo-edge prints for the same failure (a load or a run that fails raises an ElmoError).
+    options.log_severity_level = 4
     for key, value in (config or {}).items():
         options.add_session_config_entry(key, value)
     return options
