@@ -37,7 +37,19 @@ def test_session_options(toy_model_path: Path) -> None:
     assert opts.inter_op_num_threads == 1
     assert opts.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
     assert opts.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    assert opts.log_severity_level == 3
+    assert opts.log_severity_level == 4  # FATAL only: elmo-edge prints its own error line
+
+
+def test_default_threads_are_the_cpus_the_process_may_use(
+    toy_model_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 24 item 7: under taskset or a cgroup quota onnxruntime started a thread per
+    core of the machine."""
+    from elmo_runtime.loading import session as session_module
+
+    monkeypatch.setattr(session_module, "available_cpus", lambda: 1)
+    opts = open_model(toy_model_path, "cpu").session.get_session_options()
+    assert opts.intra_op_num_threads == 1
 
 
 @pytest.mark.parametrize("threads", [0, -2, 1.5, True, "4"])
