@@ -47,7 +47,7 @@ ROOM_IMPORTS = {
 # one above (a unit is a room, a module or a package; the longest name that matches wins; ""
 # is the package's __init__). ARCHITECTURE.md, "Import direction", says the same in words.
 RUNTIME_LAYERS = (
-    ("errors", "version", "files"),
+    ("errors", "version", "files", "cpus"),
     ("format",),
     ("models", "tokenize", "token_cache", "states", "mix", "batching", "corpus", "fasta"),
     ("loading",),
