@@ -135,3 +135,43 @@ def test_stop_cancels_the_batch_in_progress_instead_of_leaving_it_pending():
             await asyncio.wait_for(request, timeout=2)
 
     asyncio.run(main())
+
+
+def test_a_small_request_goes_before_the_rest_of_large_ones():
+    """The fair queue: a one-word request queued behind two large ones is in the next run."""
+    runs: list[list[str]] = []
+    gate = threading.Event()
+
+    def forward(sentences):
+        gate.wait(5)
+        runs.append([s[0] for s in sentences])
+        return [np.zeros((steps(s),), np.float32) for s in sentences]
+
+    async def main():
+        batcher = Batcher(forward, max_batch_tokens=4 * 12, max_batch_size=4)
+        batcher.start()
+        large = [asyncio.create_task(batcher.embed([[f"L{k}"] * 10] * 20)) for k in range(2)]
+        await asyncio.sleep(0.05)  # the first run holds the model
+        small = asyncio.create_task(batcher.embed([["small"]]))
+        await asyncio.sleep(0.05)
+        gate.set()
+        await asyncio.gather(small, *large)
+        await batcher.stop()
+
+    asyncio.run(main())
+    first_with_small = next(i for i, run in enumerate(runs) if "small" in run)
+    # L0 and L1 came together (the same start): one run leads with each, then the small one
+    # (first in first out, it would have come after all 40 large sentences, in run 10)
+    assert first_with_small == 2 and runs[1][0] == "L1", runs[:3]
+    assert sum(len(run) for run in runs) == 41
+
+
+def test_group_bounds_split_by_steps_and_bytes():
+    from elmo_runtime.serve.answer import group_bounds
+
+    sentences = [["w"] * n for n in (3, 3, 3, 10, 1)]
+    assert group_bounds(sentences, max_steps=12, sentence_bytes=lambda s: 1) == [
+        (0, 2), (2, 3), (3, 4), (4, 5)]  # 5+5, 5 (+12 > 12), 12 alone, 3
+    assert group_bounds(sentences, max_steps=100, sentence_bytes=len, max_bytes=6) == [
+        (0, 2), (2, 3), (3, 4), (4, 5)]
+    assert group_bounds([["w"] * 50], max_steps=4, sentence_bytes=len) == [(0, 1)]
