@@ -116,6 +116,21 @@ def test_at_the_connection_cap_idle_ones_make_room_and_busy_ones_get_503():
     assert "Traceback" not in "".join(server.stderr)
 
 
+def test_malformed_requests_are_counted_and_logged_once():
+    server = start_server()
+    startup_lines = len(server.stderr)
+    try:
+        for _ in range(30):
+            data = _closed_within(_send(server, b"NOT HTTP AT ALL\r\n\r\n"), 10)[1]
+            assert data.startswith(b"HTTP/1.1 400 "), data
+        assert _metric(server, "elmo_requests_total", code="400", endpoint="(connection)") == 30
+    finally:
+        assert server.stop() == 0
+    lines = server.stderr[startup_lines:]
+    assert len(lines) <= 4 and "bad request" in "".join(lines), lines  # not one line each
+    assert not any("Invalid HTTP request" in line for line in lines), lines
+
+
 def test_slow_and_idle_clients_are_cut_at_their_deadlines():
     server = start_server("--header-timeout", "1", "--body-timeout", "1",
                           "--keep-alive-timeout", "1")

@@ -17,9 +17,10 @@ every accept then fails. Here, per connection:
   longest (no request in progress); only when none is idle is it answered 503 and
   closed.
 
-Each event is counted in ``elmo_connections_closed_total{reason}`` (and the 503 and 408
-answers in ``elmo_requests_total{endpoint="(connection)"}``); they are logged as one
-line per :data:`LOG_INTERVAL` at most, never one line (or traceback) per event.
+Each event is counted in ``elmo_connections_closed_total{reason}`` (and the 503, 408 and
+400 answers, the last for a request h11 cannot parse, in
+``elmo_requests_total{endpoint="(connection)"}``); they are logged as one line per
+:data:`LOG_INTERVAL` at most, never one line (or traceback) per event.
 """
 
 from __future__ import annotations
@@ -185,6 +186,10 @@ def guarded_protocol(guard: Guard) -> type[H11Protocol]:
                     self._unset_keepalive_if_required()  # not idle, its head deadline runs
                     self._arm_head(heard=True)
 
+        def send_400_response(self, msg: str) -> None:
+            super().send_400_response(msg)
+            guard.note("bad_request", 400)  # uvicorn's own line about it is filtered out
+
         def pause_writing(self) -> None:
             super().pause_writing()
             if self._send is None:
@@ -227,9 +232,18 @@ def guarded_protocol(guard: Guard) -> type[H11Protocol]:
     return Guarded
 
 
+class _NoPerRequestLine(logging.Filter):
+    """Drops uvicorn's line per malformed request (they are counted and logged by the guard)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "Invalid HTTP request received."
+
+
 def quiet_accept_errors(guard: Guard) -> None:
     """On the running loop: an accept that fails for want of file descriptors is counted and
-    logged with the others (one line per interval) instead of a traceback each time."""
+    logged with the others (one line per interval) instead of a traceback each time; so is a
+    malformed request (uvicorn answers it 400)."""
+    logging.getLogger("uvicorn.error").addFilter(_NoPerRequestLine())
     loop = asyncio.get_running_loop()
     previous = loop.get_exception_handler()
 

@@ -24,8 +24,9 @@ class Metrics:
     ``elmo_tokens_embedded_total`` and ``elmo_padded_steps_total`` (steps
     run, padding included), ``elmo_connections_closed_total{reason}`` (closed by the
     connection limits: refused, evicted, idle_timeout, header_timeout, send_timeout,
-    accept_failed). Answers given before a request was read (503 at the connection
-    cap, 408 at the head deadline) count under ``endpoint="(connection)"``.
+    accept_failed, bad_request). Answers given before a request was read (503 at the
+    connection cap, 408 at the head deadline, 400 for a request that cannot be parsed)
+    count under ``endpoint="(connection)"``.
     """
 
     def __init__(self) -> None:
