@@ -5,7 +5,7 @@ Every :class:`ElmoError` becomes ``Error: <message>`` and exit status 1 (a
 interrupt (Ctrl-C or SIGTERM) exits with 130; anything unexpected prints one
 line and exits with 2 (``ELMO_DEBUG=1`` shows the traceback). The commands
 live in their own modules: `embed` (cli/embed.py), `info` (cli/info.py),
-`cache` (cli/cache.py),
+`cache` (cli/cache.py), `pull` (cli/pull.py),
 `quantize` (cli/quantize.py); the export side's commands (`elmo convert`,
 `train`, `export`) come from the ``elmo_edge.commands`` entry-point group
 (pyproject.toml), so the runtime never imports elmo_export.
@@ -42,6 +42,7 @@ def _show_warning(message: Any, category: type, *args: Any, **kwargs: Any) -> No
 # The runtime's commands defined elsewhere, imported only when used, so `elmo embed`
 # starts fast: name -> (module, attribute).
 LAZY_COMMANDS = {
+    "pull": ("elmo_runtime.cli.pull", "pull_command"),
     "quantize": ("elmo_runtime.cli.quantize", "quantize_command"),
     "serve": ("elmo_runtime.serve.command", "serve_command"),
     "web": ("elmo_runtime.webserve", "web_command"),

@@ -20,6 +20,8 @@ from typing import Any
 
 from ..errors import ModelError, first_line
 from ..models import DEFAULT, get, names
+from ..models.published import published_names
+from .pulled import pulled_model
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 CONVERT_IT = "convert them first: elmo convert OPTIONS_JSON WEIGHTS_HDF5 -o M.onnx"
@@ -38,10 +40,12 @@ class ModelFile:
 
 
 def resolve_model(model: str | os.PathLike | None) -> Path:
-    """The .onnx path for ``model``: None = the default, a bundled name, or a path.
+    """The .onnx path for ``model``: None = the default, a bundled name, a published
+    model's name (``elmo pull NAME`` first), or a path.
 
     A path is not checked here (:func:`check_model_file` does that). Raises
-    ModelError when a bundled model is absent from this installation.
+    ModelError when a bundled model is absent from this installation, or a published
+    one has not been pulled.
     """
     if isinstance(model, ModelFile):
         return model.path
@@ -51,6 +55,8 @@ def resolve_model(model: str | os.PathLike | None) -> Path:
             which = "default model" if model is None else f"model {entry.name!r}"
             raise ModelError(f"no bundled {which} in this installation; pass --model PATH")
         return entry.path
+    if isinstance(model, str) and model in published_names():
+        return pulled_model(model)
     return Path(model)
 
 
@@ -76,7 +82,8 @@ def check_model_file(path: str | os.PathLike) -> None:
         raise ModelError(f"{p}: no such model file: it is a directory (give the .onnx file)")
     if not p.is_file():
         bare = os.sep not in str(path) and "/" not in str(path) and p.suffix.lower() != ".onnx"
-        also = f" and not a bundled model ({', '.join(names())})" if bare else ""
+        also = (f" and not a bundled model ({', '.join(names())}) nor a published one "
+                "(elmo pull --list)") if bare else ""
         raise ModelError(f"{p}: no such model file{also}")
     if not os.access(p, os.R_OK):
         raise ModelError(f"{p}: cannot read the model file (permission denied)")
