@@ -69,7 +69,7 @@ def library_efficiency(emb: Embedder, sentences: list[list[str]]) -> float:
     padded = sum(
         len(batch) * (max(len(s) for _, s in batch) + 2)
         for batch in bucketed(
-            sentences, lambda s: len(s) + 2, DEFAULT_BATCH_SIZE, emb.max_tokens_per_batch
+            sentences, lambda s: len(s) + 2, DEFAULT_BATCH_SIZE, emb.max_batch_tokens
         )
     )
     return sum(len(s) for s in sentences) / padded

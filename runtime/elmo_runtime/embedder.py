@@ -13,18 +13,21 @@ bilm-tf and AllenNLP do it (docs/elmo-spec.md, "State across batches").
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from .batching import DEFAULT_BATCH_SIZE, bucketed, chunks, in_order, max_tokens_for
 from .corpus import MAX_TOKENS
-from .errors import ElmoError, InputError, first_line
+from .errors import ElmoError, InputError, SettingError, first_line
 from .format import contract
 from .loading.loaded import open_model
-from .loading.model_file import ModelFile, resolve_model
-from .mix import Mix, ScalarMix, check_mix, load_mix, make_mix, mix_spec
+from .loading.model_file import ModelFile, locate, resolve_model
+from .mix import ScalarMix, top_layer
+from .settings import EmbedderSettings, MixSpec
 from .states import RowStates
 from .token_cache import DEFAULT_CACHE_MB, TokenCache, capacity_for
 
@@ -69,16 +72,21 @@ class Embedder:
     located before. Every other parameter is keyword-only (AllenNLP's
     ``ElmoEmbedder(options_file, weight_file)`` does not carry over: convert
     those files with ``elmo convert`` first; passing them is a ModelError
-    that says so).
+    that says so). They are the fields of
+    :class:`~elmo_runtime.settings.EmbedderSettings`, checked there, once
+    (a value out of range: SettingError, a ValueError):
     ``stateful``: carry LSTM states across calls by batch row (bilm-tf style).
     ``provider``: "auto", "cpu" or "cuda"; ``threads``: intra-op threads (None: the
     CPUs this process may use: its affinity and cgroup quota, :mod:`elmo_runtime.cpus`).
     ``mix``: None or "all" (every layer, ``(L+1, n, 2P)``), "top", "average",
-    a :class:`ScalarMix` or the path of a mix JSON file (``(n, 2P)``).
-    ``max_tokens_per_batch``: cap on padded steps (rows x (longest + 2)) per batch in
-    :meth:`embed_sentences`; by default 6,400, less for wide LSTMs so that one
-    layer's hoisted input projection stays within 128 MiB (2,048 steps for the
-    original ELMo size).
+    a :class:`ScalarMix`, a :class:`~elmo_runtime.settings.MixSpec` or the
+    path of a mix JSON file (``(n, 2P)``).
+    ``max_batch_tokens``: cap on padded steps (rows x (longest + 2)) per batch in
+    :meth:`embed_sentences`; by default :func:`~.batching.max_tokens_for` the
+    model's LSTM width: 6,400, less for wide LSTMs so that one layer's hoisted
+    input projection stays within 32 MiB (4,096 steps for the bundled model,
+    512 for the original ELMo size). ``max_tokens_per_batch`` is its former
+    name (deprecated: a DeprecationWarning). Zero or negative is refused.
     ``token_cache_mb``: memory for the vectors of tokens seen before (LRU), so the
     char CNN runs once per distinct token string; 0 turns the cache off (tokens
     are still encoded once per batch). Results do not depend on it.
@@ -87,10 +95,15 @@ class Embedder:
     sentence's length: a sentence longer than the batch cap runs alone, and the original
     ELMo size needs about 0.5 MB per token for its outputs plus the LSTM's input
     projection (bench/RESULTS.md, "Long sequences").
+    ``batch_size``: the default of :meth:`embed_sentences`.
+    :meth:`from_settings` builds one from settings made before.
 
-    Attributes: ``model_path`` (Path of the .onnx file), ``info``
+    Attributes: ``settings`` (the resolved
+    :class:`~elmo_runtime.settings.EmbedderSettings`: the model's absolute
+    path included), ``model_path`` (Path of the .onnx file), ``info``
     (:class:`~elmo_runtime.format.contract.ModelInfo` from its metadata), ``mix``
     (the resolved mix: None for all layers, "top" or a :class:`ScalarMix`),
+    ``max_batch_tokens`` (the cap in force), ``max_sentence_tokens``,
     ``stateful``, ``token_cache``.
     Literal ``"<S>"`` / ``"</S>"`` tokens are the sentence-boundary rows, as in
     bilm-tf and AllenNLP (:mod:`elmo_runtime.format.chars`).
@@ -103,63 +116,79 @@ class Embedder:
         stateful: bool = False,
         provider: str = "auto",
         threads: int | None = None,
-        mix: str | os.PathLike | ScalarMix | None = None,
-        max_tokens_per_batch: int | None = None,
+        mix: str | os.PathLike | ScalarMix | MixSpec | None = None,
+        max_batch_tokens: int | None = None,
         token_cache_mb: float = DEFAULT_CACHE_MB,
         max_sentence_tokens: int = MAX_TOKENS,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        max_tokens_per_batch: int | None = None,
     ):
-        if (isinstance(max_sentence_tokens, bool) or not isinstance(max_sentence_tokens, int)
-                or max_sentence_tokens <= 0):
-            raise ValueError(f"max_sentence_tokens must be a positive integer, found "
-                             f"{max_sentence_tokens!r}")
-        self.max_sentence_tokens = max_sentence_tokens
-        loaded = open_model(model, provider, threads)  # None: the default; a bundled name
+        if max_tokens_per_batch is not None:
+            warnings.warn("Embedder(max_tokens_per_batch=...) is deprecated: pass "
+                          "max_batch_tokens=...", DeprecationWarning, stacklevel=2)
+            if max_batch_tokens is not None and max_batch_tokens != max_tokens_per_batch:
+                raise SettingError("give max_batch_tokens once (max_tokens_per_batch is its "
+                                   "former name)")
+            max_batch_tokens = max_tokens_per_batch
+        settings = EmbedderSettings(
+            model=model,  # type: ignore[arg-type]  (a path or ModelFile: its str)
+            stateful=stateful, provider=provider, threads=threads, mix=MixSpec.of(mix),
+            max_batch_tokens=max_batch_tokens, token_cache_mb=token_cache_mb,
+            max_sentence_tokens=max_sentence_tokens, batch_size=batch_size,
+        )
+        file = None
+        if isinstance(model, ModelFile):
+            file = model
+        elif isinstance(model, os.PathLike):  # a Path is always a path, never a bundled name
+            file = locate(Path(model))
+        self._load(settings, file)
+
+    @classmethod
+    def from_settings(cls, settings: EmbedderSettings, file: ModelFile | None = None) -> Embedder:
+        """The Embedder ``settings`` describe. ``file``: their model, located before (then it
+        is neither resolved nor sniffed again); else :meth:`EmbedderSettings.locate`."""
+        emb = cls.__new__(cls)
+        emb._load(settings, file)
+        return emb
+
+    def _load(self, settings: EmbedderSettings, file: ModelFile | None) -> None:
+        file = settings.locate() if file is None else file
+        self.settings = settings.resolved(file)
+        loaded = open_model(file, settings.provider, settings.threads)
         self.model_path, self._session, self.info = loaded.path, loaded.session, loaded.info
-        self.stateful = stateful
+        self.stateful = settings.stateful
+        self.max_sentence_tokens = settings.max_sentence_tokens
         opts = self.info.options
-        self.max_tokens_per_batch = max_tokens_per_batch or max_tokens_for(opts.lstm_dim)
-        self._mix = self._resolve_mix(mix)
+        self.max_batch_tokens = settings.max_batch_tokens or max_tokens_for(opts.lstm_dim)
+        self._mix = settings.mix.build(opts.n_output_layers)
         self._zero_c = np.zeros((2, opts.n_layers, 1, opts.lstm_dim), dtype=np.float32)
         self._zero_h = np.zeros((2, opts.n_layers, 1, opts.projection_dim), dtype=np.float32)
         self._states = RowStates(opts.n_layers, opts.lstm_dim, opts.projection_dim)
         self.token_cache = TokenCache(
             opts.max_characters_per_token,
             opts.projection_dim,
-            capacity_for(token_cache_mb, opts.projection_dim),
+            capacity_for(settings.token_cache_mb, opts.projection_dim),
             scheme=self.info.vocabulary,
         )
 
-    def _resolve_mix(self, mix: str | os.PathLike | ScalarMix | None) -> Mix | None:
-        n_layers = self.info.options.n_output_layers
-        if mix is None or mix == "all":
-            return None
-        if isinstance(mix, str):
-            return make_mix(mix, n_layers)
-        if isinstance(mix, os.PathLike):
-            return load_mix(mix, n_layers)
-        if isinstance(mix, ScalarMix):
-            return check_mix(mix, n_layers)
-        raise TypeError(
-            f"mix must be None, 'all', 'top', 'average', a ScalarMix or a path, not {mix!r}"
-        )
+    @property
+    def max_tokens_per_batch(self) -> int:
+        """The former name of :attr:`max_batch_tokens` (read-only)."""
+        return self.max_batch_tokens
 
     @property
     def mix(self) -> str | ScalarMix | None:
         """The resolved layer mix: None (every layer, ``(L+1, n, 2P)``), "top" or a ScalarMix.
 
         "average" resolves to the :class:`ScalarMix` of equal weights, a mix
-        file to its ScalarMix. Engines and writers read this
-        (:func:`elmo_runtime.mix.mix_spec`) instead of re-parsing the
-        ``mix`` argument.
+        file to its ScalarMix. ``settings.mix`` is the same mix as data
+        (:class:`~elmo_runtime.settings.MixSpec`), what engines record.
         """
-        if self._mix is None or isinstance(self._mix, ScalarMix):
-            return self._mix
-        return mix_spec(self._mix)
+        return "top" if self._mix is top_layer else self._mix  # type: ignore[return-value]
 
     def __repr__(self) -> str:
-        mix = self.mix if isinstance(self.mix, ScalarMix) else repr(mix_spec(self.mix))
-        return (f"Embedder({str(self.model_path)!r}, mix={mix}, stateful={self.stateful}, "
-                f"providers={self.providers})")
+        return (f"Embedder({str(self.model_path)!r}, mix={self.settings.mix.key()!r}, "
+                f"stateful={self.stateful}, providers={self.providers})")
 
     @property
     def providers(self) -> list[str]:
@@ -182,20 +211,25 @@ class Embedder:
         return self._forward(sentences)
 
     def embed_sentences(
-        self, sentences: Iterable[Sentence], batch_size: int = DEFAULT_BATCH_SIZE
+        self, sentences: Iterable[Sentence], batch_size: int | None = None
     ) -> Iterator[np.ndarray]:
         """Vectors of each sentence of a (possibly huge) iterable, in input order.
 
-        Stateless: sentences are bucketed by length a window at a time.
-        Stateful: consecutive batches of ``batch_size`` in input order, since
-        a sentence's row decides which state it continues.
+        Stateless: sentences are bucketed by length a window at a time, at most
+        ``batch_size`` (None: ``settings.batch_size``) and :attr:`max_batch_tokens`
+        padded steps a batch. Stateful: consecutive batches of ``batch_size`` in
+        input order, since a sentence's row decides which state it continues.
+        Raises SettingError (a ValueError) for a ``batch_size`` that is not a
+        positive integer.
         """
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-            raise ValueError(f"batch_size must be a positive integer, found {batch_size!r}")
+        if batch_size is None:
+            batch_size = self.settings.batch_size
+        elif batch_size != self.settings.batch_size:
+            batch_size = replace(self.settings, batch_size=batch_size).batch_size  # checked
         checked = (_checked(s, i, self.max_sentence_tokens) for i, s in enumerate(sentences))
         if self.stateful:
             return (out for chunk in chunks(checked, batch_size) for out in self._forward(chunk))
-        batches = bucketed(checked, _steps, batch_size, self.max_tokens_per_batch)
+        batches = bucketed(checked, _steps, batch_size, self.max_batch_tokens)
         return in_order(self._forward_indexed(batches))
 
     def _forward_indexed(

@@ -38,6 +38,10 @@ class UsageError(ElmoError):
     """Options that cannot go together (the CLI reports it as a usage error, exit 2)."""
 
 
+class SettingError(ElmoError, ValueError):
+    """An embedder setting out of its range, refused when the settings are made."""
+
+
 class QuantizeError(ElmoError):
     """A model that cannot be quantized, or whose quantized outputs drift too far."""
 

@@ -163,37 +163,6 @@ def make_mix(mode: str | os.PathLike, n_layers: int) -> Mix:
     )
 
 
-def mix_spec(mix: Mix | str | None) -> str | dict[str, Any]:
-    """A resolved mix as JSON: "all", "top", "average" or a scalar mix's fields.
-
-    ``mix`` is what :func:`make_mix` returned (or ``Embedder.mix``; None and
-    "all" mean every layer). A scalar mix equal to the average of its layers
-    is "average", whichever way it was given: the vectors are the same.
-    """
-    if mix is None or mix is all_layers:
-        return "all"
-    if mix is top_layer:
-        return "top"
-    if isinstance(mix, str):
-        if mix in MODES:
-            return mix
-        raise MixError(f"unknown mix {mix!r}; choose one of {', '.join(MODES)}")
-    if isinstance(mix, ScalarMix):
-        if mix == ScalarMix([0.0] * mix.n_layers, gamma=1.0):
-            return "average"
-        return mix.to_dict()
-    raise MixError(f"not a mix: {mix!r}")
-
-
-def mix_from_spec(spec: str | dict[str, Any], n_layers: int) -> Mix:
-    """The mix :func:`mix_spec` describes, for a model with ``n_layers`` layers."""
-    if isinstance(spec, dict):
-        return check_mix(ScalarMix(**spec), n_layers)
-    if spec not in MODES:
-        raise MixError(f"unknown mix {spec!r}; choose one of {', '.join(MODES)}")
-    return make_mix(spec, n_layers)
-
-
 def check_mix(mix: ScalarMix, n_layers: int, where: str = "mix") -> ScalarMix:
     """Raise MixError unless ``mix`` weighs exactly ``n_layers`` layers."""
     if mix.n_layers != n_layers:
@@ -204,11 +173,15 @@ def check_mix(mix: ScalarMix, n_layers: int, where: str = "mix") -> ScalarMix:
     return mix
 
 
+def read_mix_file(path: str | os.PathLike) -> ScalarMix:
+    """Read a mix JSON file (any number of weights). Raises MixError naming the file."""
+    path = Path(path)
+    return _parse(read_json(path, MixError, "mix file"), path)
+
+
 def load_mix(path: str | os.PathLike, n_layers: int) -> ScalarMix:
     """Read a mix JSON file for a model with ``n_layers`` (L+1) layers."""
-    path = Path(path)
-    data = read_json(path, MixError, "mix file")
-    return check_mix(_parse(data, path), n_layers, str(path))
+    return check_mix(read_mix_file(path), n_layers, str(path))
 
 
 def _parse(data: Any, path: Path) -> ScalarMix:

@@ -10,7 +10,7 @@ mix="task.mix.json")`` or ``elmo embed --mix task.mix.json``. No torch needed::
 
     layers = np.stack([emb.embed_sentence(s)[:, i] for s, i in items])  # (N, L+1, 2P)
     fitted = fit_mix(layers, labels, n_classes)
-    save_mix(fitted.mix, "task.mix.json")
+    save_mix("task.mix.json", fitted.mix)
 
 ``bench/supersense.py`` does this for WordNet supersenses.
 

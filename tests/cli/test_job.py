@@ -16,6 +16,7 @@ from elmo_runtime.errors import InputError, UsageError
 from elmo_runtime.mix import ScalarMix, save_mix
 from elmo_runtime.output.job import EmbedJob
 from elmo_runtime.output.shards import iter_vectors
+from elmo_runtime.settings import EmbedderSettings
 from elmo_runtime.tokenize import tokenize
 from support.cli import run_elmo as run
 from support.cli import write_input
@@ -109,7 +110,8 @@ def test_the_ray_actor_refuses_lone_surrogates(toy_model_path: Path) -> None:
         def column(self, name: str) -> Column:
             return Column()
 
-    actor = EmbedBatches(str(toy_model_path), "all", "float32", 8, "cpu", 1, "text")
+    actor = EmbedBatches(EmbedderSettings(str(toy_model_path), provider="cpu", threads=1,
+                                          batch_size=8).to_dict(), "float32")
     with pytest.raises(InputError, match="sentence 1: token 1"):
         actor(Batch())
 
@@ -234,25 +236,26 @@ def test_the_embedder_is_built_once(
     toy_model_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     built: list[object] = []
-    real = Embedder.__init__
+    real = Embedder._load
 
-    def counting(self, *args, **kwargs) -> None:
-        built.append(kwargs.get("mix"))
-        real(self, *args, **kwargs)
+    def counting(self, settings, file) -> None:
+        built.append(settings.mix.source)
+        real(self, settings, file)
 
-    monkeypatch.setattr(Embedder, "__init__", counting)
+    monkeypatch.setattr(Embedder, "_load", counting)
     src = write_input(tmp_path, b"a\nb\nc\n")
     mix = tmp_path / "mix.json"
     save_mix(mix, ScalarMix([0.0, 0.0, 1.0]))
     assert run("embed", src, tmp_path / "o.npz", "-m", toy_model_path, "--mix", mix).exit_code == 0
     assert run("embed", src, tmp_path / "d", "-m", toy_model_path, "--shard-size", 1,
                "--mix", mix).exit_code == 0
-    assert built == [str(mix), str(mix)]  # once per run; the file parsed by that one Embedder
+    assert built == [str(mix), str(mix)]  # once per run, from the one resolved setting
 
 
 def test_the_job_checks_before_loading_anything(tmp_path: Path) -> None:
     src = write_input(tmp_path, b"a\n")
-    job = EmbedJob((str(src),), str(tmp_path / "d"), engine="ray", stateful=True)
+    job = EmbedJob((str(src),), str(tmp_path / "d"), EmbedderSettings(stateful=True),
+                   engine="ray")
     with pytest.raises(UsageError, match="--stateful needs the local engine"):
         job.check()
     job = EmbedJob((str(src),), str(tmp_path / "o.npz"), actors=2)

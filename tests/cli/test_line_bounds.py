@@ -16,6 +16,7 @@ from elmo_runtime.corpus import MAX_LINE_BYTES, MAX_TOKENS, iter_lines, read_lin
 from elmo_runtime.embedder import Embedder
 from elmo_runtime.errors import InputError
 from elmo_runtime.output.ray_engine import EmbedBatches, split_lines
+from elmo_runtime.settings import EmbedderSettings
 from support.cli import run_elmo as run
 from support.errors import one_line_error
 
@@ -124,7 +125,8 @@ def test_ray_batches_name_the_line_of_a_long_sentence(monkeypatch: pytest.Monkey
                                                       toy_model_path: Path) -> None:
     pa = pytest.importorskip("pyarrow", reason="the Ray engine's batches are Arrow tables")
     monkeypatch.setattr(corpus, "MAX_TOKENS", 3)
-    embed = EmbedBatches(str(toy_model_path), "all", "float32", 8, "cpu", 1, "text")
+    embed = EmbedBatches(EmbedderSettings(str(toy_model_path), provider="cpu", threads=1,
+                                          batch_size=8).to_dict(), "float32")
     batch = pa.table({"path": ["in.txt"] * 2, "line": [4, 5], "text": ["a b c", "a b c d"]})
     with pytest.raises(InputError, match=r"^in\.txt:6: 4 tokens, more than 3 \(the most"):
         embed(batch)

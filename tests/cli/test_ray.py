@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from elmo_runtime.embedder import Embedder
 from elmo_runtime.errors import ElmoError
 from elmo_runtime.output.ray_engine import RAY_HINT, split_lines
 from elmo_runtime.output.shards import MANIFEST, read_manifest
+from elmo_runtime.settings import EmbedderSettings
 from support.cli import elmo_command
 from support.requires import requires
 
@@ -267,12 +269,13 @@ def test_the_token_cache_reaches_the_actors(
     result = run("embed", src, tmp_path / "out", "--engine", "ray", "-m", toy_model_path,
                  "--token-cache", "3.5", "--top")
     assert result.exit_code == 0, result.output
-    assert seen["token_cache_mb"] == 3.5 and seen["emb"].mix is not None
-    actor = ray_engine.EmbedBatches(str(toy_model_path), "top", "float32", 8, "cpu", 1, "text",
-                                    token_cache_mb=0)
+    assert seen["settings"].token_cache_mb == 3.5 and seen["settings"].mix.mode == "top"
+    assert seen["settings"].path == str(toy_model_path.absolute())  # resolved once, by the driver
+    settings = EmbedderSettings(str(toy_model_path), mix="top", provider="cpu", threads=1,
+                                batch_size=8)
+    actor = ray_engine.EmbedBatches(replace(settings, token_cache_mb=0).to_dict(), "float32")
     assert actor._emb.token_cache.capacity == 0
-    actor = ray_engine.EmbedBatches(str(toy_model_path), "top", "float32", 8, "cpu", 1, "text",
-                                    token_cache_mb=1)
+    actor = ray_engine.EmbedBatches(replace(settings, token_cache_mb=1).to_dict(), "float32")
     assert actor._emb.token_cache.capacity > 0
 
 

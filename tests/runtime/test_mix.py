@@ -159,22 +159,27 @@ def test_missing_file(tmp_path: Path) -> None:
 
 
 def test_a_mix_file_by_str_and_the_resolved_spec(tmp_path: Path) -> None:
-    """make_mix takes a path as str or Path; mix_spec/mix_from_spec round-trip resolved mixes."""
-    from elmo_runtime.mix import all_layers, mix_from_spec, mix_spec, top_layer
+    """make_mix takes a path as str or Path; a MixSpec round-trips every mix as JSON data."""
+    from elmo_runtime.mix import top_layer
+    from elmo_runtime.settings import MixSpec
 
     path = tmp_path / "m.json"
     save_mix(path, ScalarMix([1.0, 0.0, 0.0], gamma=2.0))
     assert make_mix(str(path), 3) == make_mix(path, 3) == ScalarMix([1.0, 0.0, 0.0], gamma=2.0)
-    assert mix_spec(None) == mix_spec(all_layers) == "all"
-    assert mix_spec(top_layer) == "top"
-    assert mix_spec(make_mix("average", 3)) == "average"
-    assert mix_spec(ScalarMix([0.0, 0.0, 0.0])) == "average"  # the same vectors either way
-    spec = mix_spec(load_mix(path, 3))
-    assert spec == {"weights": [1.0, 0.0, 0.0], "gamma": 2.0, "do_layer_norm": False}
-    assert mix_from_spec(spec, 3) == load_mix(path, 3)
-    assert mix_from_spec("top", 3) is top_layer
+    assert MixSpec.of(None).key() == MixSpec.of("all").key() == "all"
+    assert MixSpec.of("top").key() == "top"
+    assert MixSpec.of("average").key() == "average"
+    assert MixSpec.of("average").build(3) == make_mix("average", 3)
+    spec = MixSpec.of(path)
+    assert spec.key() == {"weights": [1.0, 0.0, 0.0], "gamma": 2.0, "do_layer_norm": False}
+    assert spec.source == str(path)
+    assert MixSpec.of(str(path)) == spec
+    assert MixSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    assert MixSpec.of(spec.key()).build(3) == load_mix(path, 3)
+    assert MixSpec.of("top").build(3) is top_layer
+    assert MixSpec.of("all").build(3) is None
     with pytest.raises(MixError, match="expected 4 weights"):
-        mix_from_spec(spec, 4)
+        spec.build(4)
 
 
 def test_any_finite_pre_softmax_weights_pick_layers_stably() -> None:
@@ -203,3 +208,29 @@ def test_vectors_that_would_overflow_float32_are_refused() -> None:
     assert np.isfinite(ScalarMix([0.0, 0.0], gamma=3e37)(layers)).all()
     with pytest.raises(MixError, match=r"gamma 1e\+38 makes these vectors overflow float32"):
         ScalarMix([0.0, 0.0], gamma=1e38)(layers)
+
+
+def test_a_mix_of_equal_weights_is_not_relabelled_average(tmp_path: Path) -> None:
+    """A mix file of zero weights stays the scalar mix the user gave (issue 21: it was
+    silently recorded as "average"); its vectors are the average's all the same."""
+    from elmo_runtime.settings import MixSpec
+
+    path = tmp_path / "zeros.json"
+    save_mix(path, ScalarMix([0.0, 0.0, 0.0]))
+    spec = MixSpec.of(path)
+    assert spec.mode == "scalar"
+    assert spec.key() == {"weights": [0.0, 0.0, 0.0], "gamma": 1.0, "do_layer_norm": False}
+    layers = np.arange(24, dtype=np.float32).reshape(3, 2, 4)
+    np.testing.assert_array_equal(spec.build(3)(layers), MixSpec.of("average").build(3)(layers))
+
+
+@pytest.mark.parametrize("bad", [
+    {"mode": "bottom"}, {"mode": "top", "weights": [1.0]}, {"mode": "scalar"},
+    {"mode": "scalar", "weights": [0.0], "gamma": 1e39}, {"weights": "1,2"},
+    {"mode": "all", "x": 1},
+])
+def test_a_mix_spec_refuses_what_a_mix_refuses(bad: dict) -> None:
+    from elmo_runtime.settings import MixSpec
+
+    with pytest.raises(MixError):
+        MixSpec.from_dict(bad)

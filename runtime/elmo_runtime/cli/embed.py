@@ -3,41 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
 from ..batching import DEFAULT_BATCH_SIZE
 from ..corpus import MAX_TOKENS
 from ..fasta import INPUT_FORMATS
-from ..loading.session import PROVIDERS
 from ..output.job import REDUCTIONS, EmbedJob, JobResult, count_lines, run_job
 from ..output.shards import DEFAULT_SHARD_SIZE
 from ..output.writers import DTYPES, FORMATS
-from ..token_cache import DEFAULT_CACHE_MB
+from .options import embedder_options, mix_asked, pop_settings
 from .params import Finite
 from .progress import LOG_INTERVAL, line_progress
-
-MODES = ("all", "top", "average")
 
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
-
-
-def _mix(ctx: click.Context, mix_file: str | None) -> str | None:
-    """The one mix the flags ask for (None: none, the input's default); a usage error when
-    two are given."""
-    given = [f"--{mode}" for mode in MODES if ctx.params[mode]]
-    if mix_file is not None:
-        if given:
-            raise click.UsageError("--mix cannot be combined with --all, --top or --average")
-        return mix_file
-    if len(given) > 1:
-        raise click.UsageError(
-            f"{' and '.join(given)} cannot be combined; choose one of --all, --top, --average "
-            "or --mix FILE"
-        )
-    return given[0][2:] if given else None
 
 
 @click.command()
@@ -45,16 +27,7 @@ def _mix(ctx: click.Context, mix_file: str | None) -> str | None:
 # INPUT, so its own message for `elmo embed in.txt` would blame INPUT.
 @click.argument("inputs", metavar="INPUT...", nargs=-1, required=False)
 @click.argument("output", metavar="OUTPUT", required=False)
-@click.option("--model", "-m", metavar="NAME|PATH",
-              help="A bundled model by name (default, default-int8) or an elmo-edge .onnx file "
-              "[default: default].")
-@click.option("--all", "all", is_flag=True, help="All L+1 layers (the default).")
-@click.option("--top", is_flag=True, help="The top layer only.")
-@click.option("--average", is_flag=True, help="The average of the layers.")
-@click.option("--mix", "mix_file", metavar="FILE",
-              help='A scalar-mix JSON file: {"weights": [L+1 numbers], "gamma": 1.0, '
-              '"do_layer_norm": false}. The weights are softmaxed first (AllenNLP\'s '
-              'ScalarMix): vectors = gamma × Σ softmax(weights)_k × layer_k.')
+@embedder_options
 @click.option("--tokenize", is_flag=True,
               help="INPUT is raw text: split it with elmo_runtime.tokenize (the tokenizer the "
               "bundled model was trained with) instead of on whitespace.")
@@ -71,11 +44,6 @@ def _mix(ctx: click.Context, mix_file: str | None) -> str | None:
               "with it (original ELMo size: ~0.5 MB a token, see README).")
 @click.option("--batch-size", default=DEFAULT_BATCH_SIZE, show_default=True,
               type=click.IntRange(min=1), help="Sentences per forward pass.")
-@click.option("--provider", type=click.Choice(PROVIDERS), default="auto", show_default=True,
-              help="onnxruntime execution provider.")
-@click.option("--threads", type=click.IntRange(min=1),
-              help="Intra-op threads [default: the CPUs this process may use (taskset, "
-              "cgroup quota); with --engine ray: the CPUs of each actor, 1].")
 @click.option("--format", "fmt", type=click.Choice(FORMATS),
               help="Output format [default: by OUTPUT's extension: .hdf5/.h5, .npz, .parquet/.pq; "
               "npz for OUTPUT -; Parquet with --engine ray]. Any other extension, or one of "
@@ -84,11 +52,6 @@ def _mix(ctx: click.Context, mix_file: str | None) -> str | None:
               help="Stored float type; float16 halves the size.")
 @click.option("--stateful", is_flag=True,
               help="Carry LSTM states across batches by row (bilm-tf style).")
-@click.option("--token-cache", "token_cache_mb", type=Finite(),
-              default=DEFAULT_CACHE_MB, show_default=True, metavar="MIB",
-              help="Memory (MiB; per actor with --engine ray) for the vectors of tokens seen "
-              "before, so the char CNN runs once per distinct token; 0 turns it off. Results do "
-              "not depend on it.")
 @click.option("--errors", type=click.Choice(["strict", "replace"]), default="strict",
               show_default=True, help="What to do with invalid UTF-8 (replace: U+FFFD).")
 @click.option("--shard-size", type=click.IntRange(min=1), metavar="N",
@@ -112,10 +75,9 @@ def _mix(ctx: click.Context, mix_file: str | None) -> str | None:
 @click.option("--ray-temp-dir", metavar="DIR",
               help="Where a local Ray keeps its files and logs [default: a new temp dir, "
               "removed after].")
-@click.pass_context
-def embed(ctx: click.Context, inputs: tuple[str, ...], output: str | None, model: str | None,
-          mix_file: str | None, fmt: str | None, threads: int | None, ray_temp_dir: str | None,
-          quiet: bool, **options: object) -> None:
+def embed(inputs: tuple[str, ...], output: str | None, fmt: str | None, batch_size: int,
+          stateful: bool, max_sentence_tokens: int, ray_temp_dir: str | None, quiet: bool,
+          **options: Any) -> None:
     """Embed INPUT (one whitespace-tokenized sentence a line, "-" = stdin) into OUTPUT
     ("-" = stdout, as npz).
 
@@ -140,11 +102,11 @@ def embed(ctx: click.Context, inputs: tuple[str, ...], output: str | None, model
         raise click.UsageError("missing INPUT and OUTPUT: elmo embed INPUT OUTPUT")
     if not inputs:
         raise click.UsageError(f"missing OUTPUT (after INPUT {output}): elmo embed INPUT OUTPUT")
-    mix = _mix(ctx, mix_file)
-    for mode in MODES:
-        options.pop(mode)
-    job = EmbedJob(inputs=inputs, output=output, model=model, mix=mix, format=fmt,
-                   threads=threads, ray_temp_dir=ray_temp_dir, **options)  # type: ignore[arg-type]
+    mix_given = mix_asked(options)
+    settings = pop_settings(options, stateful=stateful, batch_size=batch_size,
+                            max_sentence_tokens=max_sentence_tokens)
+    job = EmbedJob(inputs=inputs, output=output, embedder=settings, mix_given=mix_given,
+                   format=fmt, ray_temp_dir=ray_temp_dir, **options)
     length = None
     if job.layout != "ray" and inputs[0] != "-" and not quiet:
         length = count_lines(inputs[0])  # None for a pipe: progress without a share or ETA

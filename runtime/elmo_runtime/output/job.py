@@ -9,8 +9,10 @@ and hands it to one engine:
   renamed into place at the end (:func:`.writers.open_writer`);
 * ``shards``: a resumable directory of shards (:mod:`.shards`), when OUTPUT
   is a directory, ends with "/", or ``shard_size`` is given;
-* ``ray``: Ray Data actors writing Parquet files (:mod:`.ray_engine`); the
-  actors rebuild the driver's model, mix, token cache and tokenizer.
+* ``ray``: Ray Data actors writing Parquet files (:mod:`.ray_engine`); each
+  actor rebuilds the Embedder from the job's resolved
+  :class:`~..settings.EmbedderSettings` (data: the model's path, the mix's
+  weights), never from a name or a file it would read again.
 
 The input is text (one sentence a line) or protein FASTA (:mod:`..fasta`: one residue a
 token, detected by content or ``input_format="fasta"``), which goes to one file keyed by
@@ -28,16 +30,14 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from ..batching import DEFAULT_BATCH_SIZE
 from ..corpus import MAX_TOKENS, read_lines
 from ..errors import RAY_HINT, ElmoError, UsageError
 from ..files import check_not_an_input, check_output
-from ..loading.model_file import locate
-from ..token_cache import DEFAULT_CACHE_MB
+from ..settings import EmbedderSettings
 from .writers import (
     FORMATS,
     KEYED_FORMATS,
@@ -65,32 +65,26 @@ Progress = Callable[[int], None]
 class EmbedJob:
     """One ``elmo embed`` run: what is read, what is written, and everything that decides it.
 
-    ``mix``: "all", "top", "average" or the path of a mix JSON file; None: the input's
-    default ("all" for text; for FASTA "sum", the layer sum SeqVec users take).
-    ``input_format``: "text", "fasta" or None (FASTA when the first non-blank line of
-    the input file starts with ">"). ``reduce``: None, or "mean" (FASTA only) for one
-    vector per record. ``max_sentence_tokens``: the most tokens (residues) a sentence may
-    have (10,000 by default, :data:`..corpus.MAX_TOKENS`).
-    ``model``: None (the bundled default), a bundled name or a path.
-    ``format``: None infers it from OUTPUT's extension. ``threads`` is the
-    intra-op threads of the one session (local) or of each actor (Ray, 1 by
-    default). The Ray fields (``address``, ``actors``, ``gpus_per_actor``,
-    ``ray_temp_dir``) need ``engine="ray"``.
+    ``embedder``: the model, mix, provider, threads, batch size and caps, the most
+    tokens (residues) a sentence may have (:class:`~..settings.EmbedderSettings`,
+    checked when made); its ``threads`` are those of the one session (local) or of
+    each actor (Ray, 1 by default). ``mix_given``: the mix was asked for; FASTA
+    without one (``embedder.mix`` "all" and not given) gets the layer sum SeqVec
+    users take. ``input_format``: "text", "fasta" or None (FASTA when the first
+    non-blank line of the input file starts with ">"). ``reduce``: None, or "mean"
+    (FASTA only) for one vector per record.
+    ``format``: None infers it from OUTPUT's extension. The Ray fields (``address``,
+    ``actors``, ``gpus_per_actor``, ``ray_temp_dir``) need ``engine="ray"``.
     """
 
     inputs: tuple[str, ...]
     output: str
-    model: str | None = None
-    mix: str | os.PathLike | None = None
+    embedder: EmbedderSettings = field(default_factory=EmbedderSettings)
+    mix_given: bool = False
     dtype: str = "float32"
     format: str | None = None
-    batch_size: int = DEFAULT_BATCH_SIZE
-    token_cache_mb: float = DEFAULT_CACHE_MB
-    stateful: bool = False
     errors: str = "strict"
     tokenize: bool = False
-    provider: str = "auto"
-    threads: int | None = None
     shard_size: int | None = None
     overwrite: bool = False
     engine: str = "local"
@@ -100,7 +94,6 @@ class EmbedJob:
     ray_temp_dir: str | None = None
     input_format: str | None = None
     reduce: str | None = None
-    max_sentence_tokens: int = MAX_TOKENS
 
     @property
     def fasta(self) -> bool:
@@ -112,15 +105,10 @@ class EmbedJob:
         return self.inputs[0] != "-" and is_fasta(self.inputs[0])
 
     @property
-    def layer_mix(self) -> str | os.PathLike:
-        """The mix the Embedder applies: the given one, else "all" (FASTA sums the layers
-        after it: :attr:`sum_layers`)."""
-        return "all" if self.mix is None else self.mix
-
-    @property
     def sum_layers(self) -> bool:
-        """FASTA without a mix: each residue's vector is the sum of the layers."""
-        return self.mix is None and self.fasta
+        """FASTA without a mix asked for: each residue's vector is the sum of the layers
+        (the Embedder gives them all; the sum is taken after it)."""
+        return not self.mix_given and self.embedder.mix.mode == "all" and self.fasta
 
     @property
     def layout(self) -> str:
@@ -153,11 +141,6 @@ class EmbedJob:
         if self.reduce not in (None, *REDUCTIONS):
             raise UsageError(f"unknown reduction {self.reduce!r}; choose one of "
                              f"{', '.join(REDUCTIONS)}")
-        if (isinstance(self.max_sentence_tokens, bool)
-                or not isinstance(self.max_sentence_tokens, int)
-                or self.max_sentence_tokens <= 0):
-            raise UsageError(f"max_sentence_tokens must be a positive integer, found "
-                             f"{self.max_sentence_tokens!r}")
         if self.engine == "ray":
             self._check_ray()
         else:
@@ -224,7 +207,7 @@ class EmbedJob:
                              ".npz OUTPUT (no --engine ray, --shard-size or directory)")
         if self.tokenize:
             raise UsageError("--tokenize is for raw text; FASTA is one residue per token")
-        if self.stateful:
+        if self.embedder.stateful:
             raise UsageError("--stateful: FASTA records are embedded stateless (use the "
                              "AllenNLP drop-in for bio_embeddings' state carried by row)")
         fmt = infer_format(self.output, self.format)
@@ -233,12 +216,12 @@ class EmbedJob:
                              f"{' or '.join(KEYED_FORMATS)}, not {fmt}")
 
     def _check_ray(self) -> None:
-        if self.max_sentence_tokens != MAX_TOKENS:
+        if self.embedder.max_sentence_tokens != MAX_TOKENS:
             raise UsageError(f"--max-sentence-tokens: the ray engine keeps the default bound "
                              f"({MAX_TOKENS})")
         if self.format not in (None, "parquet"):
             raise UsageError("--engine ray writes Parquet; drop --format or use --format parquet")
-        if self.stateful:
+        if self.embedder.stateful:
             raise UsageError("--stateful needs the local engine (Ray batches are independent)")
         if self.shard_size is not None:
             raise UsageError("--shard-size is for the local engine (Ray sizes its own files)")
@@ -276,22 +259,18 @@ def open_input(name: str) -> Iterator[BinaryIO]:
 
 
 def build_embedder(job: EmbedJob) -> Embedder:
-    """The job's one Embedder (on the Ray engine: the driver's, CPU, to check the model)."""
+    """The job's one Embedder, its model resolved and checked once for the whole run (on the
+    Ray engine: the driver's, on one CPU thread without a token cache, to check the model).
+
+    Its ``settings`` are the job's, resolved (the model's absolute path).
+    """
     from ..embedder import Embedder
 
-    model = locate(job.model)  # resolved and checked once for the whole run
+    file = job.embedder.locate()
     if job.engine == "ray":
-        return Embedder(model, provider="cpu", threads=1, mix=job.layer_mix, token_cache_mb=0,
-                        max_sentence_tokens=job.max_sentence_tokens)
-    return Embedder(
-        model,
-        stateful=job.stateful,
-        provider=job.provider,
-        threads=job.threads,
-        mix=job.layer_mix,
-        token_cache_mb=job.token_cache_mb,
-        max_sentence_tokens=job.max_sentence_tokens,
-    )
+        checking = replace(job.embedder, provider="cpu", threads=1, token_cache_mb=0)
+        return Embedder.from_settings(checking, file)
+    return Embedder.from_settings(job.embedder, file)
 
 
 def run_job(job: EmbedJob, progress: Progress = lambda lines: None) -> JobResult:
@@ -327,10 +306,9 @@ def _run_fasta(job: EmbedJob, emb: Embedder, progress: Progress) -> JobResult:
     with open_input(name) as stream, open_writer(job.output, job.format, job.dtype,
                                                  keyed=True) as writer:
         records, to_embed = itertools.tee(
-            read_fasta(stream, name, job.errors, job.max_sentence_tokens))
+            read_fasta(stream, name, job.errors, emb.max_sentence_tokens))
         residues = (record.residues for record in to_embed)
-        for record, vectors in zip(records, emb.embed_sentences(residues, job.batch_size),
-                                   strict=True):
+        for record, vectors in zip(records, emb.embed_sentences(residues), strict=True):
             if job.sum_layers:
                 vectors = vectors.sum(0)
             if job.reduce == "mean":
@@ -344,9 +322,9 @@ def _run_file(job: EmbedJob, emb: Embedder, progress: Progress) -> JobResult:
     name = job.inputs[0]
     with open_input(name) as stream, open_writer(job.output, job.format, job.dtype) as writer:
         lines, to_embed = itertools.tee(read_lines(stream, name, job.errors, job.tokenize,
-                                                   job.max_sentence_tokens))
+                                                   emb.max_sentence_tokens))
         tokens = (line.tokens for line in to_embed)
-        for line, vectors in zip(lines, emb.embed_sentences(tokens, job.batch_size), strict=True):
+        for line, vectors in zip(lines, emb.embed_sentences(tokens), strict=True):
             writer.write(line.tokens, vectors, key=line.key)
             progress(1)
     return JobResult("file", writer.count, 1)
@@ -365,7 +343,6 @@ def _run_shards(job: EmbedJob, emb: Embedder, progress: Progress) -> JobResult:
             fmt=job.format or "hdf5",
             dtype=job.dtype,
             shard_size=job.shard_size,  # None: the run's recorded size, else the default
-            batch_size=job.batch_size,
             errors=job.errors,
             tokenize=job.tokenize,
             overwrite=job.overwrite,
@@ -378,17 +355,17 @@ def _run_shards(job: EmbedJob, emb: Embedder, progress: Progress) -> JobResult:
 def _run_ray(job: EmbedJob, emb: Embedder) -> JobResult:
     from .ray_engine import embed_files
 
+    actors = replace(emb.settings, provider=job.embedder.provider,
+                     threads=job.embedder.threads or 1,
+                     token_cache_mb=job.embedder.token_cache_mb)  # resolved: the model's path
     run = embed_files(
         list(job.inputs),
         job.output,
+        settings=actors,
         emb=emb,
         dtype=job.dtype,
-        batch_size=job.batch_size,
-        provider=job.provider,
-        threads=job.threads or 1,
         errors=job.errors,
         tokenize=job.tokenize,
-        token_cache_mb=job.token_cache_mb,
         overwrite=job.overwrite,
         address=job.address,
         actors=job.actors,

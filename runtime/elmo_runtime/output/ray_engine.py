@@ -4,10 +4,12 @@
   from ``ray.data.read_text``) into one with ``tokens``, ``shape`` and
   ``vectors`` columns (the Parquet layout of :mod:`.writers`); the other
   columns pass through. Each actor of an ``ActorPoolStrategy`` builds one
-  :class:`~.embedder.Embedder` in ``__init__`` (with the driver's mix, token
-  cache size and tokenizer) with as many intra-op threads as it has CPUs and
-  reuses it for every batch. The model file must be readable at the same
-  path on every node.
+  :class:`~.embedder.Embedder` in ``__init__`` from the driver's resolved
+  :class:`~..settings.EmbedderSettings`, passed as JSON data (the model's
+  absolute path, the mix's weights, the token cache size; the registry and
+  a mix file are not read again), with as many intra-op threads as it has
+  CPUs, and reuses it for every batch. The model file must be readable at
+  the same path on every node.
 * :func:`read_lines` reads text files as rows of ``path``, ``line`` (0-based)
   and ``text``, split and decoded exactly as the local engine does (lines end
   at "\\n", "\\r\\n" or a lone "\\r", blank lines kept, a BOM dropped,
@@ -29,7 +31,7 @@ import os
 import re
 import shutil
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +40,8 @@ from ..batching import DEFAULT_BATCH_SIZE
 from ..corpus import decode_line, iter_lines, tokenizer
 from ..errors import RAY_HINT, ElmoError, first_line
 from ..files import partial_path, publish, sha256_file
-from ..mix import Mix, ScalarMix, mix_from_spec, mix_spec
+from ..mix import Mix
+from ..settings import EmbedderSettings, MixSpec
 from ..token_cache import DEFAULT_CACHE_MB
 from .ray_session import (
     HEADROOM_CPUS,
@@ -149,35 +152,30 @@ def read_lines(paths: str | Sequence[str], errors: str = "strict") -> Any:
 
 
 class EmbedBatches:
-    """The callable class of ``map_batches``: one Embedder per actor, reused for every batch."""
+    """The callable class of ``map_batches``: one Embedder per actor, reused for every batch.
+
+    ``settings``: :meth:`EmbedderSettings.to_dict` of the driver's resolved
+    settings (data crosses the process boundary, not a callable).
+    """
 
     def __init__(
         self,
-        model: str | None,
-        mix: str | dict[str, Any],
+        settings: dict[str, Any],
         dtype: str,
-        batch_size: int,
-        provider: str,
-        threads: int,
-        text_column: str,
-        token_cache_mb: float = DEFAULT_CACHE_MB,
+        text_column: str = "text",
         tokenize: bool = False,
     ):
         from ..embedder import Embedder
 
-        mixer = ScalarMix(**mix) if isinstance(mix, dict) else mix
-        self._emb = Embedder(
-            model, provider=provider, threads=threads, mix=mixer, token_cache_mb=token_cache_mb
-        )
+        self._emb = Embedder.from_settings(EmbedderSettings.from_dict(settings))
         self._dtype = dtype
-        self._batch_size = batch_size
         self._text_column = text_column
         self._split = tokenizer(tokenize)
 
     def __call__(self, batch: Any) -> Any:
         tokens = [self._split(text) for text in batch.column(self._text_column).to_pylist()]
         check_lengths(batch, tokens)
-        arrays = list(self._emb.embed_sentences(tokens, self._batch_size))
+        arrays = list(self._emb.embed_sentences(tokens))
         out = batch.drop_columns([self._text_column])
         for name, column in arrow_columns(tokens, arrays, self._dtype).items():
             out = out.append_column(name, column)
@@ -198,7 +196,7 @@ def embed_dataset(
     ds: Any,
     model: str | os.PathLike | None = None,
     *,
-    mix: str | Mix | None = "all",
+    mix: str | os.PathLike | Mix | MixSpec | None = "all",
     dtype: str = "float32",
     batch_size: int = DEFAULT_BATCH_SIZE,
     actors: int = 1,
@@ -208,6 +206,7 @@ def embed_dataset(
     text_column: str = "text",
     token_cache_mb: float = DEFAULT_CACHE_MB,
     tokenize: bool = False,
+    settings: EmbedderSettings | None = None,
 ) -> Any:
     """``ds`` with ``text_column`` replaced by ``tokens``, ``shape`` and ``vectors``.
 
@@ -215,25 +214,31 @@ def embed_dataset(
     with ``tokenize``: :func:`..tokenize.tokenize`). ``actors`` actors of
     ``threads`` CPUs (and ``gpus_per_actor`` GPUs) each run one onnxruntime
     session with a token cache of ``token_cache_mb`` MiB. ``mix``: "all",
-    "top", "average", a ScalarMix (or ``Embedder.mix``); ``dtype``: "float32"
-    or "float16". Lazy, like every Ray Data transform.
+    "top", "average", a ScalarMix, a MixSpec or a mix file; ``dtype``:
+    "float32" or "float16". ``settings``, when given, replace ``model``,
+    ``mix``, ``batch_size``, ``threads``, ``provider`` and ``token_cache_mb``.
+    The model is resolved here, once; each actor gets the resolved settings
+    as data. Lazy, like every Ray Data transform.
     """
     ray = import_ray()
     check_dtype(dtype)
+    if settings is None:
+        settings = EmbedderSettings(
+            model=model, provider=provider, threads=threads, mix=MixSpec.of(mix),
+            token_cache_mb=token_cache_mb, batch_size=batch_size)  # type: ignore[arg-type]
+    if settings.path is None:
+        settings = settings.resolved()
+    settings = replace(settings, threads=settings.threads or 1)  # an actor's CPUs
+    threads = settings.threads
     return ds.map_batches(
         EmbedBatches,
         fn_constructor_kwargs={
-            "model": None if model is None else str(Path(model).resolve()),
-            "mix": mix_spec(mix),
+            "settings": settings.to_dict(),
             "dtype": dtype,
-            "batch_size": batch_size,
-            "provider": provider,
-            "threads": threads,
             "text_column": text_column,
-            "token_cache_mb": token_cache_mb,
             "tokenize": tokenize,
         },
-        batch_size=batch_size * CALL_BATCHES,
+        batch_size=settings.batch_size * CALL_BATCHES,
         batch_format="pyarrow",
         compute=ray.data.ActorPoolStrategy(size=actors),
         num_cpus=threads,
@@ -277,7 +282,8 @@ def embed_files(
     output: str | os.PathLike,
     model: str | os.PathLike | None = None,
     *,
-    mix: str | os.PathLike | Mix | None = "all",
+    settings: EmbedderSettings | None = None,
+    mix: str | os.PathLike | Mix | MixSpec | None = "all",
     dtype: str = "float32",
     batch_size: int = DEFAULT_BATCH_SIZE,
     provider: str = "auto",
@@ -294,10 +300,13 @@ def embed_files(
 ) -> RayRun:
     """Embed the lines of ``inputs`` into Parquet files in the directory ``output``.
 
-    ``emb``, if given, is the driver's Embedder of the same model and mix
-    (the CLI's, built once); else one is built here to check the model. Its
-    resolved mix is what the actors apply. The run is identified by the
-    settings and by each input's path, size and sha256 (its content).
+    ``settings``, when given, replace ``model``, ``mix``, ``batch_size``,
+    ``provider``, ``threads`` and ``token_cache_mb``: they are what each
+    actor gets (as data). ``emb``, if given, is the driver's Embedder of the
+    same model (the CLI's, built once); else one is built here, on one CPU
+    thread, to check the model. The run is identified by the model, the mix
+    (:meth:`MixSpec.key`, as the local engine records it), the other
+    settings and each input's path, size and sha256 (its content).
     """
     import_ray()
     import_pyarrow()
@@ -305,22 +314,28 @@ def embed_files(
     for path in inputs:
         if "://" not in path and not os.path.exists(path):
             raise ElmoError(f"{path}: no such input file")
+    if settings is None:
+        settings = EmbedderSettings(
+            model=model, provider=provider, threads=threads, mix=MixSpec.of(mix),
+            token_cache_mb=token_cache_mb, batch_size=batch_size)  # type: ignore[arg-type]
     if emb is None:
         from ..embedder import Embedder
 
-        emb = Embedder(model, provider="cpu", threads=1, mix=mix, token_cache_mb=0)
-    spec = mix_spec(emb.mix)
-    settings = {
+        emb = Embedder.from_settings(replace(settings, provider="cpu", threads=1,
+                                             token_cache_mb=0))
+    # resolved (actors never look the name up) and one thread an actor unless asked
+    settings = replace(settings, path=str(emb.model_path), threads=settings.threads or 1)
+    threads = settings.threads
+    recorded = {
         "model": model_fingerprint(emb.model_path, emb.info),
-        "mix": spec,
+        "mix": settings.mix.key(),
         "tokenize": tokenize,
         "format": "parquet",
         "dtype": check_dtype(dtype).name,
         "errors": errors,
     }
-    model_path, n_layers = emb.model_path, emb.info.options.n_output_layers
     identity = input_info(inputs, content=True)
-    with output_directory(output, "ray", settings, identity, overwrite) as manifest:
+    with output_directory(output, "ray", recorded, identity, overwrite) as manifest:
         if manifest.complete:
             return RayRun(manifest.lines or 0, len(manifest.shards), done_before=True)
         remove_outputs(manifest.directory)  # of a run that failed part way: Ray redoes it all
@@ -337,16 +352,11 @@ def embed_files(
                 check_pool(session, pool, threads, gpus_per_actor)
                 ds = embed_dataset(
                     read_lines(inputs, errors),
-                    model_path,
-                    mix=mix_from_spec(spec, n_layers),
                     dtype=dtype,
-                    batch_size=batch_size,
                     actors=pool,
-                    threads=threads,
                     gpus_per_actor=gpus_per_actor,
-                    provider=provider,
-                    token_cache_mb=token_cache_mb,
                     tokenize=tokenize,
+                    settings=settings,
                 )
                 _write(ds, staging)
             manifest.shards = _publish(staging, manifest.directory)

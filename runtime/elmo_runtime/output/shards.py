@@ -24,17 +24,15 @@ from __future__ import annotations
 import hashlib
 import itertools
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..batching import DEFAULT_BATCH_SIZE
 from ..corpus import Line, iter_lines, read_lines
 from ..errors import ElmoError
 from ..files import sha256_file
-from ..mix import mix_spec
 from .rundir import MANIFEST, Manifest, input_info, model_fingerprint, output_directory
 from .rundir import read_manifest as read_manifest
 from .writers import (
@@ -98,7 +96,7 @@ def embed_sharded(
     fmt: str = "hdf5",
     dtype: str = "float32",
     shard_size: int | None = None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int | None = None,
     errors: str = "strict",
     tokenize: bool = False,
     overwrite: bool = False,
@@ -106,7 +104,7 @@ def embed_sharded(
 ) -> ShardedRun:
     """Embed the lines of ``stream`` into shards under ``directory``, resuming a run there.
 
-    ``emb`` decides the model and the mix (``emb.mix`` is recorded). Lines
+    ``emb`` decides the model and the mix (``emb.settings.mix`` is recorded). Lines
     are read as :func:`..corpus.read_lines` reads them (``errors``,
     ``tokenize``); their stripped text keys ``sentence_to_index``.
     With a stateful ``emb`` the states are reset at the start of every shard,
@@ -115,18 +113,20 @@ def embed_sharded(
     verified) as the run goes on; exceptions it raises stop the run.
     ``shard_size`` None: the size recorded by the run in ``directory`` when
     there is one to resume, else :data:`DEFAULT_SHARD_SIZE`. ``batch_size``
-    is part of what identifies a run only when stateful (it decides which
-    row's state a sentence continues); stateless vectors do not depend on it,
-    so a resume may change it.
+    (None: ``emb.settings.batch_size``) is part of what identifies a run only
+    when stateful (it decides which row's state a sentence continues);
+    stateless vectors do not depend on it, so a resume may change it.
     """
     if shard_size is None:
         shard_size = DEFAULT_SHARD_SIZE if overwrite else recorded_shard_size(directory)
     if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size <= 0:
         raise ElmoError(f"shard size must be a positive integer, found {shard_size!r}")
     fmt = infer_format("", fmt)
+    batch_size = replace(emb.settings, **({} if batch_size is None else
+                                          {"batch_size": batch_size})).batch_size  # checked
     settings = {
         "model": model_fingerprint(emb.model_path, emb.info),
-        "mix": mix_spec(emb.mix),
+        "mix": emb.settings.mix.key(),
         "stateful": emb.stateful,
         "tokenize": tokenize,
         "format": fmt,

@@ -7,7 +7,8 @@ is too big (413), and drained on SIGTERM/SIGINT. Needs the ``serve`` extra
 (Starlette, uvicorn, prometheus_client, orjson); the core runtime does not.
 
 >>> from elmo_runtime.serve import ServeConfig, Service, create_app
->>> app = create_app(Service(ServeConfig(mix="top")))   # any ASGI server can run it
+>>> from elmo_runtime.settings import EmbedderSettings
+>>> app = create_app(Service(ServeConfig(EmbedderSettings(mix="top"))))  # any ASGI server
 """
 
 from __future__ import annotations

@@ -10,13 +10,13 @@ import contextlib
 import errno
 from collections.abc import Callable, Iterator
 from types import FrameType
+from typing import Any
 
 import click
 
+from ..cli.options import embedder_options, pop_settings
 from ..cli.params import Finite
 from ..errors import SERVE_HINT, ElmoError
-from ..loading.session import PROVIDERS
-from ..token_cache import DEFAULT_CACHE_MB
 from .config import (
     DEFAULT_BODY_TIMEOUT,
     DEFAULT_DRAIN_TIMEOUT,
@@ -118,7 +118,7 @@ def run(config: ServeConfig, log_level: str = "warning", access_log: bool = Fals
     service = Service(config)
     click.echo(
         f"elmo serve: {service.model_name} loaded and warmed up in {service.load_seconds:.2f} s "
-        f"(mix {config.mix}, {service.n_layers} layers x {service.dim})",
+        f"(mix {service.default_mix}, {service.n_layers} layers x {service.dim})",
         err=True,
     )
     cap, file_limit = connection_cap(config.max_connections)
@@ -166,32 +166,15 @@ def _amount(*decls: str, default: float, help: str, metavar: str | None = None) 
 
 
 @click.command("serve")
-@click.option("--model", "-m", metavar="PATH", help="elmo-edge .onnx model [default: bundled].")
+@embedder_options
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", default=DEFAULT_PORT, show_default=True, type=click.IntRange(0, 65535))
-@click.option(
-    "--mix",
-    default="all",
-    show_default=True,
-    metavar="all|top|average|FILE",
-    help="Default mix of /embed; /v1/embeddings averages the tokens of this mix "
-    "(of 'average' when it is 'all').",
-)
 @click.option(
     "--tokenize/--no-tokenize",
     default=True,
     show_default=True,
     help="Strings go through the runtime's tokenizer (--no-tokenize: split on whitespace). "
     "Token lists are always used as given.",
-)
-@click.option("--provider", type=click.Choice(PROVIDERS), default="auto", show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), help="Intra-op threads [default: all].")
-@_amount("--token-cache", "token_cache_mb", default=DEFAULT_CACHE_MB, metavar="MIB",
-         help="Memory for the vectors of tokens seen before; results do not depend on it.")
-@click.option(
-    "--max-batch-tokens",
-    type=click.IntRange(min=1),
-    help="Padded steps (sentences x (longest + 2)) per model run [default: the model's].",
 )
 @_limit("--max-batch-size", DEFAULT_MAX_BATCH_SIZE, "Sentences per model run.")
 @_limit("--max-concurrent-requests", DEFAULT_MAX_CONCURRENT,
@@ -250,15 +233,9 @@ def _amount(*decls: str, default: float, help: str, metavar: str | None = None) 
 )
 @click.option("--access-log", is_flag=True, help="Log every request (uvicorn's access log).")
 def serve_command(
-    model: str | None,
     host: str,
     port: int,
-    mix: str,
     tokenize: bool,
-    provider: str,
-    threads: int | None,
-    token_cache_mb: float,
-    max_batch_tokens: int | None,
     max_batch_size: int,
     max_concurrent_requests: int,
     max_client_batch_size: int,
@@ -276,12 +253,16 @@ def serve_command(
     allowed_hosts: tuple[str, ...],
     log_level: str,
     access_log: bool,
+    **embedder: Any,
 ) -> None:
     """Serve ELMo vectors over HTTP, batching concurrent requests (POST /embed, /v1/embeddings).
 
     The model is loaded and warmed up once; requests from every client are
     batched together by token budget whenever the model is free. SIGTERM or
-    Ctrl-C stops accepting, answers every accepted request and exits 0.
+    Ctrl-C stops accepting, answers every accepted request and exits 0. The
+    mix (--all, --top, --average, --mix FILE) is the default of /embed;
+    /v1/embeddings averages the tokens of this mix (of 'average' when it is
+    'all'). The embedder options are `elmo embed`'s, with the same defaults.
     """
     if api_key is not None and not api_key.strip():
         raise click.BadParameter(
@@ -291,15 +272,10 @@ def serve_command(
         click.echo(f"Warning: elmo serve on {host} without --api-key: anyone who can reach this "
                    "address can use the service", err=True)
     config = ServeConfig(
-        model=model,
+        embedder=pop_settings(embedder),
         host=host,
         port=port,
-        mix=mix,
         tokenize=tokenize,
-        provider=provider,
-        threads=threads,
-        token_cache_mb=token_cache_mb,
-        max_batch_tokens=max_batch_tokens,
         max_batch_size=max_batch_size,
         max_concurrent_requests=max_concurrent_requests,
         max_client_batch_size=max_client_batch_size,

@@ -1,8 +1,10 @@
-"""Settings of `elmo serve`; no third-party imports, so `elmo serve --help` needs no extra."""
+"""Settings of `elmo serve`; no imports from its extra, so `elmo serve --help` needs none."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+from ..settings import EmbedderSettings
 
 DEFAULT_PORT = 8080
 DEFAULT_MAX_BATCH_SIZE = 64  # sentences per model run, as `elmo embed --batch-size`
@@ -24,11 +26,12 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 class ServeConfig:
     """Settings of one `elmo serve` (the command's flags).
 
-    ``mix``: the default mix, "all", "top", "average" or a mix JSON file;
+    ``embedder``: the model, provider, threads, token cache, batch token cap
+    (padded steps per model run; None: the model's default) and the default
+    mix of /embed, as `elmo embed` takes them
+    (:class:`~elmo_runtime.settings.EmbedderSettings`);
     ``tokenize``: strings go through :func:`elmo_runtime.tokenize.tokenize`
-    (False: split on whitespace); ``max_batch_tokens``: padded steps per model
-    run (None: the Embedder's default for the model's width); ``max_batch_size``:
-    sentences per model run;
+    (False: split on whitespace); ``max_batch_size``: sentences per model run;
     ``payload_limit``: bytes; ``drain_timeout``: seconds; ``body_timeout``: seconds a
     request body may take to arrive (408 after); ``max_response_mb``: MiB an answer may take,
     estimated from the request before any work (413 above); ``allowed_hosts``: the names a
@@ -37,15 +40,10 @@ class ServeConfig:
     (seconds) and ``max_connections``: the connection limits of :mod:`.guard`.
     """
 
-    model: str | None = None
+    embedder: EmbedderSettings = field(default_factory=EmbedderSettings)
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
-    mix: str = "all"
     tokenize: bool = True
-    provider: str = "auto"
-    threads: int | None = None
-    token_cache_mb: float | None = None
-    max_batch_tokens: int | None = None
     max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
     max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT
     max_client_batch_size: int = DEFAULT_MAX_CLIENT_BATCH

@@ -6,14 +6,15 @@ import asyncio
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 
 from ..embedder import Embedder
 from ..errors import ElmoError
-from ..mix import MODES, Mix, load_mix, make_mix
+from ..mix import MODES, Mix, all_layers
+from ..settings import MixSpec
 from ..version import __version__
 from .batcher import Batcher
 from .config import ServeConfig
@@ -33,13 +34,9 @@ class Service:
     def __init__(self, config: ServeConfig, embedder: Embedder | None = None):
         self.config = config
         started = time.perf_counter()
-        if embedder is None:
-            cache = (
-                {} if config.token_cache_mb is None else {"token_cache_mb": config.token_cache_mb}
-            )
-            embedder = Embedder(
-                config.model, provider=config.provider, threads=config.threads, **cache
-            )
+        spec = config.embedder.mix
+        if embedder is None:  # every layer: the mix is applied per request
+            embedder = Embedder.from_settings(replace(config.embedder, mix=MixSpec()))
         if embedder.stateful:
             raise ElmoError(
                 "elmo serve needs a stateless Embedder (vectors must not depend on batch-mates)"
@@ -48,15 +45,15 @@ class Service:
         opts = embedder.info.options
         self.n_layers = opts.n_output_layers
         self.dim = 2 * opts.projection_dim
-        self.default_mix = config.mix
-        self._mixes: dict[str, Mix] = {mode: make_mix(mode, self.n_layers) for mode in MODES}
-        if config.mix not in MODES:
-            self._mixes[config.mix] = load_mix(Path(config.mix), self.n_layers)
+        self.default_mix = spec.label()  # a mode's name, or the mix file's path
+        self._mixes: dict[str, Mix] = {
+            mode: MixSpec(mode).build(self.n_layers) or all_layers for mode in MODES}
+        self._mixes[self.default_mix] = spec.build(self.n_layers) or all_layers
         # /v1/embeddings needs one vector per token before averaging: "all" becomes "average".
-        self.openai_mix = "average" if config.mix == "all" else config.mix
+        self.openai_mix = "average" if spec.mode == "all" else self.default_mix
         self.tokenizer: Tokenizer = tokenizer_for(config.tokenize)
         self.limits = Limits(config.max_client_batch_size, config.max_input_tokens)
-        budget = config.max_batch_tokens or embedder.max_tokens_per_batch
+        budget = config.embedder.max_batch_tokens or embedder.max_batch_tokens
         self.metrics = Metrics()
         self.batcher = Batcher(
             self._forward,
@@ -107,7 +104,7 @@ class Service:
             "quantization": self.embedder.info.quantization,
             "layers": self.n_layers,
             "dim": self.dim,
-            "mix": c.mix,
+            "mix": self.default_mix,
             "openai_mix": self.openai_mix,
             "tokenize": "elmo_runtime.tokenize" if c.tokenize else "whitespace",
             "providers": self.embedder.providers,
