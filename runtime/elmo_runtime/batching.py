@@ -2,7 +2,7 @@
 
 A batch costs ``rows x longest`` steps, so sentences are sorted by length
 before they are cut into batches, and a batch closes early when it would
-exceed ``max_tokens`` padded steps (one 5,000-token line runs alone instead
+exceed ``max_batch_tokens`` padded steps (one 5,000-token line runs alone instead
 of padding 63 short ones to its length). Streams are bucketed a window at a
 time, so memory stays bounded however long the input is, and
 :func:`in_order` puts the results back in input order.
@@ -39,17 +39,17 @@ WINDOW_BATCHES = 16  # a stream is sorted this many batches at a time
 def plan_batches(
     lengths: Sequence[int] | np.ndarray,
     batch_size: int = DEFAULT_BATCH_SIZE,
-    max_tokens: int | None = DEFAULT_MAX_TOKENS,
+    max_batch_tokens: int | None = DEFAULT_MAX_TOKENS,
 ) -> list[np.ndarray]:
     """Cut indices of ``lengths`` into batches of similar length.
 
     Each batch has at most ``batch_size`` indices and, unless it holds a
-    single item, at most ``max_tokens`` padded steps (``len(batch) x
+    single item, at most ``max_batch_tokens`` padded steps (``len(batch) x
     longest``). Indices are sorted by length (stable), shortest batch first.
     """
     _check_positive(batch_size, "batch_size")
-    if max_tokens is not None:
-        _check_positive(max_tokens, "max_tokens")
+    if max_batch_tokens is not None:
+        _check_positive(max_batch_tokens, "max_batch_tokens")
     lengths = np.asarray(lengths, dtype=np.int64)
     order = np.argsort(lengths, kind="stable")
     batches: list[np.ndarray] = []
@@ -58,7 +58,8 @@ def plan_batches(
         rows = i - start
         full = rows == batch_size or i == len(order)
         too_long = (
-            max_tokens is not None and not full and (rows + 1) * lengths[order[i]] > max_tokens
+            max_batch_tokens is not None and not full
+            and (rows + 1) * lengths[order[i]] > max_batch_tokens
         )
         if full or too_long:
             batches.append(order[start:i])
@@ -83,7 +84,7 @@ def bucketed(
     items: Iterable[T],
     length: Callable[[T], int],
     batch_size: int = DEFAULT_BATCH_SIZE,
-    max_tokens: int | None = DEFAULT_MAX_TOKENS,
+    max_batch_tokens: int | None = DEFAULT_MAX_TOKENS,
     window: int | None = None,
 ) -> Iterator[list[tuple[int, T]]]:
     """Batches of ``(input index, item)``, bucketed by ``length`` a window at a time.
@@ -94,7 +95,7 @@ def bucketed(
     window = window if window is not None else batch_size * WINDOW_BATCHES
     offset = 0
     for chunk in chunks(items, window):
-        plan = plan_batches([length(x) for x in chunk], batch_size, max_tokens)
+        plan = plan_batches([length(x) for x in chunk], batch_size, max_batch_tokens)
         for batch in plan:
             yield [(offset + int(i), chunk[i]) for i in batch]
         offset += len(chunk)

@@ -15,7 +15,7 @@ def padded_steps(lengths: np.ndarray, batches: list[np.ndarray]) -> int:
 
 def test_plan_covers_every_index_once_within_batch_size() -> None:
     lengths = np.random.default_rng(0).integers(1, 80, size=1000)
-    batches = plan_batches(lengths, batch_size=32, max_tokens=None)
+    batches = plan_batches(lengths, batch_size=32, max_batch_tokens=None)
     assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
     assert all(1 <= len(b) <= 32 for b in batches)
     assert len(batches) == 32  # ceil(1000 / 32): no needless small batches
@@ -23,7 +23,7 @@ def test_plan_covers_every_index_once_within_batch_size() -> None:
 
 def test_plan_sorts_by_length_so_padding_is_small() -> None:
     lengths = np.random.default_rng(1).integers(1, 100, size=640)
-    batches = plan_batches(lengths, batch_size=64, max_tokens=None)
+    batches = plan_batches(lengths, batch_size=64, max_batch_tokens=None)
     in_order_batches = [np.arange(i, i + 64) for i in range(0, 640, 64)]
     flat = [lengths[b] for b in batches]
     assert all(np.all(np.diff(x) >= 0) for x in flat)
@@ -32,24 +32,24 @@ def test_plan_sorts_by_length_so_padding_is_small() -> None:
 
 
 def test_equal_lengths_keep_input_order() -> None:
-    batches = plan_batches([5, 5, 5, 5, 5], batch_size=2, max_tokens=None)
+    batches = plan_batches([5, 5, 5, 5, 5], batch_size=2, max_batch_tokens=None)
     assert [b.tolist() for b in batches] == [[0, 1], [2, 3], [4]]
 
 
 def test_a_very_long_sentence_gets_a_batch_of_its_own() -> None:
     lengths = [10] * 30 + [5002] + [10] * 33
-    batches = plan_batches(lengths, batch_size=64, max_tokens=64 * 100)
+    batches = plan_batches(lengths, batch_size=64, max_batch_tokens=64 * 100)
     assert [b.tolist() for b in batches] == [
         [i for i in range(64) if i != 30],
         [30],
     ]
-    one_batch = plan_batches(lengths, batch_size=64, max_tokens=None)
+    one_batch = plan_batches(lengths, batch_size=64, max_batch_tokens=None)
     assert len(one_batch) == 1
 
 
 def test_token_cap_bounds_every_multi_row_batch() -> None:
     lengths = np.random.default_rng(2).integers(1, 500, size=300)
-    batches = plan_batches(lengths, batch_size=64, max_tokens=1000)
+    batches = plan_batches(lengths, batch_size=64, max_batch_tokens=1000)
     assert sorted(np.concatenate(batches).tolist()) == list(range(300))
     for b in batches:
         assert len(b) == 1 or len(b) * lengths[b].max() <= 1000
@@ -60,8 +60,8 @@ def test_token_cap_bounds_every_multi_row_batch() -> None:
 def test_invalid_sizes(bad: object) -> None:
     with pytest.raises(ValueError, match="batch_size must be a positive integer"):
         plan_batches([1, 2], batch_size=bad)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="max_tokens must be a positive integer"):
-        plan_batches([1, 2], batch_size=2, max_tokens=bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_batch_tokens must be a positive integer"):
+        plan_batches([1, 2], batch_size=2, max_batch_tokens=bad)  # type: ignore[arg-type]
 
 
 def test_empty_plan() -> None:
@@ -75,7 +75,7 @@ def test_chunks() -> None:
 
 def test_bucketed_sorts_within_windows_only() -> None:
     items = ["x" * n for n in (9, 8, 7, 6, 5, 4, 3, 2)]
-    batches = list(bucketed(items, len, batch_size=2, max_tokens=None, window=4))
+    batches = list(bucketed(items, len, batch_size=2, max_batch_tokens=None, window=4))
     assert [[i for i, _ in b] for b in batches] == [[3, 2], [1, 0], [7, 6], [5, 4]]
     assert all(item == items[i] for b in batches for i, item in b)
 
@@ -88,7 +88,7 @@ def test_bucketed_reads_lazily_one_window_at_a_time() -> None:
             consumed.append(i)
             yield [0] * (i % 7)
 
-    first = next(bucketed(source(), len, batch_size=4, max_tokens=None, window=16))
+    first = next(bucketed(source(), len, batch_size=4, max_batch_tokens=None, window=16))
     assert len(first) == 4
     assert len(consumed) == 16
 

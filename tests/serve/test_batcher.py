@@ -21,7 +21,7 @@ def _queue(lengths: list[int]) -> list[Item]:
 
 def test_take_batch_keeps_the_oldest_and_similar_lengths_within_budget():
     queue = _queue([10, 50, 11, 9, 30, 12, 10])
-    batch = take_batch(queue, max_tokens=4 * 14)  # 4 rows of up to 12 tokens (+2 boundaries)
+    batch = take_batch(queue, max_batch_tokens=4 * 14)  # 4 rows of up to 12 tokens (+2 boundaries)
     assert [len(i.sentence) for i in batch] == [10, 11, 9, 10]  # arrival order, nearest to 10
     assert [i.seq for i in queue] == [1, 4, 5]  # the rest stays queued in arrival order
     assert len(batch) * max(i.steps for i in batch) <= 4 * 14
@@ -29,20 +29,20 @@ def test_take_batch_keeps_the_oldest_and_similar_lengths_within_budget():
 
 def test_take_batch_leaves_a_long_sentence_out_of_a_batch_of_short_ones():
     queue = _queue([20, 20, 60, 20, 20])
-    assert [i.seq for i in take_batch(queue, max_tokens=10_000)] == [0, 1, 3, 4]
+    assert [i.seq for i in take_batch(queue, max_batch_tokens=10_000)] == [0, 1, 3, 4]
     assert [i.seq for i in queue] == [2]
 
 
 def test_take_batch_caps_the_rows():
     queue = _queue([5, 5, 9, 5, 5, 6])
-    assert [i.seq for i in take_batch(queue, max_tokens=10_000, max_rows=3)] == [0, 1, 3]
-    assert [i.seq for i in take_batch(queue, max_tokens=10_000, max_rows=3)] == [2, 4, 5]
+    assert [i.seq for i in take_batch(queue, max_batch_tokens=10_000, max_rows=3)] == [0, 1, 3]
+    assert [i.seq for i in take_batch(queue, max_batch_tokens=10_000, max_rows=3)] == [2, 4, 5]
 
 
 def test_take_batch_runs_an_overlong_sentence_alone():
     queue = _queue([500, 3, 3])
-    assert [i.seq for i in take_batch(queue, max_tokens=100)] == [0]
-    assert [i.seq for i in take_batch(queue, max_tokens=100)] == [1, 2]
+    assert [i.seq for i in take_batch(queue, max_batch_tokens=100)] == [0]
+    assert [i.seq for i in take_batch(queue, max_batch_tokens=100)] == [1, 2]
     assert queue == []
 
 
@@ -53,7 +53,7 @@ def test_take_batch_drains_every_item_once_within_budget(seed):
     seen: list[int] = []
     while queue:
         oldest = queue[0].seq
-        batch = take_batch(queue, max_tokens=400)
+        batch = take_batch(queue, max_batch_tokens=400)
         assert oldest in [i.seq for i in batch]
         assert len(batch) == 1 or len(batch) * max(i.steps for i in batch) <= 400
         seen += [i.seq for i in batch]

@@ -72,13 +72,13 @@ class Item:
         return steps(self.sentence)
 
 
-def take_batch(queue: list[Item], max_tokens: int, max_rows: int | None = None) -> list[Item]:
+def take_batch(queue: list[Item], max_batch_tokens: int, max_rows: int | None = None) -> list[Item]:
     """Remove and return the next batch from ``queue`` (the first item in the fair order, the
     smallest ``(tag, seq)``, and maybe others).
 
     That item and the ``max_rows x 16 - 1`` oldest others are the candidates, sorted
     by length; of the runs of consecutive candidates that hold the first item, have at
-    most ``max_rows`` rows and at most ``max_tokens`` padded steps (``rows x
+    most ``max_rows`` rows and at most ``max_batch_tokens`` padded steps (``rows x
     longest``; the first alone may exceed it), the one with the most tokens
     per unit of cost, ``longest x (rows + ROW_OVERHEAD)``, is taken. Every
     batch serves the first item, so none waits for ever. The rest of the queue keeps
@@ -97,7 +97,7 @@ def take_batch(queue: list[Item], max_tokens: int, max_rows: int | None = None) 
     hi = np.arange(pos, min(window, pos + cap))[None, :]
     rows = hi - lo + 1
     longest = lengths[hi]
-    allowed = (rows <= cap) & ((rows * longest <= max_tokens) | (rows == 1))
+    allowed = (rows <= cap) & ((rows * longest <= max_batch_tokens) | (rows == 1))
     score = (prefix[hi + 1] - prefix[lo]) / (longest * (rows + ROW_OVERHEAD))
     score = np.where(allowed, score + rows * 1e-9, -1.0)  # a tie goes to more rows
     i, j = np.unravel_index(int(np.argmax(score)), score.shape)
