@@ -95,11 +95,9 @@ class MixSpec:
         unknown = sorted(set(data) - {"mode", "weights", "gamma", "do_layer_norm", "source"})
         if unknown:
             raise MixError(f"mix: unknown field {unknown[0]!r}")
-        weights = data.get("weights")
-        if weights is not None and not isinstance(weights, (list, tuple)):
-            raise MixError(f"mix weights must be a list of numbers, found {weights!r}")
-        return cls(str(data["mode"]), None if weights is None else tuple(weights),
-                   data.get("gamma", 1.0), data.get("do_layer_norm", False), data.get("source"))
+        # the weights as given: ScalarMix checks them (and says what a list must hold)
+        return cls(str(data["mode"]), data.get("weights"), data.get("gamma", 1.0),
+                   data.get("do_layer_norm", False), data.get("source"))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: every field (``weights`` as a list)."""

@@ -12,7 +12,7 @@ import numpy as np
 from elmo_runtime.corpus import MAX_TOKENS
 from elmo_runtime.embedder import check_sentence
 from elmo_runtime.errors import ElmoError
-from elmo_runtime.mix import mix_from_spec
+from elmo_runtime.settings import MixSpec
 from support.web import REPO, run_node
 
 SCRIPT = REPO / "tests" / "web" / "refusals_io.mjs"
@@ -82,7 +82,7 @@ def _python(fn: Any) -> str | None:
 
 def _python_mix(mix: dict[str, Any], layers: dict[str, Any] | None) -> str | None:
     def run() -> None:
-        resolved = mix_from_spec(mix, 3)
+        resolved = MixSpec.of(mix).build(3)
         if layers is not None:
             resolved(np.asarray(layers["data"], dtype=np.float32).reshape(layers["dims"]))
     return _python(run)
