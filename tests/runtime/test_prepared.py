@@ -282,6 +282,44 @@ def test_the_key_names_onnxruntime_and_the_cpu(monkeypatch: pytest.MonkeyPatch) 
     assert prepared.copy_key() != key
 
 
+HASWELL = {"SSE3", "SSSE3", "SSE41", "SSE42", "AVX", "F16C", "FMA3", "AVX2"}
+SAPPHIRE_RAPIDS = {*HASWELL, "AVX512F", "AVX512BW", "AVX512DQ", "AVX512VL", "AVX512VNNI",
+                   "AVX512BF16", "AVX512FP16", "VAES", "GFNI", "VPCLMULQDQ"}
+SPR_CPUINFO = {"sse3", "ssse3", "sse4_1", "sse4_2", "avx", "f16c", "fma", "avx2", "avx512f",
+               "avx512bw", "avx512dq", "avx512vl", "avx512_vnni", "avx512_bf16", "avx512_fp16",
+               "vaes", "gfni", "vpclmulqdq", "amx_tile", "amx_int8", "amx_bf16", "avx_vnni"}
+
+
+@pytest.mark.parametrize(("seen", "cpuinfo", "expected"), [
+    # natively, /proc/cpuinfo describes the same CPU: its AMX / AVX-VNNI flags count
+    (SAPPHIRE_RAPIDS, SPR_CPUINFO, "x86_64 AVX AVX2 AVX512BF16 AVX512BW AVX512DQ AVX512F "
+     "AVX512FP16 AVX512VL AVX512VNNI F16C FMA3 SSE3 SSE41 SSE42 SSSE3 "
+     "amx_bf16 amx_int8 amx_tile avx_vnni"),
+    # qemu-x86_64 -cpu Haswell on that host: CPUID says Haswell, /proc/cpuinfo the host
+    (HASWELL, SPR_CPUINFO, "x86_64 AVX AVX2 F16C FMA3 SSE3 SSE41 SSE42 SSSE3"),
+])
+def test_the_key_describes_the_cpu_this_process_sees(
+        monkeypatch: pytest.MonkeyPatch, seen: set[str], cpuinfo: set[str], expected: str) -> None:
+    monkeypatch.setattr(prepared.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(prepared, "_numpy_features", lambda: seen)
+    monkeypatch.setattr(prepared, "_cpuinfo_flags", lambda: cpuinfo)
+    assert prepared.cpu_features() == expected
+
+
+def test_arm_cores_with_and_without_dot_product_get_different_keys(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """qemu-aarch64 in a root without /proc: HWCAP alone (measured: cortex-a72 'aarch64 ASIMD',
+    neoverse-n1 'aarch64 ASIMD ASIMDDP ASIMDHP'; /proc/cpuinfo gave 'aarch64' for both)."""
+    monkeypatch.setattr(prepared.platform, "machine", lambda: "aarch64")
+    monkeypatch.setattr(prepared, "_cpuinfo_flags", set)
+    keys = []
+    for seen in ({"NEON", "ASIMD"}, {"NEON", "ASIMD", "ASIMDHP", "ASIMDDP"}):
+        monkeypatch.setattr(prepared, "_numpy_features", lambda seen=seen: seen)
+        keys.append(prepared.copy_key())
+    assert prepared.cpu_features() == "aarch64 ASIMD ASIMDDP ASIMDHP"
+    assert keys[0] != keys[1]
+
+
 def test_cache_location_follows_the_environment(monkeypatch: pytest.MonkeyPatch,
                                                 tmp_path: Path) -> None:
     monkeypatch.delenv(hashes.ENV_CACHE, raising=False)

@@ -60,12 +60,22 @@ MIN_MODEL_BYTES = 32 << 20  # smaller models load as they are (load_path)
 SAMPLES, SAMPLE_BYTES = 16, 1 << 16
 ENV_SWITCH = "ELMO_EDGE_PREPARED"
 CHILD = "elmo_runtime.loading.prepared.graph"  # the module run as the child that prepares
-# Instruction-set flags (/proc/cpuinfo) that decide which MLAS kernels, hence packed layouts, run.
-ISA_FLAGS = (
-    "sse3", "ssse3", "sse4_1", "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw",
-    "avx512dq", "avx512vl", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_tile",
-    "amx_int8", "amx_bf16", "asimd", "asimddp", "sve", "sve2", "i8mm", "bf16",
+# Instruction sets that decide which MLAS kernels, hence packed layouts, run, as NumPy names what
+# CPUID (x86) or HWCAP (ARM) tell this process: under qemu-user the emulated CPU, not the host's.
+ISA_FEATURES = (
+    "SSE3", "SSSE3", "SSE41", "SSE42", "AVX", "AVX2", "FMA3", "F16C", "AVX512F", "AVX512BW",
+    "AVX512DQ", "AVX512VL", "AVX512VNNI", "AVX512BF16", "AVX512FP16", "ASIMD", "ASIMDHP",
+    "ASIMDDP", "ASIMDFHM", "SVE",
 )
+# Kernel-deciding flags NumPy does not detect, from /proc/cpuinfo (the host's CPU under
+# emulation: used only where it agrees with NumPy on every flag both know, SHARED_FLAGS).
+CPUINFO_ONLY = ("amx_tile", "amx_int8", "amx_bf16", "avx_vnni", "i8mm", "sve2", "bf16")
+SHARED_FLAGS = {
+    "avx": "AVX", "avx2": "AVX2", "fma": "FMA3", "f16c": "F16C", "avx512f": "AVX512F",
+    "avx512bw": "AVX512BW", "avx512vl": "AVX512VL", "avx512_vnni": "AVX512VNNI",
+    "avx512_bf16": "AVX512BF16", "avx512_fp16": "AVX512FP16", "vaes": "VAES", "gfni": "GFNI",
+    "vpclmulqdq": "VPCLMULQDQ", "asimd": "ASIMD", "asimddp": "ASIMDDP", "sve": "SVE",
+}
 
 
 class NotAModel(ElmoError):
@@ -86,15 +96,44 @@ def _switch() -> str:
 
 
 def cpu_features() -> str:
-    """The CPU's architecture and the instruction-set flags packed layouts depend on."""
-    flags: set[str] = set()
+    """The CPU the kernels will run on: architecture and instruction sets, as this process sees.
+
+    NumPy's runtime detection (CPUID / HWCAP of this process) names the
+    :data:`ISA_FEATURES`; /proc/cpuinfo adds :data:`CPUINFO_ONLY` flags (AMX,
+    AVX-VNNI, I8MM, …) only when it describes the same CPU. Under qemu-user it
+    describes the host (measured: ``qemu-x86_64 -cpu Haswell`` on an AVX-512
+    host), so an emulated CPU gets a key of its own.
+    """
+    seen = _numpy_features()
+    flags = _cpuinfo_flags()
+    same_cpu = all((flag in flags) == (name in seen) for flag, name in SHARED_FLAGS.items()
+                   if name in _numpy_known())
+    extra = sorted(flags & set(CPUINFO_ONLY)) if same_cpu else []
+    return " ".join([platform.machine().lower() or "unknown",
+                     *sorted(seen & set(ISA_FEATURES)), *extra])
+
+
+def _numpy_known() -> set[str]:
+    from numpy._core._multiarray_umath import __cpu_features__
+
+    return set(__cpu_features__)
+
+
+def _numpy_features() -> set[str]:
+    """NumPy's names of the SIMD features this process's CPU reports (CPUID / HWCAP)."""
+    from numpy._core._multiarray_umath import __cpu_features__
+
+    return {name for name, on in __cpu_features__.items() if on}
+
+
+def _cpuinfo_flags() -> set[str]:
+    """The first ``flags`` / ``Features`` line of /proc/cpuinfo (empty if unreadable)."""
     with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8",
                                             errors="replace") as f:
         for line in f:
             if line.startswith(("flags", "Features")):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    return " ".join([platform.machine().lower() or "unknown", *sorted(flags & set(ISA_FLAGS))])
+                return set(line.split(":", 1)[1].split())
+    return set()
 
 
 def copy_key() -> str:
