@@ -13,10 +13,17 @@ float32 rounding (the tests hold them to 1e-6).
 
 Memory is bounded: ``capacity`` vectors of ``P`` float32 in one preallocated
 array (pages are touched only when used) plus one dict entry per token.
+
+Threads: one lock guards the cache. :meth:`TokenCache.plan` looks tokens up
+and copies their vectors under it, :meth:`TokenCache.store` assigns slots
+under it, and a token another thread stored meanwhile keeps its one slot, so
+an :class:`~elmo_runtime.embedder.Embedder` shared by threads gives the
+vectors each thread would get alone (the graph runs outside the lock).
 """
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -63,6 +70,7 @@ class TokenCache:
         self.capacity = capacity
         self._slots: OrderedDict[str, int] = OrderedDict()  # token → row of _vectors, LRU first
         self._vectors: np.ndarray | None = None  # allocated on first store
+        self._lock = threading.Lock()  # _slots, _vectors and the counters
         self.hits = 0
         self.misses = 0
 
@@ -78,14 +86,29 @@ class TokenCache:
         return 0 if self._vectors is None else self._vectors.nbytes
 
     def clear(self) -> None:
-        self._slots.clear()
-        self._vectors = None
+        with self._lock:
+            self._slots.clear()
+            self._vectors = None
+
+    def __getstate__(self) -> dict:
+        """Pickled empty (a cache is this process's memory), without its lock."""
+        state = {k: v for k, v in self.__dict__.items() if k != "_lock"}
+        state.update(_slots=OrderedDict(), _vectors=None, hits=0, misses=0)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     def plan(self, sentences: Sequence[Sequence[str]]) -> TokenPlan:
         """Inputs for a batch of tokenized sentences (boundaries are added here).
 
         Raises InputError for a token that is not encodable as UTF-8.
         """
+        with self._lock:
+            return self._plan(sentences)
+
+    def _plan(self, sentences: Sequence[Sequence[str]]) -> TokenPlan:
         slots = self._slots
 
         def lookup(token: str) -> int | None:
@@ -115,15 +138,20 @@ class TokenCache:
         expected = (N_BOUNDARY_ROWS + len(plan.new_tokens), self.dim)
         if token_vectors.shape != expected:
             raise ValueError(f"token_vectors has shape {token_vectors.shape}, expected {expected}")
-        if self._vectors is None:
-            self._vectors = np.empty((self.capacity, self.dim), dtype=np.float32)
-        # The most recent tokens win when a batch brings more than fit.
-        start = max(0, len(plan.new_tokens) - self.capacity)
-        for token, vector in zip(plan.new_tokens[start:], token_vectors[N_BOUNDARY_ROWS + start:],
-                                 strict=True):
-            if len(self._slots) < self.capacity:
-                slot = len(self._slots)
-            else:
-                _, slot = self._slots.popitem(last=False)
-            self._slots[token] = slot
-            self._vectors[slot] = vector
+        with self._lock:
+            if self._vectors is None:
+                self._vectors = np.empty((self.capacity, self.dim), dtype=np.float32)
+            # The most recent tokens win when a batch brings more than fit.
+            start = max(0, len(plan.new_tokens) - self.capacity)
+            for token, vector in zip(plan.new_tokens[start:],
+                                     token_vectors[N_BOUNDARY_ROWS + start:], strict=True):
+                slot = self._slots.get(token)  # stored by another thread since plan()
+                if slot is not None:
+                    self._slots.move_to_end(token)
+                    continue  # its one slot already holds its vector
+                if len(self._slots) < self.capacity:
+                    slot = len(self._slots)
+                else:
+                    _, slot = self._slots.popitem(last=False)
+                self._slots[token] = slot
+                self._vectors[slot] = vector
