@@ -12,9 +12,10 @@ import pytest
 from elmo_runtime.embedder import Embedder
 from elmo_runtime.token_cache import TokenCache
 
-WORDS = ("the a bank river money interest rate sat on they raised its of in to and was "
+_TEXT = ("the a bank river money interest rate sat on they raised its of in to and was "
          "fire water tree house dog cat run ran walk light dark old new big small red "
-         "blue green city road car train ship sea sky sun moon star night day time").split()
+         "blue green city road car train ship sea sky sun moon star night day time")
+WORDS = _TEXT.split()
 
 
 def sentences(n: int, seed: int) -> list[list[str]]:
