@@ -204,11 +204,23 @@ class Embedder:
         return self.embed_batch([sentence])[0]
 
     def embed_batch(self, sentences: Iterable[Sentence]) -> list[np.ndarray]:
-        """Vectors of each sentence, in input order, from one forward pass."""
+        """Vectors of each sentence, in input order.
+
+        Stateless: forward passes of at most :attr:`max_tokens_per_batch`
+        padded steps, cut as :meth:`embed_sentences` cuts them (a large batch
+        is split; the vectors do not depend on it). Stateful: one forward
+        pass, since a sentence's row decides which state it continues.
+        """
         sentences = list(sentences)
         for i, sentence in enumerate(sentences):
             check_sentence(sentence, i, self.max_sentence_tokens)
-        return self._forward(sentences)
+        if self.stateful or not sentences:
+            return self._forward(sentences)
+        out: list[np.ndarray] = [None] * len(sentences)  # type: ignore[list-item]
+        batches = bucketed(sentences, _steps, len(sentences), self.max_tokens_per_batch)
+        for index, vectors in self._forward_indexed(batches):
+            out[index] = vectors
+        return out
 
     def embed_sentences(
         self, sentences: Iterable[Sentence], batch_size: int | None = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -66,3 +67,34 @@ def test_a_token_stored_twice_keeps_one_slot() -> None:
     cache.store(dog, vectors + 100)
     assert dict(cache._slots) == {"cat": 0, "dog": 1}
     np.testing.assert_array_equal(cache.plan([["cat"]]).cached_vectors, vectors[2:])
+
+
+def test_embed_batch_honours_the_token_budget(toy_model_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 24 item 5: embed_batch ran one forward pass whatever its size (100 x 600
+    tokens peaked at 1,405 MiB against 405 MiB through embed_sentences). Now it is cut
+    by max_tokens_per_batch, and gives the same arrays."""
+    items = sentences(40, seed=3)
+    emb = Embedder(toy_model_path, max_tokens_per_batch=64, token_cache_mb=0)
+    runs: list[tuple[int, int]] = []
+
+    def counting(embedder: Embedder) -> None:
+        forward = embedder._forward
+
+        def counted(batch):
+            runs.append((len(batch), len(batch) * (max(map(len, batch)) + 2)))
+            return forward(batch)
+
+        monkeypatch.setattr(embedder, "_forward", counted)
+
+    counting(emb)
+    got = emb.embed_batch(items)
+    assert len(runs) > 1 and all(steps <= 64 for _, steps in runs)
+    whole = Embedder(toy_model_path, max_tokens_per_batch=10**6, token_cache_mb=0)
+    for a, b in zip(got, whole.embed_batch(items), strict=True):
+        np.testing.assert_array_equal(a, b)
+    stateful = Embedder(toy_model_path, max_tokens_per_batch=64, stateful=True)
+    runs.clear()
+    counting(stateful)
+    stateful.embed_batch(items)
+    assert len(runs) == 1  # a row's state: one pass
