@@ -8,17 +8,28 @@ them from the outputs. By default every sentence starts from a zero LSTM
 state (stateless), so its vectors do not depend on what ran before. With
 ``stateful=True`` the state carries over between calls by **batch row**, as
 bilm-tf and AllenNLP do it (docs/elmo-spec.md, "State across batches").
+
+Threads: one Embedder may be shared. onnxruntime runs concurrent calls on
+one session; the token cache is guarded by its lock; a stateless sentence's
+vectors are what it gets alone (within 1e-6: a cached token vector against
+one just computed). A stateful Embedder's rows are one state: threads sharing
+it take turns and continue each other's rows, so give each stream its own.
+Processes: an Embedder pickles as its recipe (model and settings) and opens
+its own session where it is unpickled (ProcessPoolExecutor, joblib, Ray).
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import onnxruntime as ort
 
 from .batching import DEFAULT_BATCH_SIZE, bucketed, chunks, in_order, max_tokens_for
 from .corpus import MAX_TOKENS
@@ -27,6 +38,7 @@ from .format import contract
 from .loading.loaded import open_model
 from .loading.model_file import ModelFile, locate, resolve_model
 from .mix import ScalarMix, top_layer
+from .models import names as model_names
 from .settings import EmbedderSettings, MixSpec
 from .states import RowStates
 from .token_cache import DEFAULT_CACHE_MB, TokenCache, capacity_for
@@ -170,6 +182,17 @@ class Embedder:
             capacity_for(settings.token_cache_mb, opts.projection_dim),
             scheme=self.info.vocabulary,
         )
+        self._run_options = shrink_options(self.providers)
+        self._state_lock = threading.Lock()
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        """Pickled as its recipe, :attr:`settings` (the mix as data, a bundled model by its
+        name, another by its absolute path); unpickling opens a new session (an
+        onnxruntime session cannot be pickled). States and the token cache start empty."""
+        settings = self.settings
+        if settings.model is None or settings.model in model_names():
+            settings = replace(settings, path=None)  # found in the receiver's installation
+        return Embedder.from_settings, (settings,)
 
     @property
     def max_tokens_per_batch(self) -> int:
@@ -206,7 +229,7 @@ class Embedder:
     def embed_batch(self, sentences: Iterable[Sentence]) -> list[np.ndarray]:
         """Vectors of each sentence, in input order.
 
-        Stateless: forward passes of at most :attr:`max_tokens_per_batch`
+        Stateless: forward passes of at most :attr:`max_batch_tokens`
         padded steps, cut as :meth:`embed_sentences` cuts them (a large batch
         is split; the vectors do not depend on it). Stateful: one forward
         pass, since a sentence's row decides which state it continues.
@@ -217,7 +240,7 @@ class Embedder:
         if self.stateful or not sentences:
             return self._forward(sentences)
         out: list[np.ndarray] = [None] * len(sentences)  # type: ignore[list-item]
-        batches = bucketed(sentences, _steps, len(sentences), self.max_tokens_per_batch)
+        batches = bucketed(sentences, _steps, len(sentences), self.max_batch_tokens)
         for index, vectors in self._forward_indexed(batches):
             out[index] = vectors
         return out
@@ -252,9 +275,20 @@ class Embedder:
             yield from zip(indices, self._forward([s for _, s in batch]), strict=True)
 
     def _forward(self, sentences: Sequence[Sentence]) -> list[np.ndarray]:
-        """One model run over checked sentences; per-sentence arrays, boundaries removed."""
+        """One model run over checked sentences; per-sentence arrays, boundaries removed.
+
+        Stateful: the rows' states are read, run and written back under one lock, so
+        threads sharing the embedder take turns (each call continues the rows the
+        call before it left, whichever thread made it).
+        """
         if not sentences:
             return []
+        if self.stateful:
+            with self._state_lock:
+                return self._run(sentences)
+        return self._run(sentences)
+
+    def _run(self, sentences: Sequence[Sentence]) -> list[np.ndarray]:
         plan = self.token_cache.plan(sentences)
         state_c, state_h = self._initial_state(len(sentences))
         feed = {
@@ -273,7 +307,7 @@ class Embedder:
         if self.token_cache.capacity:
             fetch.append(contract.OUTPUT_TOKEN_VECTORS)
         try:
-            outputs = self._session.run(fetch, feed)
+            outputs = self._session.run(fetch, feed, self._run_options)
         except Exception as e:  # onnxruntime raises its own pybind11 exception types
             first = first_line(e)
             batch, steps = plan.token_index.shape
@@ -299,6 +333,20 @@ class Embedder:
 
     def _keep_state(self, final_c: np.ndarray, final_h: np.ndarray) -> None:
         self._states.update(final_c, final_h)
+
+
+def shrink_options(providers: Sequence[str]) -> ort.RunOptions:
+    """Run options that hand the memory arena's unused chunks back after every run.
+
+    onnxruntime's arena keeps the peak of the largest batch it ever ran (RSS 96
+    -> 262 MiB after one 16 x 2,000-token batch, still 245 MiB after 20 small
+    ones); shrinking it at the end of each run (onnxruntime #20640) brings RSS
+    back to the small batches' level. Cost: measured in bench/threads.py --arena.
+    """
+    devices = ["cpu:0"] + (["gpu:0"] if "CUDAExecutionProvider" in providers else [])
+    options = ort.RunOptions()
+    options.add_run_config_entry("memory.enable_memory_arena_shrinkage", ";".join(devices))
+    return options
 
 
 def _steps(sentence: Sentence) -> int:
