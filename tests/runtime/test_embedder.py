@@ -36,9 +36,9 @@ def record_batches(emb: Embedder, monkeypatch: pytest.MonkeyPatch) -> list[tuple
     shapes: list[tuple[int, ...]] = []
     run = emb._session.run
 
-    def spy(fetch, feed):
+    def spy(fetch, feed, options=None):
         shapes.append(feed[contract.INPUT_TOKEN_INDEX].shape)
-        return run(fetch, feed)
+        return run(fetch, feed, options)
 
     monkeypatch.setattr(emb._session, "run", spy)
     return shapes
@@ -67,10 +67,13 @@ def test_embed_batch_strips_boundaries_and_keeps_order(emb: Embedder, toy: Calla
         assert out.flags.c_contiguous and out.base is None  # a copy, not a view of the batch
 
 
-def test_embed_batch_is_one_forward_pass(emb: Embedder, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_embed_batch_is_cut_by_the_token_budget(emb: Embedder,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 24 item 5: one pass of 100 x 3,002 padded steps before; now the long sentence
+    runs alone and the short ones together, as embed_sentences would run them."""
     shapes = record_batches(emb, monkeypatch)
     emb.embed_batch([["x"] * 3000] + [["a"]] * 99)
-    assert shapes == [(100, 3002)]
+    assert sorted(shapes) == [(1, 3002), (99, 3)]
 
 
 def test_empty_batch_never_reaches_the_model(
@@ -83,7 +86,7 @@ def test_empty_batch_never_reaches_the_model(
 
 
 def test_onnxruntime_failure_is_one_line(emb: Embedder, monkeypatch: pytest.MonkeyPatch) -> None:
-    def fail(fetch, feed):
+    def fail(fetch, feed, options=None):
         raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : bad alloc\ndetails")
 
     monkeypatch.setattr(emb._session, "run", fail)
