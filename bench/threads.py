@@ -1,7 +1,9 @@
 """What sharing one Embedder between threads costs, and what the memory lever costs.
 
     python bench/threads.py                 # thread-safety cost: 1 and 4 threads, lock on/off
-    python bench/threads.py --arena         # arena shrinkage: speed and RSS, on/off
+    python bench/threads.py --arena         # arena shrinkage: RSS, on/off, a child each
+    python bench/threads.py --shrink-cost   # arena shrinkage: speed, on/off, one process
+    python bench/threads.py --peak          # peak RSS of embed_batch, 100 x 600 tokens
 
 Threads: ``--threads-list 1 4`` threads share one Embedder (bundled model,
 default token cache, one onnxruntime intra-op thread per session so the
@@ -123,6 +125,52 @@ def bench_arena(args: argparse.Namespace) -> None:
               f"{row['small_seconds']:15.3f}")
 
 
+def bench_shrink_cost(args: argparse.Namespace) -> None:
+    """Small and large batches with and without the shrink run option, alternating."""
+    from elmo_runtime.embedder import Embedder, shrink_options
+
+    rng = random.Random(0)
+
+    def batch(n: int, lo: int, hi: int) -> list[list[str]]:
+        return [[rng.choice(WORDS) for _ in range(rng.randint(lo, hi))] for _ in range(n)]
+
+    emb = Embedder(threads=1, token_cache_mb=0)
+    small = [batch(8, 5, 25) for _ in range(30)]
+    big = [batch(32, 150, 200) for _ in range(3)]
+    options = shrink_options(emb.providers)
+    for b in small[:3]:
+        emb.embed_batch(b)
+    times: dict[tuple[str, bool], list[float]] = {}
+    for r in range(2 * args.rounds):
+        for on in ((True, False) if r % 2 == 0 else (False, True)):
+            emb._run_options = options if on else None
+            for kind, batches in (("small", small), ("big", big)):
+                start = time.perf_counter()
+                for b in batches:
+                    emb.embed_batch(b)
+                times.setdefault((kind, on), []).append(time.perf_counter() - start)
+    for kind in ("small", "big"):
+        a, b = min(times[(kind, True)]), min(times[(kind, False)])
+        print(f"{kind}: shrink {a:.3f} s, no shrink {b:.3f} s, ratio {a / b:.3f} "
+              f"(best of {2 * args.rounds})")
+
+
+def bench_peak(args: argparse.Namespace) -> None:
+    """Peak RSS of one embed_batch of 100 sentences x 600 tokens."""
+    from elmo_runtime.embedder import Embedder
+
+    rng = random.Random(0)
+    items = [[rng.choice(WORDS) for _ in range(600)] for _ in range(100)]
+    emb = Embedder(token_cache_mb=0)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    out = emb.embed_batch(items)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(f"peak RSS {peak / 1024:.0f} MiB ({before / 1024:.0f} MiB before the call), "
+          f"{seconds:.1f} s, checksum {sum(float(o.sum()) for o in out):.6g}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads-list", type=int, nargs="+", default=[1, 4])
@@ -130,6 +178,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--arena", action="store_true")
     parser.add_argument("--arena-child", type=int, choices=(0, 1))
+    parser.add_argument("--shrink-cost", action="store_true")
+    parser.add_argument("--peak", action="store_true")
     args = parser.parse_args()
     if args.arena_child is not None:
         print(json.dumps(_arena_child(bool(args.arena_child))))
@@ -138,6 +188,10 @@ def main() -> None:
           f"load {os.getloadavg()[0]:.1f}", flush=True)
     if args.arena:
         bench_arena(args)
+    elif args.shrink_cost:
+        bench_shrink_cost(args)
+    elif args.peak:
+        bench_peak(args)
     else:
         bench_threads(args)
 
