@@ -25,14 +25,14 @@ def test_the_recipe_round_trips(toy_model_path: Path, tmp_path: Path) -> None:
     mix_file = tmp_path / "mix.json"
     mix_file.write_text('{"weights": [0.1, 0.2, 0.3], "gamma": 2.0}')
     emb = Embedder(toy_model_path, mix=mix_file, threads=1, token_cache_mb=1,
-                   max_tokens_per_batch=500)
+                   max_batch_tokens=500)
     emb.embed_sentence(SENTENCE)  # a warm token cache does not travel
     data = pickle.dumps(emb)
     assert len(data) < 2000  # a recipe, not a model
     mix_file.unlink()  # the resolved mix travels, not its file
     again = pickle.loads(data)
     assert again.model_path == emb.model_path and again.mix == ScalarMix([0.1, 0.2, 0.3], 2.0)
-    assert again.max_tokens_per_batch == 500 and len(again.token_cache) == 0
+    assert again.max_batch_tokens == 500 and len(again.token_cache) == 0
     np.testing.assert_array_equal(again.embed_sentence(SENTENCE), emb.embed_sentence(SENTENCE))
 
 

@@ -73,9 +73,9 @@ def test_embed_batch_honours_the_token_budget(toy_model_path: Path,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 24 item 5: embed_batch ran one forward pass whatever its size (100 x 600
     tokens peaked at 1,405 MiB against 405 MiB through embed_sentences). Now it is cut
-    by max_tokens_per_batch, and gives the same arrays."""
+    by max_batch_tokens, and gives the same arrays."""
     items = sentences(40, seed=3)
-    emb = Embedder(toy_model_path, max_tokens_per_batch=64, token_cache_mb=0)
+    emb = Embedder(toy_model_path, max_batch_tokens=64, token_cache_mb=0)
     runs: list[tuple[int, int]] = []
 
     def counting(embedder: Embedder) -> None:
@@ -90,10 +90,10 @@ def test_embed_batch_honours_the_token_budget(toy_model_path: Path,
     counting(emb)
     got = emb.embed_batch(items)
     assert len(runs) > 1 and all(steps <= 64 for _, steps in runs)
-    whole = Embedder(toy_model_path, max_tokens_per_batch=10**6, token_cache_mb=0)
+    whole = Embedder(toy_model_path, max_batch_tokens=10**6, token_cache_mb=0)
     for a, b in zip(got, whole.embed_batch(items), strict=True):
         np.testing.assert_array_equal(a, b)
-    stateful = Embedder(toy_model_path, max_tokens_per_batch=64, stateful=True)
+    stateful = Embedder(toy_model_path, max_batch_tokens=64, stateful=True)
     runs.clear()
     counting(stateful)
     stateful.embed_batch(items)
