@@ -145,8 +145,9 @@ class EmbedderSettings:
     ``model``: None (the bundled default), a bundled name or a path;
     ``path``: the model file's absolute path once :meth:`resolved` (None
     before). ``provider``: "auto", "cpu" or "cuda"; ``threads``: intra-op
-    threads (None: onnxruntime's choice). ``mix``: a :class:`MixSpec` (any
-    value :meth:`MixSpec.of` takes is turned into one). ``max_batch_tokens``:
+    threads (None: the CPUs the process may use, :mod:`elmo_runtime.cpus`).
+    ``mix``: a :class:`MixSpec` (any value :meth:`MixSpec.of` takes is turned
+    into one). ``max_batch_tokens``:
     cap on padded steps (rows x (longest + 2)) per batch (None: the model's
     default, :func:`elmo_runtime.batching.max_tokens_for`). ``token_cache_mb``:
     MiB for the vectors of tokens seen before (0: off). ``stateful``: carry
