@@ -169,9 +169,10 @@ def _send(server: Server, data: bytes) -> socket.socket:
 def test_clients_that_never_read_hold_little_memory():
     """8 clients post ~75 KB each (an answer of ~55 MiB of JSON) and never read it."""
     server = start_server("--mix", "top", "--send-timeout", "20", "--token-cache", "0")
-    body = json.dumps({"inputs": [["word"] * 1000] * 18}).encode()  # 18,000 tokens
+    request = {"inputs": [["word"] * 1000] * 18}  # 18,000 tokens
+    body = json.dumps(request).encode()
     try:
-        server.post("/embed", {"inputs": [["word"] * 1000] * 2}, key=None)  # warm, then idle
+        assert server.post("/embed", request, key=None)[0] == 200  # one read, then idle
         idle = _rss_mib(server)
         socks = [_post_raw(server.port, body, rcvbuf=4096) for _ in range(8)]
         _wait_for(lambda: _metric(server, "elmo_requests_in_flight") == 8, "never 8 in flight")

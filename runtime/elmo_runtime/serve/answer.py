@@ -3,9 +3,10 @@
 The body is parsed and tokenized in the service's one CPU worker thread (never on
 the event loop). The request's sentences go to the batcher in *groups* (at most
 half a model run's token budget and :data:`CHUNK_BYTES` of answer each), at most
-:data:`DEPTH` groups queued ahead of the one being sent: a client that does not
-read its answer holds two groups' vectors and one rendered chunk, never the whole
-answer, and a large request takes its fair share of model runs, not all of them.
+:data:`DEPTH` groups queued, the next ones only once a chunk is handed to the
+connection: a client that does not read its answer holds about a group's vectors
+and two rendered chunks (one in the connection's buffer), never the whole answer,
+and a large request takes its fair share of model runs, not all of them.
 An answer of one group is sent with a ``Content-Length``; a longer one is
 streamed (chunked), group by group, as the client reads.
 
@@ -142,26 +143,30 @@ class Stream:
         budget = max(1, batcher.max_batch_tokens // 2)
         self._groups = deque(group_bounds(plan.sentences, budget, plan.sentence_bytes))
         self._pending: deque[tuple[int, asyncio.Task]] = deque()
-        self._fill()
+        self.fill()
 
     @property
     def more(self) -> bool:
         """Whether a group is still to come."""
-        return bool(self._pending)
+        return bool(self._pending or self._groups)
 
-    def _fill(self) -> None:
+    def fill(self) -> None:
+        """Queue groups until :data:`DEPTH` are pending (called once a chunk is handed to the
+        connection, so a client that does not read stops the queueing)."""
         while self._groups and len(self._pending) < DEPTH:
             start, end = self._groups.popleft()
             work = self._batcher.embed(self.plan.sentences[start:end], self._owner)
             self._pending.append((start, asyncio.ensure_future(work)))
 
     async def next(self) -> bytes | None:
+        """The next group's JSON items (None after the last)."""
+        if not self._pending:
+            self.fill()
         if not self._pending:
             return None
         start, task = self._pending[0]
         vectors = await task
         self._pending.popleft()
-        self._fill()
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._cpu, self.plan.render, vectors, start)
 
@@ -234,11 +239,13 @@ class Streamed(Response):
             await send({"type": "http.response.start", "status": 200,
                         "headers": self.raw_headers})
             await send({"type": "http.response.body", "body": self.first, "more_body": True})
+            self.stream.fill()
             while self.stream.more:
                 chunk = await race(self.stream.next(), self.gone, self.deadline)
                 assert chunk is not None
                 await send({"type": "http.response.body", "body": b"," + chunk,
                             "more_body": True})
+                self.stream.fill()
             await send({"type": "http.response.body", "body": self.stream.plan.tail})
         except Gone:
             scope[STATUS_KEY] = CLIENT_CLOSED
