@@ -63,13 +63,15 @@ def test_joblib(toy_model_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_ray_task(toy_model_path: Path, tmp_path: Path) -> None:
-    ray = pytest.importorskip("ray", reason="Ray is not installed (the ray extra)")
+def test_ray_task(toy_model_path: Path) -> None:
+    pytest.importorskip("ray", reason="Ray is not installed (the ray extra)")
+    from elmo_runtime.output.ray_session import ray_session
+
     emb = Embedder(toy_model_path, threads=1)
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False,
-             _temp_dir=str(tmp_path / "ray"))
-    try:
-        got = ray.get(ray.remote(embed_in_child).remote(emb), timeout=300)
-    finally:
-        ray.shutdown()
+
+    def remote_embed(e: Embedder) -> np.ndarray:  # nested: pickled by value, not by module
+        return e.embed_sentence(["The", "cat", "sat", "on", "the", "mat", "."])
+
+    with ray_session(cpus=1) as ray:  # a private local Ray: loopback, short temp dir
+        got = ray.get(ray.remote(remote_embed).remote(emb), timeout=300)
     np.testing.assert_array_equal(got, emb.embed_sentence(SENTENCE))

@@ -30,6 +30,7 @@ import functools
 import os
 import re
 import shutil
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -38,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from .. import corpus
 from ..batching import DEFAULT_BATCH_SIZE
 from ..corpus import decode_line, iter_lines, tokenizer
+from ..cpus import available_cpus
 from ..errors import RAY_HINT, ElmoError, first_line
 from ..files import partial_path, publish, sha256_file
 from ..mix import Mix
@@ -207,6 +209,7 @@ def embed_dataset(
     token_cache_mb: float = DEFAULT_CACHE_MB,
     tokenize: bool = False,
     settings: EmbedderSettings | None = None,
+    max_restarts: int | None = None,
 ) -> Any:
     """``ds`` with ``text_column`` replaced by ``tokens``, ``shape`` and ``vectors``.
 
@@ -218,7 +221,10 @@ def embed_dataset(
     "float32" or "float16". ``settings``, when given, replace ``model``,
     ``mix``, ``batch_size``, ``threads``, ``provider`` and ``token_cache_mb``.
     The model is resolved here, once; each actor gets the resolved settings
-    as data. Lazy, like every Ray Data transform.
+    as data. ``max_restarts``: how often Ray restarts a dead actor (None: Ray
+    Data's default, forever; it then logs an ERROR line per run because the
+    actors' arguments live in the object store). Lazy, like every Ray Data
+    transform.
     """
     ray = import_ray()
     check_dtype(dtype)
@@ -230,20 +236,25 @@ def embed_dataset(
         settings = settings.resolved()
     settings = replace(settings, threads=settings.threads or 1)  # an actor's CPUs
     threads = settings.threads
-    return ds.map_batches(
-        EmbedBatches,
-        fn_constructor_kwargs={
-            "settings": settings.to_dict(),
-            "dtype": dtype,
-            "text_column": text_column,
-            "tokenize": tokenize,
-        },
-        batch_size=settings.batch_size * CALL_BATCHES,
-        batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=actors),
-        num_cpus=threads,
-        num_gpus=gpus_per_actor,
-    )
+    with warnings.catch_warnings():
+        # Ray 2.60 takes max_restarts only through ray_remote_args, deprecated for named
+        # parameters it does not have yet; the warning would be a line on every run
+        warnings.filterwarnings("ignore", message=".*ray_remote_args.* is deprecated")
+        return ds.map_batches(
+            EmbedBatches,
+            fn_constructor_kwargs={
+                "settings": settings.to_dict(),
+                "dtype": dtype,
+                "text_column": text_column,
+                "tokenize": tokenize,
+            },
+            batch_size=settings.batch_size * CALL_BATCHES,
+            batch_format="pyarrow",
+            compute=ray.data.ActorPoolStrategy(size=actors),
+            num_cpus=threads,
+            num_gpus=gpus_per_actor,
+            **({} if max_restarts is None else {"max_restarts": max_restarts}),
+        )
 
 
 def _elmo_error(error: BaseException) -> ElmoError | None:
@@ -342,7 +353,7 @@ def embed_files(
         manifest.shards = []
         staging = partial_path(manifest.directory / "ray")
         if address is None and actors is None:
-            actors = max(1, ((os.cpu_count() or 1) - HEADROOM_CPUS) // threads)
+            actors = max(1, (available_cpus() - HEADROOM_CPUS) // threads)
         cpus = None if address is not None else actors * threads + HEADROOM_CPUS
         try:
             with ray_session(address, cpus, temp_dir) as session:
@@ -357,6 +368,9 @@ def embed_files(
                     gpus_per_actor=gpus_per_actor,
                     tokenize=tokenize,
                     settings=settings,
+                    # a private local Ray: an actor that died (OOM) would die again, and
+                    # Ray's restarts cost an ERROR line on every run; a cluster keeps them
+                    max_restarts=0 if address is None else None,
                 )
                 _write(ds, staging)
             manifest.shards = _publish(staging, manifest.directory)
