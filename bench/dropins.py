@@ -130,6 +130,7 @@ def main() -> None:
             if r["times_s"]:
                 r["tok_s"] = tokens / (sum(r["times_s"]) / len(r["times_s"]))
             results.append(r)
+            print(f"{label}: {json.dumps(r)}", file=sys.stderr, flush=True)  # as it comes
     report(results, args)
 
 
