@@ -279,13 +279,17 @@ class Embedder:
 
         Stateful: the rows' states are read, run and written back under one lock, so
         threads sharing the embedder take turns (each call continues the rows the
-        call before it left, whichever thread made it).
+        call before it left, whichever thread made it). A single stateless sentence
+        longer than the batch cap runs in pieces (:meth:`_forward_long`), so that its
+        memory stays that of its output plus a constant.
         """
         if not sentences:
             return []
         if self.stateful:
             with self._state_lock:
                 return self._run(sentences)
+        if len(sentences) == 1 and _steps(sentences[0]) > self.max_batch_tokens:
+            return [self._forward_long(sentences[0])]
         return self._run(sentences)
 
     def _run(self, sentences: Sequence[Sentence]) -> list[np.ndarray]:
@@ -321,6 +325,68 @@ class Embedder:
             self._keep_state(outputs[1], outputs[2])
         layers = outputs[0]
         return [self._finish(layers[i, :, 1 : 1 + len(s)]) for i, s in enumerate(sentences)]
+
+    def _forward_long(self, sentence: Sentence) -> np.ndarray:
+        """One long sentence in pieces of ``C = max_batch_tokens // 2`` steps, with a
+        memory of its output ``(L+1, n, 2P)`` plus what one piece takes.
+
+        The forward LSTMs only look back and the backward ones only ahead, so each call
+        runs two rows: row 0 the pieces first to last, carrying the forward state, row 1
+        last to first, carrying the backward state (the graph runs both directions on both
+        rows; each row's other half is dropped). The steps are those of the whole
+        sentence, ``<S>`` and ``</S>`` included, so the vectors are the whole run's
+        (tests/runtime/test_long.py holds them to it).
+        """
+        opts = self.info.options
+        p = opts.projection_dim
+        tokens = ["<S>", *sentence, "</S>"]  # literal boundaries are the boundary rows
+        steps = len(tokens)
+        size = max(1, self.max_batch_tokens // 2)
+        pieces = [(start, min(start + size, steps)) for start in range(0, steps, size)]
+        out = np.empty((opts.n_output_layers, len(sentence), 2 * p), dtype=np.float32)
+        c = np.zeros((2, opts.n_layers, 2, opts.lstm_dim), dtype=np.float32)
+        h = np.zeros((2, opts.n_layers, 2, p), dtype=np.float32)
+        for t in range(len(pieces)):
+            spans = (pieces[t], pieces[len(pieces) - 1 - t])  # row 0 forward, row 1 backward
+            rows = [tokens[a:b] for a, b in spans]
+            plan = self.token_cache.plan(rows)
+            width = max(len(r) for r in rows)
+            index = plan.token_index[:, 1 : 1 + width].copy()  # without the plan's own <S>
+            for i, r in enumerate(rows):
+                index[i, len(r):] = -1
+            feed = {
+                contract.INPUT_TOKEN_CHARS: plan.token_chars,
+                contract.INPUT_TOKEN_INDEX: index,
+                contract.INPUT_STATE_C: c,
+                contract.INPUT_STATE_H: h,
+            }
+            if len(plan.cached_vectors):
+                feed[contract.INPUT_CACHED_VECTORS] = plan.cached_vectors
+            if plan.word_ids is not None:
+                feed[contract.INPUT_WORD_IDS] = plan.word_ids
+            fetch = [contract.OUTPUT_LAYERS, contract.OUTPUT_STATE_C, contract.OUTPUT_STATE_H]
+            if self.token_cache.capacity:
+                fetch.append(contract.OUTPUT_TOKEN_VECTORS)
+            try:
+                layers, c_out, h_out, *vectors = self._session.run(fetch, feed,
+                                                                   self._run_options)
+            except Exception as e:  # onnxruntime raises its own pybind11 exception types
+                raise ElmoError(f"{self.model_path}: onnxruntime failed on a piece of a "
+                                f"{len(sentence)}-token sentence: {first_line(e)}") from e
+            if vectors:
+                self.token_cache.store(plan, vectors[0])
+            c, h = c.copy(), h.copy()
+            c[0, :, 0], h[0, :, 0] = c_out[0, :, 0], h_out[0, :, 0]
+            c[1, :, 1], h[1, :, 1] = c_out[1, :, 1], h_out[1, :, 1]
+            for row, (a, b), half in ((0, spans[0], slice(0, p)), (1, spans[1], slice(p, None))):
+                lo, hi = max(a, 1), min(b, steps - 1)  # the sentence's own steps
+                if lo >= hi:
+                    continue
+                piece = layers[row, :, lo - a : hi - a]
+                if row == 0:
+                    out[0, lo - 1 : hi - 1] = piece[0]
+                out[1:, lo - 1 : hi - 1, half] = piece[1:, :, half]
+        return out if self._mix is None else self._mix(out)
 
     def _finish(self, layers: np.ndarray) -> np.ndarray:
         out = np.array(layers, dtype=np.float32)  # a copy: never keep the whole batch alive
