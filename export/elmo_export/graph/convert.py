@@ -33,6 +33,25 @@ def check_directory(path: Path) -> None:
         raise ElmoError(f"{path}: directory {path.parent} does not exist")
 
 
+def _metadata(options: ElmoOptions, source: dict[str, Any], parity: dict[str, Any],
+              vocabulary: Any) -> dict[str, str]:
+    return contract.make_metadata(
+        options,
+        source={**source, "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+        parity=parity,
+        vocabulary=vocabulary,
+    )
+
+
+def metadata_bytes(meta: dict[str, str]) -> bytes:
+    """``meta`` as a serialized ModelProto holding only ``metadata_props``: appended to a
+    serialized model without metadata it adds them (protobuf merges concatenated messages,
+    repeated fields appended), so a large model need not be serialized twice."""
+    extra = onnx.ModelProto()
+    onnx.helper.set_model_props(extra, meta)
+    return extra.SerializeToString()
+
+
 def write_model(proto: onnx.ModelProto, options: ElmoOptions, path: str | Path,
                 source: dict[str, Any], parity: dict[str, Any],
                 vocabulary: Any = None) -> None:
@@ -41,12 +60,7 @@ def write_model(proto: onnx.ModelProto, options: ElmoOptions, path: str | Path,
     ``vocabulary``: a code-point model's vocabularies (``spec.codepoints``).
     """
     path = Path(path)
-    meta = contract.make_metadata(
-        options,
-        source={**source, "exported": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
-        parity=parity,
-        vocabulary=vocabulary,
-    )
+    meta = _metadata(options, source, parity, vocabulary)
     onnx.helper.set_model_props(proto, meta)
     try:
         with atomic_path(path) as tmp:
@@ -80,14 +94,25 @@ def convert_weights(options: ElmoOptions, weights: Weights, output: str | Path,
     """
     output = Path(output)
     check_directory(output)
-    proto = build_model(options, weights)
-    reference = NumpyBiLM(options, weights)
-    report = check_parity(reference.run, numpy_reference_name(), options,
-                          proto.SerializeToString(), atol=atol, scheme=vocabulary,
-                          sentences=sentences)
     if not has_projection(weights, options):
         source = {**source, "cell_projection": False}
-    write_model(proto, options, output, source, report.metadata(atol), vocabulary=vocabulary)
+    proto = build_model(options, weights)
+    del proto.metadata_props[:]  # the metadata is appended once parity is known
+    reference = NumpyBiLM(options, weights)
+    # Memory: the graph is serialized once, straight into the temp file, and the proto let
+    # go before onnxruntime loads that file for the parity check; the metadata is appended
+    # after it (bench/RESULTS.md, "First-use conversion").
+    try:
+        with atomic_path(output) as tmp:
+            tmp.write_bytes(proto.SerializeToString())
+            del proto
+            report = check_parity(reference.run, numpy_reference_name(), options, tmp,
+                                  atol=atol, scheme=vocabulary, sentences=sentences)
+            with open(tmp, "ab") as f:
+                f.write(metadata_bytes(_metadata(options, source, report.metadata(atol),
+                                                 vocabulary)))
+    except OSError as e:
+        raise ElmoError(f"{output}: cannot write ({e.strerror})") from None
     return report
 
 

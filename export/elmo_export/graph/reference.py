@@ -28,18 +28,33 @@ from ..bilm_tf.weights import (
 )
 
 
+class _Float64:
+    """``weights[name]`` as float64, converted on each lookup (nothing kept)."""
+
+    def __init__(self, weights: Weights) -> None:
+        self._weights = weights
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return np.asarray(self._weights[name], dtype=np.float64)
+
+
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * x))  # 1 / (1 + exp(-x)) without overflow
 
 
 class NumpyBiLM:
-    """The biLM of docs/elmo-spec.md in float64 NumPy. Raises WeightsError for bad weights."""
+    """The biLM of docs/elmo-spec.md in float64 NumPy. Raises WeightsError for bad weights.
+
+    The weights are kept as given (float32) and widened to float64 where they are used,
+    one LSTM layer at a time: the original size would otherwise hold 0.75 GB of float64
+    copies while `elmo convert` checks it.
+    """
 
     def __init__(self, options: ElmoOptions, weights: Weights) -> None:
         check_weights(weights, options, "weights")
         self.options = options
         self.projected = has_projection(weights, options)
-        self.w = {k: np.asarray(v, dtype=np.float64) for k, v in weights.items()}
+        self.w = _Float64(weights)
         e = options.char_embed_dim
         self.embed = np.concatenate([np.zeros((1, e)), self.w["char_embed"]])  # shifted id 0 → 0
 
