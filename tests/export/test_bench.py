@@ -62,3 +62,25 @@ def test_bench_runs_end_to_end(tmp_path: Path) -> None:
                     result["models"][0]["derived"]["after"]):
         assert derived["b32_peak_fraction"] > 0 and derived["b1_bound_fraction"] > 0
     assert set(result["models"][0]["derived"]["prepare_s"]) == {"fp32", "int8", "int4"}
+
+
+def test_profile_ops_and_rows_per_call_run(tiny_model_path: Path) -> None:
+    """bench/profile_ops.py prints a share per op kind; bench/rows_per_call.py both plans."""
+    profile = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "profile_ops.py"), str(tiny_model_path),
+         "--b1", "2", "--b32", "1", "--threads", "1"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert profile.returncode == 0, profile.stderr[-2000:]
+    assert profile.stdout.count("| op | share | calls |") == 2
+    shares = [float(line.split("|")[2].strip(" %")) for line in profile.stdout.splitlines()
+              if line.startswith("| ") and line.strip().endswith("|") and "%" in line]
+    assert shares and all(0 <= s <= 100 for s in shares)
+    rows = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "rows_per_call.py"), str(tiny_model_path),
+         str(tiny_model_path), "--sentences", "40", "--rounds", "1", "--threads", "1"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert rows.returncode == 0, rows.stderr[-2000:]
+    assert "32 rows: calls of [32, 8] rows" in rows.stdout
+    assert rows.stdout.count("tok/s") == 4
