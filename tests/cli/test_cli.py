@@ -589,3 +589,18 @@ class Unraisable(NamedTuple):
     exc_traceback: object
     err_msg: str
     object: object
+
+
+def test_closed_stdout_is_one_line(tmp_path: Path) -> None:
+    """`elmo pull --list | head -1`: a reader that leaves gives one line, not an internal error."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write to stdout now fails with EPIPE
+    try:
+        done = subprocess.run([*elmo_command(), "pull", "--list"], stdout=write_end,
+                              stderr=subprocess.PIPE, timeout=120, check=False)
+    finally:
+        os.close(write_end)
+    stderr = done.stderr.decode()
+    assert done.returncode == 1, stderr
+    assert stderr.splitlines() == [
+        "Error: standard output was closed (broken pipe); the output is incomplete"], stderr

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import importlib
 import os
+import sys
 import warnings
 from importlib.metadata import EntryPoint, entry_points
 from typing import Any
@@ -112,6 +113,11 @@ class ElmoGroup(click.Group):
             ctx.exit(EXIT_INTERRUPTED)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
+        except BrokenPipeError:  # `elmo pull --list | head`: the reader left
+            _silence_stdout()
+            click.echo("Error: standard output was closed (broken pipe); the output is "
+                       "incomplete", err=True)
+            ctx.exit(1)
         except Exception as e:
             if os.environ.get("ELMO_DEBUG", "") not in ("", "0"):
                 raise
@@ -121,6 +127,16 @@ class ElmoGroup(click.Group):
                 err=True,
             )
             ctx.exit(EXIT_INTERNAL)
+
+
+def _silence_stdout() -> None:
+    """Point fd 1 at /dev/null so that the interpreter's final flush of a closed pipe is quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):  # no real fd behind stdout (a test runner's capture)
+        pass
 
 
 @click.group("elmo", cls=ElmoGroup, context_settings={"help_option_names": ["-h", "--help"]})
