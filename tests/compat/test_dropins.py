@@ -19,7 +19,7 @@ from elmo_runtime.compat import converted
 from elmo_runtime.compat.allennlp import ConfigurationError, ElmoEmbedder
 from elmo_runtime.compat.simple_elmo import ElmoModel
 from elmo_runtime.compat.sources import locate
-from elmo_runtime.errors import ElmoError, ProviderError
+from elmo_runtime.errors import GPU_HINT, ElmoError, ProviderError
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -89,8 +89,9 @@ def test_cuda_device(pair: tuple[Path, Path]) -> None:
         ElmoEmbedder(*pair, cuda_device=1)
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("CUDA is available here: cuda_device=0 runs (a gpu test)")
-    with pytest.raises(ProviderError, match="onnxruntime-gpu"):
+    with pytest.raises(ProviderError, match="onnxruntime-gpu") as refused:
         ElmoEmbedder(*pair, cuda_device=0)
+    assert str(refused.value).count(GPU_HINT) == 1, refused.value  # the fix, said once
 
 
 def test_simple_elmo_refusals_and_load(bilm_fixtures: Path, tmp_path: Path) -> None:

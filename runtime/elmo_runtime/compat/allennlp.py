@@ -27,7 +27,7 @@ from typing import IO
 import numpy as np
 
 from ..embedder import Embedder
-from ..errors import GPU_HINT, InputError, ProviderError
+from ..errors import InputError, ProviderError
 from ..files import atomic_path
 from .converted import model_for
 
@@ -53,7 +53,7 @@ class ElmoEmbedder:
 
     ``options_file``: options.json, or a model folder / NLPL or SeqVec ZIP / ``.onnx`` file
     (then ``weight_file`` is None). ``cuda_device``: -1 for the CPU, 0 for the CUDA
-    execution provider (``pip install 'elmo-edge[gpu]'``; ProviderError otherwise).
+    execution provider (the onnxruntime-gpu build; ProviderError otherwise).
     Keyword-only extras: ``stateful`` (default True, AllenNLP's behaviour), ``threads``
     (onnxruntime intra-op threads). Raises ElmoError subclasses with one-line messages.
     """
@@ -74,7 +74,7 @@ class ElmoEmbedder:
             self._embedder = Embedder(path, stateful=stateful, provider=provider,
                                       threads=threads)
         except ProviderError as e:
-            raise ProviderError(f"cuda_device={cuda_device}: {e} ({GPU_HINT})") from None
+            raise ProviderError(f"cuda_device={cuda_device}: {e}") from None  # e names the fix
         self.cuda_device = cuda_device
         self.model_path = path
 
