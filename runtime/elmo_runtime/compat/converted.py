@@ -7,8 +7,12 @@ reused on the next start, by any process. The conversion is ``elmo convert`` in 
 process (the runtime imports nothing of the export side; the child's peak memory leaves
 with it), writing into a temporary folder beside the final one; the folder is renamed into
 place when complete, under an exclusive ``flock`` per key, so concurrent first uses convert
-once and nobody sees half a model. The cache folder must belong to the user and not be
-writable by others (a model there is code onnxruntime runs).
+once and nobody sees half a model. The cache must be the user's
+(:func:`elmo_runtime.loading.trust.trusted_cache_root`: a model there is code onnxruntime
+runs); otherwise nothing is converted into it or read from it: an UntrustedCache error
+(one line: which folder, whose, what mode) says to set ``ELMO_EDGE_CACHE`` to a folder of
+the user's own. A converted model, its folder and ``converted/`` must be the user's and no
+links, else it is converted again (a link is never followed or deleted).
 """
 
 from __future__ import annotations
@@ -17,7 +21,6 @@ import contextlib
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -26,7 +29,15 @@ from pathlib import Path
 
 from ..errors import CONVERT_HINT, ElmoError
 from ..format import contract
-from ..loading.hashes import cache_root, model_sha256
+from ..loading.hashes import model_sha256
+from ..loading.trust import (
+    UntrustedCache,
+    owned_dir,
+    owned_file,
+    private_dir,
+    remove_tree,
+    trusted_cache_root,
+)
 from .sources import Source, extract, locate
 
 MODEL = "model.onnx"
@@ -46,22 +57,21 @@ def cache_key(source: Source, root: Path) -> str:
 def converted_model(source: Source, root: Path | None = None) -> Path:
     """The elmo-edge model converted from ``source``: cached, else converted now (once).
 
-    Raises ElmoError when the cache folder is not the user's, or the conversion fails
-    (the child's one-line error, e.g. an option the converter refuses by name).
+    Raises UntrustedCache (an ElmoError) when the cache is not the user's, ElmoError when
+    the conversion fails (the child's one-line error, e.g. an option the converter refuses
+    by name).
     """
-    root = (cache_root() if root is None else Path(root))
-    converted = root / "converted"
-    _private_dir(root, strict=False)
-    _private_dir(converted)
+    root = trusted_cache_root(None if root is None else Path(root))
+    converted = private_dir(root / "converted")
     key = cache_key(source, root)
     final = converted / key
-    if (final / MODEL).is_file():
+    if is_ready(final / MODEL):
         return final / MODEL
     with _locked(converted / f"{key}.lock"):
-        if (final / MODEL).is_file():  # another process converted it while we waited
+        if is_ready(final / MODEL):  # another process converted it while we waited
             return final / MODEL
         for dead in converted.glob(f".{key[:16]}.*"):  # a killed converter's (lock held)
-            shutil.rmtree(dead, ignore_errors=True)
+            remove_tree(dead)
         tmp = Path(tempfile.mkdtemp(prefix=f".{key[:16]}.", dir=converted))
         try:
             options, weights = extract(source, tmp)
@@ -72,12 +82,25 @@ def converted_model(source: Source, root: Path | None = None) -> Path:
             (tmp / SOURCE_JSON).write_text(json.dumps(
                 {"options": source.options, "weights": source.weights,
                  "archive": None if source.archive is None else str(source.archive)}, indent=1))
-            if final.exists():  # a folder left without its model (removed by hand)
-                shutil.rmtree(final)
+            # a folder left without its model, or a link or file in its place (unlinked,
+            # never followed)
+            if os.path.lexists(final) and not remove_tree(final):
+                os.unlink(final)
             os.rename(tmp, final)
         finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+            remove_tree(tmp)
     return final / MODEL
+
+
+def is_ready(model: Path) -> bool:
+    """True when ``model`` is a regular file of the user's in a folder of the user's (no
+    links); what another user or a link put there is not used."""
+    try:
+        owned_dir(model.parent)
+        owned_file(model)
+    except (OSError, UntrustedCache):
+        return False
+    return True
 
 
 def _convert(options: Path, weights: Path, output: Path, source: Source) -> None:
@@ -99,22 +122,6 @@ def _convert(options: Path, weights: Path, output: Path, source: Source) -> None
     if lines:  # "wrote TMP (size); max |ONNX − float64 reference| = …"
         print(f"elmo-edge: converted; {lines[-1].partition('; ')[2]}", file=sys.stderr,
               flush=True)
-
-
-def _private_dir(path: Path, strict: bool = True) -> None:
-    """Create ``path`` (0700) or check it: a real folder of this user and, if ``strict``,
-    not writable by others."""
-    with contextlib.suppress(FileExistsError):
-        path.mkdir(mode=0o700, parents=True)
-    st = os.lstat(path)
-    if not os.path.isdir(path) or os.path.islink(path):
-        raise ElmoError(f"{path}: the cache must be a folder, not a link or a file")
-    if hasattr(os, "getuid") and st.st_uid != os.getuid():
-        raise ElmoError(f"{path}: the cache folder belongs to another user (uid {st.st_uid}); "
-                        "set ELMO_EDGE_CACHE to a folder of your own")
-    if strict and st.st_mode & 0o022:
-        raise ElmoError(f"{path}: the cache folder is writable by others "
-                        f"(mode {st.st_mode & 0o777:o}); chmod go-w it or set ELMO_EDGE_CACHE")
 
 
 @contextlib.contextmanager

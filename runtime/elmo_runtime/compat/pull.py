@@ -20,7 +20,10 @@ GETs), then converted as the drop-ins convert (:func:`.converted.converted_model
   file that fails is deleted (the next pull starts over) and the error names what differed.
 * **Progress**: one line per tenth of each file on stderr (``\\r``-updated on a terminal).
 
-Concurrent pulls of one name wait on a lock; the cache folders must be the user's own.
+Concurrent pulls of one name wait on a lock. The cache must be the user's
+(:func:`elmo_runtime.loading.trust.trusted_cache_root`), else the pull stops with one line
+(UntrustedCache: which folder, whose, what mode); files, records and folders in it that are
+links or another user's are not used.
 """
 
 from __future__ import annotations
@@ -40,11 +43,11 @@ from urllib.parse import urlsplit
 
 from ..errors import ElmoError
 from ..files import write_text_atomic
-from ..loading.hashes import cache_root
 from ..loading.pulled import MODEL, PULLED, pulled_dir
+from ..loading.trust import UntrustedCache, owned_file, private_dir, read_owned, trusted_cache_root
 from ..models.published import PublishedFile, PublishedModel, get_published
 from ..version import __version__
-from .converted import _locked, _private_dir, converted_model
+from .converted import _locked, converted_model, is_ready
 from .sources import Source, locate
 
 ENV_MIRROR = "ELMO_EDGE_MODEL_MIRROR"
@@ -199,8 +202,8 @@ def _verify(spec: PublishedFile, url: str, part: Path, declared: int | None,
     sha256, md5 = _digests(part)
     trust = _trust_file(root, url)
     try:
-        first = json.loads(trust.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        first = json.loads(read_owned(trust))
+    except (OSError, ValueError, UntrustedCache):
         first = None
     checks = [("the size the server declared", declared, size),
               ("the published size", spec.size_bytes, size),
@@ -216,7 +219,7 @@ def _verify(spec: PublishedFile, url: str, part: Path, declared: int | None,
                             "deleted, nothing was installed")
     record = {"url": url, "size": size, "sha256": sha256}
     if first is None:
-        trust.parent.mkdir(mode=0o700, exist_ok=True)
+        private_dir(trust.parent)
         write_text_atomic(trust, json.dumps(record, indent=1))
     return record
 
@@ -249,19 +252,18 @@ def pull(name: str, root: Path | None = None, progress: Progress = terminal_prog
     conversion (the files stay, verified: the next pull converts again).
     """
     model = get_published(name)
-    root = cache_root() if root is None else Path(root)
-    _private_dir(root, strict=False)
-    _private_dir(root / PULLED)
+    root = trusted_cache_root(None if root is None else Path(root))
+    private_dir(root / PULLED)
     folder = pulled_dir(name, root)
     with _locked(root / PULLED / f"{name}.lock"):
-        _private_dir(folder)
-        if (folder / MODEL).is_file() and (folder / PULLED_JSON).is_file():
+        private_dir(folder)
+        if is_ready(folder / MODEL) and is_ready(folder / PULLED_JSON):
             return folder / MODEL
         records = []
         for spec in model.files:
             target = folder / spec.filename
             label = f"{name} {spec.filename}"
-            if target.is_file():  # downloaded and verified by an earlier, unfinished pull
+            if _owned(target):  # downloaded and verified by an earlier, unfinished pull
                 records.append({"file": spec.filename, "size": target.stat().st_size})
                 continue
             records.append({"file": spec.filename,
@@ -272,6 +274,14 @@ def pull(name: str, root: Path | None = None, progress: Progress = terminal_prog
             {"name": name, "files": records, "converted": str(converted),
              "pulled_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}, indent=1))
     return folder / MODEL
+
+
+def _owned(path: Path) -> bool:
+    try:
+        owned_file(path)
+    except (OSError, UntrustedCache):
+        return False
+    return True
 
 
 def _source(model: PublishedModel, folder: Path) -> Source:

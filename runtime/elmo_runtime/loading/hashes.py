@@ -1,8 +1,11 @@
 """The user cache's root, and a model file's sha256 remembered there (hashed once, not per use).
 
 ``<cache>/index/<hash of the real path>.json`` holds a model's path, its
-:func:`file_stamp` and its sha256; a file whose stamp is unchanged is not
-read again. The prepared copies are keyed by that sha256
+:func:`file_stamp` and its sha256, sealed with the cache's secret
+(:func:`.trust.seal`); a file whose stamp is unchanged is not read again. An
+entry that is not sealed, a link, or another user's is not believed, and a
+cache that is not the user's (:func:`.trust.trusted_cache_root`) is not read
+or written: the model is hashed each time. The prepared copies are keyed by that sha256
 (:mod:`.prepared.cache`) and run directories record it
 (:mod:`elmo_runtime.output.rundir`).
 """
@@ -12,21 +15,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 from pathlib import Path
 
+from ..errors import ElmoError
 from ..files import sha256_file, write_text_atomic
+from .trust import ENV_CACHE as ENV_CACHE  # where the cache is: trust.cache_root
+from .trust import UntrustedCache, private_dir, read_owned, seal, sealed, trusted_cache_root
+from .trust import cache_root as cache_root
 
-ENV_CACHE = "ELMO_EDGE_CACHE"
 INDEX = "index"
-
-
-def cache_root() -> Path:
-    """The elmo-edge cache directory (``$ELMO_EDGE_CACHE``, XDG cache, or ``~/.cache``)."""
-    if os.environ.get(ENV_CACHE):
-        return Path(os.environ[ENV_CACHE])
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "elmo-edge"
 
 
 def file_stamp(path: Path) -> dict[str, int]:
@@ -42,22 +39,31 @@ def file_stamp(path: Path) -> dict[str, int]:
 def model_sha256(model: Path, root: Path | None = None) -> str:
     """sha256 of ``model``, remembered in ``root/index`` by path and :func:`file_stamp`.
 
-    ``root``: the cache (default :func:`cache_root`). A cache that cannot be
-    written only costs the hash next time. Raises OSError when ``model``
-    cannot be read.
+    ``root``: the cache (default :func:`cache_root`). A cache that is not the
+    user's, or cannot be written, only costs the hash next time. Raises OSError
+    when ``model`` cannot be read.
     """
-    root = cache_root() if root is None else root
     stamp = file_stamp(model)
     real = str(model.resolve())
+    try:
+        root = trusted_cache_root(root)
+    except (OSError, UntrustedCache):
+        return sha256_file(model)
     entry = root / INDEX / (hashlib.sha256(real.encode()).hexdigest()[:32] + ".json")
-    with contextlib.suppress(OSError, ValueError):
-        known = json.loads(entry.read_text(encoding="utf-8"))
+    with contextlib.suppress(OSError, ValueError, UntrustedCache):
+        known = json.loads(read_owned(entry))
         if (isinstance(known, dict) and known.get("stamp") == stamp
-                and known.get("path") == real):
+                and known.get("path") == real and sealed(root, _record(known),
+                                                         known.get("seal"))):
             return str(known["sha256"])
     digest = sha256_file(model)
-    with contextlib.suppress(OSError):
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(entry, json.dumps({"path": real, "stamp": stamp, "sha256": digest},
-                                            indent=1))
+    with contextlib.suppress(OSError, ElmoError):  # e.g. a link in the entry's place
+        private_dir(root / INDEX)
+        record = {"path": real, "stamp": stamp, "sha256": digest}
+        write_text_atomic(entry, json.dumps({**record, "seal": seal(root, record)}, indent=1))
     return digest
+
+
+def _record(entry: dict[str, object]) -> dict[str, object]:
+    """What an index entry's seal covers."""
+    return {k: entry.get(k) for k in ("path", "stamp", "sha256")}

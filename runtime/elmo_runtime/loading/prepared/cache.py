@@ -18,12 +18,18 @@ stays the one thing a user copies; a copy is made on the first load on a
 machine, in a child process (its memory peak is not the caller's), and takes
 about twice the model's bytes on disk.
 
-Safety: a copy is built in a temporary directory and renamed into place, one
-builder at a time per model (``flock``); a concurrent loser of the rename uses
-the winner's copy. A manifest records the sha256 of every file: the graph
-file is hashed on every load, the data file's size, mtime and ctime are
-compared and 16 sampled blocks hashed; any difference forces a full hash, and a copy
-that fails it is deleted and rebuilt, never used. A copy whose key no longer
+Safety: the cache must be the user's (:func:`..trust.trusted_cache_root`: the
+root and the folders above it owned by the user and not writable by others),
+else the model loads as it is with one warning; no file or folder in it is
+followed through a link. A copy is built in a temporary directory and renamed
+into place, one builder at a time per model (``flock``); a concurrent loser of
+the rename uses the winner's copy. A manifest records the sha256 of every file
+and the model's full sha256, sealed with the cache's secret (:func:`..trust.seal`),
+so a copy filed by anyone else (another user, a copied cache) is refused even
+when its manifest is self-consistent; the graph file is hashed on every load,
+the data file's size, mtime and ctime are compared and 16 sampled blocks
+hashed; any difference forces a full hash, and a copy that fails it is
+deleted and rebuilt, never used. A copy whose key no longer
 matches (new onnxruntime, other CPU) is not found and is rebuilt (older
 siblings are removed); making a copy also removes those of model files that
 are gone or were rewritten. When the cache cannot be written, or preparing fails,
@@ -39,7 +45,7 @@ import hashlib
 import json
 import os
 import platform
-import shutil
+import re
 import subprocess
 import sys
 import tempfile
@@ -52,12 +58,25 @@ from ...errors import ElmoError
 from ...files import sha256_file, write_text_atomic
 from ..hashes import INDEX, cache_root, model_sha256
 from ..session import resolve_provider
+from ..trust import (
+    UntrustedCache,
+    owned_dir,
+    owned_file,
+    private_dir,
+    read_owned,
+    remove_tree,
+    seal,
+    sealed,
+    trusted_cache_root,
+)
 from .graph import NOT_A_MODEL
 
-RECIPE = "p2"  # bump when the way a copy is made changes: older copies are then rebuilt
+RECIPE = "p3"  # bump when the way a copy is made changes: older copies are then rebuilt
 GRAPH, DATA, MANIFEST = "model.onnx", "model.onnx.data", "manifest.json"
 MIN_MODEL_BYTES = 32 << 20  # smaller models load as they are (load_path)
 SAMPLES, SAMPLE_BYTES = 16, 1 << 16
+SHA_NAME = re.compile(r"[0-9a-f]{64}")  # a model's folder: prepared/<sha256>/
+KEY_NAME = re.compile(r"p\d+-ort[\w.+-]+-[0-9a-f]{12}")  # a copy's folder (copy_key)
 ENV_SWITCH = "ELMO_EDGE_PREPARED"
 CHILD = "elmo_runtime.loading.prepared.graph"  # the module run as the child that prepares
 # Instruction sets that decide which MLAS kernels, hence packed layouts, run, as NumPy names what
@@ -158,29 +177,48 @@ def sample_sha256(path: Path) -> str:
 
 def copy_dir(model: str | Path, root: Path | None = None) -> Path:
     """Where this machine's prepared copy of ``model`` lives (made or not)."""
-    root = cache_root() if root is None else root
+    root = Path(os.path.realpath(cache_root() if root is None else root))
     return root / "prepared" / model_sha256(Path(model), root) / copy_key()
 
 
-def check_copy(directory: Path, source_sha256: str) -> str | None:
-    """None when the copy in ``directory`` is complete and intact, else why it is not.
+def _sealed_part(manifest: dict[str, Any]) -> dict[str, Any]:
+    """What a manifest's seal covers: the model's sha256, the key, each file's sha256 and size."""
+    files = manifest.get("files", {})
+    return {"source_sha256": manifest.get("source_sha256"), "key": manifest.get("key"),
+            "files": {GRAPH: {"sha256": files.get(GRAPH, {}).get("sha256")},
+                      DATA: {k: files.get(DATA, {}).get(k) for k in ("sha256", "size")}}}
 
-    The graph file is hashed in full; the data file's size, mtime and ctime
-    must be the manifest's and its sampled blocks must hash the same, or else
-    its full sha256 must match (the manifest then records the new times).
+
+def check_copy(directory: Path, source_sha256: str) -> str | None:
+    """None when the copy in ``directory`` is complete, intact and this cache's, else why not.
+
+    ``directory`` is ``<cache>/prepared/<source_sha256>/<key>``: it, its files and
+    their folder must be the user's and no links; the manifest must name
+    ``source_sha256`` and carry the cache's seal (:func:`..trust.seal`). The graph
+    file is hashed in full; the data file's size, mtime and ctime must be the
+    manifest's and its sampled blocks must hash the same, or else its full sha256
+    must match (the manifest then records the new times).
     """
+    root = directory.parent.parent.parent
     try:
-        manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        return f"no readable manifest ({e.__class__.__name__})"
+        owned_dir(directory.parent)
+        owned_dir(directory)
+        manifest = json.loads(read_owned(directory / MANIFEST))
+        if not isinstance(manifest, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError, UntrustedCache) as e:
+        return f"no readable manifest ({e.__class__.__name__}: {e})"
     if manifest.get("source_sha256") != source_sha256 or manifest.get("key") != directory.name:
         return "the manifest belongs to another model or machine"
+    if not sealed(root, _sealed_part(manifest), manifest.get("seal")):
+        return "the manifest is not sealed by this cache (made elsewhere or forged)"
     files = manifest.get("files", {})
     try:
+        owned_file(directory / GRAPH)
         if sha256_file(directory / GRAPH) != files[GRAPH]["sha256"]:
             return f"{GRAPH} does not match its sha256"
         data, want = directory / DATA, files[DATA]
-        st = data.stat()
+        st = owned_file(data)
         if st.st_size != want["size"]:
             return f"{DATA} has {st.st_size} bytes, expected {want['size']}"
         if ((st.st_mtime_ns, st.st_ctime_ns) == (want["mtime_ns"], want.get("ctime_ns"))
@@ -188,10 +226,10 @@ def check_copy(directory: Path, source_sha256: str) -> str | None:
             return None
         if sha256_file(data) != want["sha256"]:
             return f"{DATA} does not match its sha256"
-    except (OSError, KeyError, TypeError) as e:
+    except (OSError, KeyError, TypeError, UntrustedCache) as e:
         return f"unreadable ({e.__class__.__name__}: {e})"
     want["mtime_ns"], want["ctime_ns"] = st.st_mtime_ns, st.st_ctime_ns  # touched, intact
-    with contextlib.suppress(OSError):
+    with contextlib.suppress(OSError, ElmoError):
         _write_json(directory / MANIFEST, manifest)
     return None
 
@@ -211,28 +249,30 @@ def prepare(model: str | Path, root: Path | None = None, announce: bool = False)
     rebuilt, never returned.
     """
     model = Path(model)
-    root = cache_root() if root is None else root
     try:
+        root = trusted_cache_root(root)
         sha = model_sha256(model, root)
         final = root / "prepared" / sha / copy_key()
         if check_copy(final, sha) is None:
             return final / GRAPH
-        final.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(root / "prepared")
+        private_dir(final.parent)
         with _locked(final.parent / ".lock"):
             why = check_copy(final, sha)  # another process may have built it meanwhile
             if why is None:
                 return final / GRAPH
-            if final.exists():
+            if os.path.lexists(final):
                 warnings.warn(f"{final}: prepared copy refused ({why}); rebuilding it",
                               UserWarning, stacklevel=2)
-                shutil.rmtree(final, ignore_errors=True)
+                if not remove_tree(final):
+                    os.unlink(final)  # a link or a file in the copy's place
             _clean_siblings(final)
             tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=final.parent))
             try:
                 try:
                     _build(model, tmp, sha, final.name)
                 except NotAModel:
-                    shutil.rmtree(final.parent, ignore_errors=True)  # leave no trace in the cache
+                    remove_tree(final.parent)  # leave no trace in the cache
                     raise
                 try:
                     os.rename(tmp, final)
@@ -247,8 +287,10 @@ def prepare(model: str | Path, root: Path | None = None, announce: bool = False)
                             "MiB, once per model and machine; `elmo cache clear` removes it)",
                             PreparedCopyNotice, stacklevel=2)
             finally:
-                shutil.rmtree(tmp, ignore_errors=True)
+                remove_tree(tmp)
         _collect(root, keep=sha)
+    except UntrustedCache as e:
+        raise PrepareError(str(e)) from None
     except OSError as e:
         raise PrepareError(f"{root}: cannot write the prepared-model cache ({e})") from e
     why = check_copy(final, sha)
@@ -309,31 +351,33 @@ def _build(model: Path, tmp: Path, sha: str, key: str) -> None:
                     "sample_sha256": sample_sha256(data)}}
     import onnxruntime as ort
 
-    _write_json(tmp / MANIFEST, {"source_sha256": sha, "key": key, "recipe": RECIPE,
-                                 "onnxruntime": ort.__version__, "cpu": cpu_features(),
-                                 "files": files})
+    manifest = {"source_sha256": sha, "key": key, "recipe": RECIPE,
+                "onnxruntime": ort.__version__, "cpu": cpu_features(), "files": files}
+    manifest["seal"] = seal(tmp.parent.parent.parent, _sealed_part(manifest))
+    _write_json(tmp / MANIFEST, manifest)
 
 
 def _collect(root: Path, keep: str) -> None:
     """Forget models whose file is gone or changed: their index entries and copies."""
     index, wanted = root / INDEX, {keep}
     for entry in index.glob("*.json"):
-        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-            known = json.loads(entry.read_text(encoding="utf-8"))
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError, UntrustedCache):
+            known = json.loads(read_owned(entry))
             if Path(known["path"]).is_file():
                 wanted.add(str(known["sha256"]))
             else:
                 entry.unlink()
-    for copies in (root / "prepared").iterdir():
-        if copies.is_dir() and copies.name not in wanted:
-            shutil.rmtree(copies, ignore_errors=True)
+    for copies in model_dirs(root):
+        if copies.name not in wanted:
+            remove_tree(copies)
 
 
 def _clean_siblings(final: Path) -> None:
     """Remove other keys' copies and dead builders' temporaries of the same model (lock held)."""
     for other in final.parent.iterdir():
-        if other.is_dir() and other.name != final.name:
-            shutil.rmtree(other, ignore_errors=True)
+        if other.name != final.name and (KEY_NAME.fullmatch(other.name)
+                                         or other.name.startswith(".tmp-")):
+            remove_tree(other)  # a link is left alone
 
 
 @contextlib.contextmanager
@@ -344,12 +388,27 @@ def _locked(path: Path) -> Iterator[None]:
     except ImportError:
         yield
         return
-    with open(path, "a+b") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+    fd = open_lock(path)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def open_lock(path: Path) -> int:
+    """A descriptor of the lock file ``path``, made 0600, never through a link (OSError)."""
+    return os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+
+
+def model_dirs(root: Path) -> list[Path]:
+    """``<root>/prepared/<sha256>`` folders: real folders named by a sha256 (no links)."""
+    try:
+        entries = list(os.scandir(root / "prepared"))
+    except OSError:
+        return []
+    return [Path(e.path) for e in entries
+            if SHA_NAME.fullmatch(e.name) and e.is_dir(follow_symlinks=False)]
 
 
 def _write_json(path: Path, value: dict[str, Any]) -> None:

@@ -1,19 +1,25 @@
 """What the prepared-model cache holds: list the copies, delete them (`elmo cache`).
 
-The copies themselves are made, checked and found by :mod:`.cache`.
+The copies themselves are made, checked and found by :mod:`.cache`. Only what the
+cache made is listed or deleted, by name (``prepared/<sha256>/<key>``, the
+``index/*.json`` entries), and nothing is followed through a link: a link put
+in the cache stays, and so does what it points to. A cache that is not the
+user's (:func:`..trust.trusted_cache_root`) is neither listed nor cleared
+(UntrustedCache).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import shutil
+import os
 import warnings
 from pathlib import Path
 from typing import Any
 
-from ..hashes import INDEX, cache_root, file_stamp, model_sha256
-from .cache import copy_key
+from ..hashes import INDEX, file_stamp, model_sha256
+from ..trust import UntrustedCache, owned_dir, read_owned, remove_tree, trusted_cache_root
+from .cache import KEY_NAME, copy_key, model_dirs, open_lock
 
 
 def list_copies(root: Path | None = None) -> list[dict[str, Any]]:
@@ -26,14 +32,16 @@ def list_copies(root: Path | None = None) -> list[dict[str, Any]]:
     hashed but are gone or were rewritten since) and ``current`` (False when
     the key is not this machine's: such a copy is never used here). Unreadable
     index entries and files that vanish meanwhile (a concurrent clear or
-    build) are skipped; builders' temporaries are not copies.
+    build) are skipped; builders' temporaries and links are not copies.
+    Raises UntrustedCache when the cache is not the user's.
     """
-    root = cache_root() if root is None else root
+    root = trusted_cache_root(root, create=False)
     paths: dict[str, list[str]] = {}
     changed: dict[str, list[str]] = {}
     for entry in (root / INDEX).glob("*.json"):
-        with contextlib.suppress(OSError, ValueError, KeyError, TypeError, AttributeError):
-            known = json.loads(entry.read_text(encoding="utf-8"))
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError, AttributeError,
+                                 UntrustedCache):
+            known = json.loads(read_owned(entry))
             sha, path, stamp = str(known["sha256"]), str(known["path"]), known.get("stamp")
             try:
                 now = file_stamp(Path(path))
@@ -41,14 +49,13 @@ def list_copies(root: Path | None = None) -> list[dict[str, Any]]:
                 now = None
             (paths if now == stamp else changed).setdefault(sha, []).append(path)
     key, found = copy_key(), []
-    for directory in sorted((root / "prepared").glob("*/*")):
-        if directory.name.startswith(".tmp-") or not directory.is_dir():
-            continue
+    for directory in sorted(_copy_dirs(root)):
         size = 0
         with contextlib.suppress(OSError):  # removed meanwhile: what is left is counted
-            for f in directory.iterdir():
+            for f in os.scandir(directory):
                 with contextlib.suppress(OSError):
-                    size += f.stat().st_size if f.is_file() else 0
+                    size += f.stat(follow_symlinks=False).st_size if f.is_file(
+                        follow_symlinks=False) else 0
         sha = directory.parent.name
         found.append({"dir": directory, "sha256": sha, "key": directory.name, "bytes": size,
                       "models": sorted(paths.get(sha, [])),
@@ -67,16 +74,19 @@ def clear(model: str | Path | None = None, root: Path | None = None) -> tuple[in
     A load that found its copy just before it was deleted falls back to the
     model file with a warning (:func:`elmo_runtime.loading.loaded.open_model`).
     Nothing is written, and no model
-    hashed, when there is nothing to clear. Returns (copies removed, bytes freed).
+    hashed, when there is nothing to clear. Only real folders named as the cache
+    names them are deleted, and index entries; a link anywhere in the cache is left,
+    with what it points to. Returns (copies removed, bytes freed). Raises
+    UntrustedCache when the cache is not the user's.
     """
-    root = cache_root() if root is None else root
-    if not (root / "prepared").is_dir():
+    root = trusted_cache_root(root, create=False)
+    if not _real_dir(root / "prepared"):
         if model is None:
-            shutil.rmtree(root / INDEX, ignore_errors=True)
+            _clear_index(root)
         return 0, 0
     copies = list_copies(root)
     if model is None:
-        shas = {d.name for d in (root / "prepared").iterdir() if d.is_dir()}
+        shas = {d.name for d in model_dirs(root)}
     else:
         model = Path(model)
         shas = {c["sha256"] for c in copies if str(model.resolve()) in c["changed"]}
@@ -84,12 +94,16 @@ def clear(model: str | Path | None = None, root: Path | None = None) -> tuple[in
     removed: list[dict[str, Any]] = []
     for sha in sorted(shas):
         directory = root / "prepared" / sha
-        # OSError: no copy of that model, or its directory removed meanwhile
-        with contextlib.suppress(OSError), open(directory / ".lock", "a+b") as lock:
+        try:  # OSError: no copy of that model, or its directory removed meanwhile
+            owned_dir(directory)
+            lock = open_lock(directory / ".lock")
+        except (OSError, UntrustedCache):
+            continue
+        try:
             try:
                 import fcntl
 
-                fcntl.flock(lock.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except ImportError:
                 pass
             except OSError:
@@ -97,13 +111,49 @@ def clear(model: str | Path | None = None, root: Path | None = None) -> tuple[in
                               "holds its lock); left as it is", UserWarning, stacklevel=2)
                 continue
             removed += [c for c in copies if c["sha256"] == sha]
-            for item in directory.iterdir():
-                if item.name != ".lock":
-                    shutil.rmtree(item, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                for item in os.scandir(directory):
+                    if KEY_NAME.fullmatch(item.name) or item.name.startswith(".tmp-"):
+                        remove_tree(Path(item.path))  # a link is left alone
             if model is None:
-                shutil.rmtree(directory, ignore_errors=True)
+                with contextlib.suppress(OSError):
+                    os.unlink(directory / ".lock")
+                    os.rmdir(directory)  # only when nothing else is in it
+        finally:
+            os.close(lock)
     if model is None:
-        with contextlib.suppress(OSError):  # left: a build in progress
+        with contextlib.suppress(OSError):  # left: a build in progress, or what we did not make
             (root / "prepared").rmdir()
-        shutil.rmtree(root / INDEX, ignore_errors=True)
+        _clear_index(root)
     return len(removed), sum(c["bytes"] for c in removed)
+
+
+def _real_dir(path: Path) -> bool:
+    try:
+        owned_dir(path)
+    except (OSError, UntrustedCache):
+        return False
+    return True
+
+
+def _copy_dirs(root: Path) -> list[Path]:
+    """``prepared/<sha256>/<key>`` folders: real folders, named as the cache names them."""
+    found = []
+    for parent in model_dirs(root):
+        with contextlib.suppress(OSError):
+            found += [Path(e.path) for e in os.scandir(parent)
+                      if KEY_NAME.fullmatch(e.name) and e.is_dir(follow_symlinks=False)]
+    return found
+
+
+def _clear_index(root: Path) -> None:
+    """Delete the hash memo's entries (``index/*.json``, no link followed), then the folder."""
+    index = root / INDEX
+    if not _real_dir(index):
+        return
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(index):
+            if entry.name.endswith(".json") and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+        index.rmdir()
