@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from elmo_runtime.compat.allennlp import ElmoEmbedder
-from elmo_runtime.compat.pull import PullError, check_url, pull
+from elmo_runtime.compat.pull import PullError, _content_range, check_url, pull
 from elmo_runtime.compat.simple_elmo import ElmoModel
 from elmo_runtime.embedder import Embedder
 from elmo_runtime.errors import ModelError
@@ -219,7 +219,16 @@ def test_only_https_and_loopback_http(tmp_path: Path, env: dict, mirror: Mirror,
     with pytest.raises(PullError) as caught:
         pull("tiny-test", progress=lambda *a: None)
     one_line_error(caught, "http://example.org/options.json: refused")
+    assert str(caught.value).count("refused") == 1  # each URL's same reason said once
     assert not (pulled(tmp_path) / "options.json").exists()
+
+
+def test_a_content_range_that_is_not_bytes_start_end_total_is_one_pull_error() -> None:
+    assert _content_range("bytes 5-9/10", 5, "u") == 10
+    assert _content_range("bytes 5-9/*", 5, "u") is None
+    for value in ("bytes 0-3/abc", "bytes x-3/4", None):  # a bad total was a ValueError
+        with pytest.raises(PullError, match="is not bytes START-END/TOTAL"):
+            _content_range(value, 0, "u")
 
 
 def test_unknown_and_unpulled_names(tmp_path: Path, env: dict) -> None:

@@ -118,12 +118,13 @@ def _content_range(value: str | None, have: int, url: str) -> int | None:
         unit, _, rest = (value or "").partition(" ")
         span, _, total = rest.partition("/")
         start = int(span.partition("-")[0])
+        size = None if total in ("*", "") else int(total)
     except ValueError:
         raise PullError(f"{url}: the server's Content-Range {value!r} is not bytes "
                         "START-END/TOTAL") from None
     if unit != "bytes" or start != have:
         raise PullError(f"{url}: the server resumed at {value!r}, not at byte {have}")
-    return None if total in ("*", "") else int(total)
+    return size
 
 
 def _fetch(url: str, part: Path, label: str, progress: Progress,
@@ -241,7 +242,7 @@ def _download(spec: PublishedFile, folder: Path, label: str, root: Path,
         record = _verify(spec, url, part, declared, root)
         os.replace(part, target)
         return record
-    raise PullError(errors[-1] if len(errors) == 1 else "; ".join(errors))
+    raise PullError("; ".join(dict.fromkeys(errors)))  # each distinct reason once
 
 
 def pull(name: str, root: Path | None = None, progress: Progress = terminal_progress) -> Path:
