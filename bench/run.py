@@ -3,6 +3,8 @@
     python bench/run.py                                  # original + small, 2 threads
     python bench/run.py --models small --json out.json   # quicker
     python bench/run.py --skip-torch                     # no PyTorch rows
+    python bench/run.py --models original --text news --allennlp .venv-allennlp \
+        --rows allennlp,torch,fp32,int8 --skip-cold      # the AllenNLP comparison (issue 25)
 
 For each architecture (``original``: the published ELMo size; ``small``; both
 from ``elmo_export`` presets with seeded random weights: speed does not depend
@@ -10,6 +12,11 @@ on the values) the bench exports an fp32 model and quantizes it (int8, and
 int4 weight-only), then measures, each configuration in a fresh child process
 (so peak RSS is that configuration's own and thread pools never meet):
 
+* AllenNLP 2.10.1's ``_ElmoBiLm`` (``--allennlp VENV``: its own venv, made by
+  ``bench/allennlp_venv.sh``; the same seeded weights written as a bilm-tf
+  options.json + hdf5, the same sentences and batches, states reset per
+  batch, no token cache; the sum of its first sentence's layers is checked
+  against ONNX fp32's),
 * PyTorch eager (the project's ``BiLM``), ONNX fp32, int8, int4, each loaded
   as it is ("before") and from its prepared copy (``elmo_runtime.loading.prepared``:
   pre-packed weights memory-mapped; the copies are made first, in the bench's
@@ -35,8 +42,11 @@ boundaries included; the char CNN once per distinct token of a batch, as the
 graph does it), and the same with the char CNN counted at every step
 ("per step", the usual way); fp32 batch-1 speed over the bandwidth bound (the
 time to read the recurrent weights once per step and the others once per
-sentence). Sentences are seeded, English-like in length (mean ~23 tokens)
-with a Zipf-distributed vocabulary of 5,000 made-up words.
+sentence). Sentences (``--text zipf``, the default) are seeded, English-like in
+length (mean ~23 tokens) with a Zipf-distributed vocabulary of 5,000 made-up
+words; ``--text news`` cycles the 30 news sentences of the bilm-tf fixture
+(``--fixtures DIR``; mean ~25 tokens). ``--rows`` picks rows by key (see
+:data:`ROW_KEYS`); ``--skip-cold`` leaves out the cold starts.
 """
 
 from __future__ import annotations
@@ -74,6 +84,14 @@ ONNX_ROWS = (
     ("ONNX fp32 + token cache, prepared", "fp32", 32.0, True),
     ("ONNX int8 + token cache, prepared", "int8", 32.0, True),
 )
+ALLENNLP_ROW, TORCH_ROW = "AllenNLP 2.10.1 fp32", "PyTorch eager fp32"
+# --rows keys: the row names they select
+ROW_KEYS = {"allennlp": ALLENNLP_ROW, "torch": TORCH_ROW, "fp32": "ONNX fp32",
+            "fp32-prepared": "ONNX fp32, prepared", "int8": "ONNX int8",
+            "int8-prepared": "ONNX int8, prepared", "int4": "ONNX int4 (weight-only)",
+            "int4-prepared": "ONNX int4, prepared",
+            "fp32-cache": "ONNX fp32 + token cache, prepared",
+            "int8-cache": "ONNX int8 + token cache, prepared"}
 
 
 # ---------------------------------------------------------------------------- inputs
@@ -93,6 +111,20 @@ def make_sentences(n: int, seed: int = 0) -> list[list[str]]:
         sentences.append(words[at : at + k])
         at += k
     return sentences
+
+
+def news_sentences(n: int, fixtures: Path) -> list[list[str]]:
+    """The bilm-tf fixture's 30 news sentences, cycled to ``n``."""
+    lists = json.loads((fixtures / "lm_embeddings_sentences.json").read_text(encoding="utf-8"))
+    pool = [s.split() for group in lists for s in group]
+    return [pool[i % len(pool)] for i in range(n)]
+
+
+def bench_sentences(spec: dict[str, Any]) -> list[list[str]]:
+    """The spec's sentences: ``text`` "news" (the fixture's) or "zipf" (seeded, made up)."""
+    if spec.get("text") == "news":
+        return news_sentences(spec["sentences"], Path(spec["fixtures"]))
+    return make_sentences(spec["sentences"], spec["seed"])
 
 
 # ---------------------------------------------------------------------------- FLOPs and bytes
@@ -200,7 +232,7 @@ def worker_imports(spec: dict[str, Any]) -> dict[str, Any]:
 def worker_onnx(spec: dict[str, Any]) -> dict[str, Any]:
     from elmo_runtime import Embedder
 
-    sentences = make_sentences(spec["sentences"], spec["seed"])
+    sentences = bench_sentences(spec)
     emb = Embedder(spec["model"], provider="cpu", threads=spec["threads"],
                    token_cache_mb=spec["cache_mb"])
     encoded = [0]
@@ -212,7 +244,7 @@ def worker_onnx(spec: dict[str, Any]) -> dict[str, Any]:
         return result
 
     emb.token_cache.plan = counting_plan  # type: ignore[method-assign]
-    list(emb.embed_sentences(sentences[:2], batch_size=spec["batch"]))  # warm-up
+    first = next(emb.embed_sentences(sentences[:2], batch_size=spec["batch"]))  # warm-up
     if spec["cache_mb"]:
         emb.token_cache.clear()  # the timed pass starts cold
     encoded[0] = 0
@@ -222,7 +254,8 @@ def worker_onnx(spec: dict[str, Any]) -> dict[str, Any]:
             pass
 
     seconds, times = _timed(sentences, spec["batch"], emb.embed_batch, run_all)
-    return _result(sentences, seconds, times, encoded=encoded[0])
+    return {**_result(sentences, seconds, times, encoded=encoded[0]),
+            "checksum": float(first.astype("float64").sum())}
 
 
 def _timed(sentences: list[list[str]], batch: int, run_one: Any, run_all: Any,
@@ -251,7 +284,7 @@ def worker_torch(spec: dict[str, Any]) -> dict[str, Any]:
     torch.set_num_threads(spec["threads"])
     options = load_preset(spec["preset"])
     model = BiLM.from_elmo_weights(options, random_weights(options, seed=spec["seed"])).eval()
-    sentences = make_sentences(spec["sentences"], spec["seed"])
+    sentences = bench_sentences(spec)
 
     @torch.inference_mode()
     def run(batch: list[list[str]]) -> None:
@@ -267,6 +300,36 @@ def worker_torch(spec: dict[str, Any]) -> dict[str, Any]:
     run(sentences[:2])  # warm-up
     seconds, times = _timed(sentences, spec["batch"], run, run_all)
     return _result(sentences, seconds, times, encoded=None)
+
+
+def run_allennlp(spec: dict[str, Any]) -> dict[str, Any]:
+    """AllenNLP's row: ``bench/allennlp_worker.py`` in the AllenNLP venv, the same batches."""
+    from elmo_runtime.batching import plan_batches
+
+    sentences = bench_sentences(spec)
+    if spec["batch"] == 1:
+        batches = [[i] for i in range(len(sentences))]
+    else:
+        batches = plan_batches([len(s) + 2 for s in sentences], spec["batch"])
+    job = {"options": spec["options"], "weights": spec["weights"], "threads": spec["threads"],
+           "sentences": sentences, "batches": [list(map(int, b)) for b in batches]}
+    env = {**os.environ, **{k: str(spec["threads"]) for k in
+                            ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}}
+    env.pop("PYTHONPATH", None)  # the venv's own packages only
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(job, f)  # sentences can exceed a command line's limit
+    try:
+        proc = subprocess.run([spec["python"], str(Path(__file__).with_name(
+            "allennlp_worker.py")), f.name], env=env, capture_output=True, text=True)
+    finally:
+        os.unlink(f.name)
+    if proc.returncode != 0:
+        sys.exit(f"AllenNLP worker failed:\n{proc.stderr.strip()[-2000:]}")
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    times = out["times"] if spec["batch"] == 1 else []
+    result = _result(sentences, out["seconds"], times, encoded=None)
+    # the worker's VmHWM is not ours: AllenNLP's peak RSS is not measured
+    return {**result, "peak_rss": 0, "checksum": out["checksum"]}
 
 
 def _result(sentences: list[list[str]], seconds: float, times: list[float],
@@ -304,8 +367,9 @@ def cold_start(model: Path | None, env: dict[str, str] | None = None, runs: int 
 # ---------------------------------------------------------------------------- models
 
 
-def build_models(preset: str, work: Path, seed: int) -> dict[str, Path]:
-    """fp32 (random seeded weights), int8 and int4 variants of ``preset``."""
+def build_models(preset: str, work: Path, seed: int,
+                 modes: tuple[str, ...] = QUANT_MODES) -> dict[str, Path]:
+    """fp32 (random seeded weights) and the ``modes`` (int8, int4) variants of ``preset``."""
     import onnx
     from elmo_export.graph.builder import build_model
     from elmo_export.presets import load_preset
@@ -320,7 +384,7 @@ def build_models(preset: str, work: Path, seed: int) -> dict[str, Path]:
     onnx.helper.set_model_props(proto, meta)
     onnx.save(proto, str(paths["fp32"]))
     del proto
-    for mode in QUANT_MODES:
+    for mode in modes:
         paths[mode] = work / f"{preset}.{mode}.onnx"
         quantize_model(paths["fp32"], paths[mode], mode=mode, check=False)
     return paths
@@ -334,29 +398,39 @@ def bench_preset(preset: str, args: argparse.Namespace, limits: dict[str, float]
     from elmo_export.presets import load_preset
 
     options = load_preset(preset)
-    log(f"{preset}: building fp32, int8, int4 models …")
-    paths = build_models(preset, work, args.seed)
+    rows = set(args.rows)
+    modes = tuple(m for m in QUANT_MODES if any(f"ONNX {m}" in r for r in rows))
+    log(f"{preset}: building the fp32{''.join(', ' + m for m in modes)} models …")
+    paths = build_models(preset, work, args.seed, modes)
     cache = work / "cache"
-    prepare_s = {k: prepare_copy(p, cache) for k, p in paths.items()}
-    common = {"threads": args.threads, "seed": args.seed, "cache_dir": str(cache)}
+    prepare_s = {k: prepare_copy(p, cache) for k, p in paths.items()
+                 if any(r.startswith(f"ONNX {k}") and "prepared" in r for r in rows)}
+    common = {"threads": args.threads, "seed": args.seed, "cache_dir": str(cache),
+              "text": args.text, "fixtures": str(args.fixtures)}
     sizes = {k: p.stat().st_size for k, p in paths.items()}
     colds: dict[tuple[str, bool], float] = {}
-    for _ in range(args.rounds):  # alternating rounds, best of them: the machine is noisy
+    for _ in range(0 if args.skip_cold else args.rounds):  # alternating rounds, best of them
         for (k, p), ready in ((kp, ready) for ready in (False, True) for kp in paths.items()):
             t = cold_start(p, prepared_env(cache, ready))
             colds[k, ready] = min(t, colds.get((k, ready), t))
     specs: list[tuple[str, dict[str, Any], str | None]] = []
-    if not args.skip_torch:
-        specs.append(("PyTorch eager fp32", {"engine": "torch", "preset": preset}, None))
+    if ALLENNLP_ROW in rows:
+        specs.append((ALLENNLP_ROW, {"engine": "allennlp", **write_bilm_tf(options, work,
+                                                                           args.seed),
+                                     "python": str(args.allennlp / "bin" / "python")}, None))
+    if TORCH_ROW in rows:
+        specs.append((TORCH_ROW, {"engine": "torch", "preset": preset}, None))
     for name, key, cache_mb, ready in ONNX_ROWS:
-        specs.append((name, {"engine": "onnx", "model": str(paths[key]), "cache_mb": cache_mb,
-                             "prepared": ready}, key))
+        if name in rows:
+            specs.append((name, {"engine": "onnx", "model": str(paths[key]),
+                                 "cache_mb": cache_mb, "prepared": ready}, key))
     best: dict[tuple[str, int], dict[str, Any]] = {}
     for rnd in range(args.rounds):
         for name, spec, key in specs:
             for batch, n in ((1, args.b1_sentences), (BATCH, args.sentences)):
                 log(f"{preset}: round {rnd + 1}, {name}, batch {batch} …")
-                result = child({**spec, **common, "batch": batch, "sentences": n})
+                job = {**spec, **common, "batch": batch, "sentences": n}
+                result = run_allennlp(job) if spec["engine"] == "allennlp" else child(job)
                 result.update(name=name, batch=batch, model=key, prepared=spec.get("prepared"),
                               file_bytes=sizes.get(key) if key else None,
                               cold_start_s=colds.get((key, spec.get("prepared"))) if key else None)
@@ -366,21 +440,38 @@ def bench_preset(preset: str, args: argparse.Namespace, limits: dict[str, float]
                     if old["tokens_per_s"] > result["tokens_per_s"]:
                         result = {**old, "peak_rss": result["peak_rss"]}
                 best[name, batch] = result
-    rows = list(best.values())
-    base = {r["batch"]: r for r in rows if r["name"] == "ONNX fp32"}
-    torch = {r["batch"]: r for r in rows if r["name"] == "PyTorch eager fp32"}
-    for r in rows:
-        r["x_fp32"] = r["tokens_per_s"] / base[r["batch"]]["tokens_per_s"]
+    table = list(best.values())
+    base = {r["batch"]: r for r in table if r["name"] == "ONNX fp32"}
+    torch = {r["batch"]: r for r in table if r["name"] == TORCH_ROW}
+    allen = {r["batch"]: r for r in table if r["name"] == ALLENNLP_ROW}
+    for r in table:
+        if r["batch"] in base:
+            r["x_fp32"] = r["tokens_per_s"] / base[r["batch"]]["tokens_per_s"]
         if r["batch"] in torch:
             r["x_torch"] = r["tokens_per_s"] / torch[r["batch"]]["tokens_per_s"]
+        if r["batch"] in allen:
+            r["x_allennlp"] = r["tokens_per_s"] / allen[r["batch"]]["tokens_per_s"]
         if r["model"]:
             r["rss_over_file"] = r["peak_rss"] / sizes[r["model"]]
-    after = {r["batch"]: r for r in rows if r["name"] == "ONNX fp32, prepared"}
-    derived = {"before": derive(options, base, sizes["fp32"], limits),
-               "after": derive(options, after, sizes["fp32"], limits),
+    after = {r["batch"]: r for r in table if r["name"] == "ONNX fp32, prepared"}
+    derived = {"before": derive(options, base, sizes["fp32"], limits) if base else None,
+               "after": derive(options, after, sizes["fp32"], limits) if after else None,
                "prepare_s": prepare_s}
-    return {"preset": preset, "n_parameters": options.n_parameters(), "rows": rows,
+    if allen and base:  # the same weights: AllenNLP's vectors must be ONNX fp32's
+        a, b = allen[1]["checksum"], base[1]["checksum"]
+        derived["allennlp_checksum_rel_diff"] = abs(a - b) / max(abs(b), 1e-30)
+    return {"preset": preset, "n_parameters": options.n_parameters(), "rows": table,
             "derived": derived, "file_bytes": sizes}
+
+
+def write_bilm_tf(options: Any, work: Path, seed: int) -> dict[str, str]:
+    """The bench's seeded weights as bilm-tf files (options.json + hdf5) for AllenNLP."""
+    from elmo_export.weights import random_weights, write_weights
+
+    opts, weights = work / "allennlp.options.json", work / "allennlp.weights.hdf5"
+    opts.write_text(options.to_json(), encoding="utf-8")
+    write_weights(weights, random_weights(options, seed), options)
+    return {"options": str(opts), "weights": str(weights)}
 
 
 def prepare_copy(model: Path, cache: Path) -> float:
@@ -416,28 +507,37 @@ def derive(options: Any, fp32: dict[int, dict[str, Any]], weights: int,
 
 def print_preset(result: dict[str, Any], limits: dict[str, float]) -> None:
     mib = 2**20
+
+    def fmt(r: dict[str, Any], key: str, spec: str = ".2f") -> str:
+        return format(r[key], spec) if r.get(key) else "–"
+
     print(f"\n## {result['preset']} ({result['n_parameters'] / 1e6:.1f}M parameters)\n")
-    print("| configuration | batch | tok/s | × ONNX fp32 | × PyTorch | p50 ms | p99 ms "
-          "| peak RSS MiB | RSS / file | file MiB | cold start s |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| configuration | batch | tok/s | × AllenNLP | × ONNX fp32 | × PyTorch | p50 ms "
+          "| p99 ms | peak RSS MiB | RSS / file | file MiB | cold start s |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in result["rows"]:
         lat = (f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f}" if "p50_ms" in r else "– | –")
         file = f"{r['file_bytes'] / mib:.1f}" if r["file_bytes"] else "–"
-        ratio = f"{r['rss_over_file']:.2f}" if "rss_over_file" in r else "–"
-        cold = f"{r['cold_start_s']:.2f}" if r["cold_start_s"] else "–"
-        x_torch = f"{r['x_torch']:.2f}" if "x_torch" in r else "–"
-        print(f"| {r['name']} | {r['batch']} | {r['tokens_per_s']:.1f} | {r['x_fp32']:.2f} "
-              f"| {x_torch} | {lat} | {r['peak_rss'] / mib:.0f} | {ratio} | {file} | {cold} |")
+        rss = f"{r['peak_rss'] / mib:.0f}" if r["peak_rss"] else "–"
+        print(f"| {r['name']} | {r['batch']} | {r['tokens_per_s']:.1f} | {fmt(r, 'x_allennlp')} "
+              f"| {fmt(r, 'x_fp32')} | {fmt(r, 'x_torch')} | {lat} | {rss} "
+              f"| {fmt(r, 'rss_over_file')} | {file} | {fmt(r, 'cold_start_s')} |")
     for label, d in (("before", result["derived"]["before"]),
                      ("prepared", result["derived"]["after"])):
+        if d is None:
+            continue
         print(f"\nfp32 ({label}) batch {BATCH}: {d['b32_gflops_executed']:.1f} GFLOP/s executed = "
               f"{d['b32_peak_fraction']:.0%} of the {limits['sgemm_gflops']:.1f} GFLOP/s sgemm "
               f"peak ({d['b32_gflops_per_step']:.1f} GFLOP/s counting the char CNN at every step)")
         print(f"fp32 ({label}) batch 1: {d['b1_bound_fraction']:.0%} of the bandwidth bound "
               f"({d['b1_bandwidth_bound_s']:.2f} s to read the weights at "
               f"{limits['read_gbs']:.1f} GB/s vs {d['b1_seconds']:.2f} s measured)")
-    made = ", ".join(f"{k} {v:.1f} s" for k, v in result["derived"]["prepare_s"].items())
-    print(f"making the prepared copies (once per model and machine): {made}")
+    if "allennlp_checksum_rel_diff" in result["derived"]:
+        print(f"AllenNLP vs ONNX fp32, sum of the first sentence's layers: relative difference "
+              f"{result['derived']['allennlp_checksum_rel_diff']:.1e} (the same weights)")
+    if result["derived"]["prepare_s"]:
+        made = ", ".join(f"{k} {v:.1f} s" for k, v in result["derived"]["prepare_s"].items())
+        print(f"making the prepared copies (once per model and machine): {made}")
 
 
 def cpu_model() -> str:
@@ -465,9 +565,31 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2,
                     help="alternating rounds; speed is the best round's, peak RSS the worst's")
     ap.add_argument("--skip-torch", action="store_true", help="no PyTorch eager rows")
+    ap.add_argument("--allennlp", type=Path, metavar="VENV",
+                    help="add AllenNLP's row, run by this venv (bench/allennlp_venv.sh)")
+    ap.add_argument("--rows", default=",".join(k for k in ROW_KEYS if k != "allennlp"),
+                    help=f"rows by key, comma-separated: {', '.join(ROW_KEYS)}")
+    ap.add_argument("--text", choices=("zipf", "news"), default="zipf",
+                    help="made-up seeded sentences, or the bilm-tf fixture's news sentences")
+    ap.add_argument("--fixtures", type=Path, default=Path(__file__).resolve().parents[2]
+                    / "shared" / "fixtures" / "bilm-tf",
+                    help="the bilm-tf fixture folder (--text news)")
+    ap.add_argument("--skip-cold", action="store_true", help="no cold-start measurements")
     ap.add_argument("--json", type=Path, help="also write every figure here")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    keys = args.rows.split(",")
+    if args.allennlp and "allennlp" not in keys:
+        keys.insert(0, "allennlp")
+    if args.skip_torch and "torch" in keys:
+        keys.remove("torch")
+    if unknown := [k for k in keys if k not in ROW_KEYS]:
+        ap.error(f"--rows: unknown {', '.join(unknown)} (known: {', '.join(ROW_KEYS)})")
+    if "allennlp" in keys and not args.allennlp:
+        ap.error("--rows allennlp needs --allennlp VENV (bench/allennlp_venv.sh makes one)")
+    if "fp32" not in keys:
+        keys.append("fp32")  # every ratio's baseline
+    args.rows = [ROW_KEYS[k] for k in keys]
     if args.worker:
         spec = json.loads(args.worker)
         run = {"limits": worker_limits, "onnx": worker_onnx, "torch": worker_torch,
@@ -478,6 +600,8 @@ def main() -> None:
     import onnxruntime as ort
 
     started = time.strftime("%Y-%m-%d %H:%M")
+    if args.text == "news" and not (args.fixtures / "lm_embeddings_sentences.json").is_file():
+        sys.exit(f"{args.fixtures}: no lm_embeddings_sentences.json (--fixtures DIR)")
     machine = (f"{cpu_model()}, {os.cpu_count()} cores, onnxruntime {ort.__version__}, "
                f"{args.threads} threads, load average {os.getloadavg()[0]:.1f} at the start")
     log("measuring the machine's sgemm peak and read bandwidth …")
@@ -486,15 +610,16 @@ def main() -> None:
     results = []
     with tempfile.TemporaryDirectory(prefix="elmo-bench-") as tmp:
         log("cold start of `elmo embed` on the bundled model …")
-        bundled_cold = min(cold_start(None, prepared_env(Path(tmp) / "cache", None))
-                           for _ in range(args.rounds))
+        bundled_cold = min((cold_start(None, prepared_env(Path(tmp) / "cache", None))
+                            for _ in range(0 if args.skip_cold else args.rounds)), default=None)
         for preset in args.models.split(","):
             results.append(bench_preset(preset, args, limits, Path(tmp)))
     print(f"# elmo-edge bench, {started}\n# {machine}")
     print(f"# `python bench/run.py {' '.join(sys.argv[1:])}`")
     print(f"# NumPy sgemm peak {limits['sgemm_gflops']:.1f} GFLOP/s, streaming read "
           f"{limits['read_gbs']:.1f} GB/s; cold start of `elmo embed` on the bundled model "
-          f"{bundled_cold:.2f} s; peak RSS of a process that only imported the runtime "
+          f"{'–' if bundled_cold is None else f'{bundled_cold:.2f}'} s; "
+          f"peak RSS of a process that only imported the runtime "
           f"{limits['imports_rss'] / 2**20:.0f} MiB")
     for result in results:
         print_preset(result, limits)

@@ -84,3 +84,20 @@ def test_profile_ops_and_rows_per_call_run(tiny_model_path: Path) -> None:
     assert rows.returncode == 0, rows.stderr[-2000:]
     assert "32 rows: calls of [32, 8] rows" in rows.stdout
     assert rows.stdout.count("tok/s") == 4
+
+
+def test_news_text_cycles_the_fixture_sentences(tmp_path: Path) -> None:
+    bench = _bench_module()
+    (tmp_path / "lm_embeddings_sentences.json").write_text(json.dumps([["a b", "c"], ["d e f"]]))
+    assert bench.news_sentences(5, tmp_path) == [["a", "b"], ["c"], ["d", "e", "f"], ["a", "b"],
+                                                 ["c"]]
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--rows", "fp32,nope"], "--rows: unknown nope"),
+    (["--rows", "allennlp,fp32"], "--rows allennlp needs --allennlp VENV"),
+])
+def test_rows_are_checked_before_anything_runs(argv: list[str], message: str) -> None:
+    proc = subprocess.run([sys.executable, str(BENCH), *argv], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2 and message in proc.stderr
