@@ -29,10 +29,11 @@ if [ "$(id -u)" != 0 ]; then
   echo "cross-cpu: needs root (apt-get, debootstrap, chroot)" >&2; exit 1
 fi
 start=$SECONDS
-work=build/cross-cpu root=build/cross-cpu/arm64 out=build/cross-cpu/out
+work=build/cross-cpu root=build/cross-cpu/arm64
+run=run-$$ out=build/cross-cpu/run-$$  # this invocation's own: two may run at once
 python=$(python -c 'import sys; print(sys.executable)') chroot=$(command -v chroot)
 export PYTHONPATH="$PWD/runtime${PYTHONPATH:+:$PYTHONPATH}" ELMO_EDGE_PREPARED=0
-mkdir -p "$out"; rm -f "$out"/*.npz
+mkdir -p "$out"
 
 if ! command -v qemu-aarch64-static >/dev/null || ! command -v debootstrap >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
@@ -67,12 +68,13 @@ if [ "$(cat "$work/site.pins" 2>/dev/null)" != "$pins" ]; then
   echo "$pins" >"$work/site.pins"
 fi
 cp /usr/bin/qemu-aarch64-static "$root/usr/bin/"
-rm -rf "$root/opt/elmo" && mkdir -p "$root/opt/elmo/in" "$root/opt/out"
-cp -r runtime bench/cross_cpu.py "$root/opt/elmo/"
+mkdir -p "$root/opt/$run/in" "$root/opt/$run/out"
+trap 'rm -rf "${root:?}/opt/$run"' EXIT
+cp -r runtime bench/cross_cpu.py "$root/opt/$run/"
 arm_models=()
 for ((i = 0; i < ${#models[@]}; i += 2)); do  # the models given, copied into the root
-  cp "${models[i + 1]}" "$root/opt/elmo/in/${models[i]#--}.onnx"
-  arm_models+=("${models[i]}" "/opt/elmo/in/${models[i]#--}.onnx")
+  cp "${models[i + 1]}" "$root/opt/$run/in/${models[i]#--}.onnx"
+  arm_models+=("${models[i]}" "/opt/$run/in/${models[i]#--}.onnx")
 done
 echo "cross-cpu: arm64 root ready ($((SECONDS - start)) s)"
 
@@ -80,9 +82,9 @@ echo "cross-cpu: arm64 root ready ($((SECONDS - start)) s)"
 # qemu's TCG warns about CPU flags it leaves out (pcid, x2apic, ...): irrelevant in user mode
 quiet() { grep -v "TCG doesn't support requested feature" >&2 || true; }
 arm() {  # arm CPU LABEL: no /proc or /sys in the root (onnxruntime reads HWCAP instead)
-  env -i PATH=/usr/bin:/bin HOME=/tmp PYTHONPATH=/opt/site:/opt/elmo/runtime ELMO_EDGE_PREPARED=0 \
+  env -i PATH=/usr/bin:/bin HOME=/tmp PYTHONPATH="/opt/site:/opt/$run/runtime" ELMO_EDGE_PREPARED=0 \
     "$chroot" "$root" /usr/bin/qemu-aarch64-static -cpu "$1" /usr/bin/python3 \
-    /opt/elmo/cross_cpu.py run "/opt/out/$2.npz" --label "$2" "${arm_models[@]}" "${only[@]}" \
+    "/opt/$run/cross_cpu.py" run "/opt/$run/out/$2.npz" --label "$2" "${arm_models[@]}" "${only[@]}" \
     2> >(grep -v -e "^Error in cpuinfo" -e "cpuid_info warning" -e "cpuinfo_initialize failed" \
               -e "telemetry" >&2 || true)
 }
@@ -90,11 +92,12 @@ arm() {  # arm CPU LABEL: no /proc or /sys in the root (onnxruntime reads HWCAP 
 qemu-x86_64-static -cpu Haswell "$python" bench/cross_cpu.py run "$out/haswell.npz" \
   --label haswell "${models[@]}" "${only[@]}" 2> >(quiet) &
 x86=$!
-trap 'kill "$x86" 2>/dev/null || true' EXIT  # an ARM run that fails leaves no emulator behind
+# an ARM run that fails leaves no emulator behind
+trap 'kill "$x86" 2>/dev/null || true; rm -rf "${root:?}/opt/$run"' EXIT
 arm cortex-a72 cortex-a72
 wait "$x86"
 arm neoverse-n1 neoverse-n1
-cp "$root"/opt/out/*.npz "$out/"
+cp "$root/opt/$run"/out/*.npz "$out/"
 
 set +e
 "$python" bench/cross_cpu.py compare "$out/native.npz" "$out/haswell.npz" \

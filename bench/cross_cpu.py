@@ -7,7 +7,8 @@
 
 ``run`` embeds :data:`SENTENCES` (fixed, varied: short and long, digits,
 punctuation, accents, a 64-token run-on) with the fp32 and int8 models (the
-bundled ones by default), all sentences in one batch (and, with ``--alone``,
+bundled ones by default), in batches of :data:`BATCH` bucketed by length as
+``Embedder.embed_sentences`` does (and, with ``--alone``,
 each sentence alone: twice the work, so only the native run does it), 2
 intra-op threads, token cache off, and writes every array plus what the
 process saw: NumPy's view of the CPU (CPUID on x86, HWCAP on ARM, so under
@@ -76,6 +77,7 @@ CANARY_K = 64
 CANARY_EXACT = CANARY_K * 255 * 127  # 2,072,640
 CANARY_SATURATED = CANARY_K // 2 * 32767  # 1,048,544
 THREADS = 2
+BATCH = 8  # the runtime buckets the sentences by length into batches of up to 8
 
 
 def canary() -> int:
@@ -124,7 +126,7 @@ def run(out: Path, models: dict[str, Path], label: str, alone: bool) -> None:
     for name, path in models.items():
         start = time.perf_counter()
         emb = Embedder(path, provider="cpu", threads=THREADS, token_cache_mb=0)
-        for i, vectors in enumerate(emb.embed_batch(sentences)):
+        for i, vectors in enumerate(emb.embed_sentences(sentences, batch_size=BATCH)):
             arrays[f"{name}/batch/{i}"] = vectors
         for i, sentence in enumerate(sentences if alone else []):
             arrays[f"{name}/alone/{i}"] = emb.embed_sentence(sentence)
@@ -142,13 +144,13 @@ def run(out: Path, models: dict[str, Path], label: str, alone: bool) -> None:
 
 def eight_bit(out: Path) -> None:
     """The bundled fp32 model quantized with 8-bit weights instead of 7-bit (a wrong model)."""
-    from elmo_runtime.models import resolve_model
+    from elmo_runtime import models
     from elmo_runtime.quantize import int8, quantize_model
 
     seven = int8.WEIGHT_MAX
     int8.WEIGHT_MAX = 127
     try:
-        quantize_model(resolve_model("default"), out, mode="int8", check=False)
+        quantize_model(models.get("default").path, out, mode="int8", check=False)
     finally:
         int8.WEIGHT_MAX = seven
     print(f"{out}: the bundled model's int8 variant with 8-bit weights (|w| <= 127)")
@@ -225,13 +227,13 @@ def main() -> None:
         eight_bit(args.out)
         return
     if args.command == "run":
-        from elmo_runtime.models import resolve_model
+        from elmo_runtime import models
 
-        models = {"fp32": Path(args.fp32 or resolve_model("default")),
-                  "int8": Path(args.int8 or resolve_model("default-int8"))}
+        chosen = {"fp32": Path(args.fp32 or models.get("default").path),
+                  "int8": Path(args.int8 or models.get("default-int8").path)}
         if args.only:
-            models = {args.only: models[args.only]}
-        run(args.out, models, args.label, args.alone)
+            chosen = {args.only: chosen[args.only]}
+        run(args.out, chosen, args.label, args.alone)
         return
     problems = compare(args.runs, args.expect_saturated, args.expect_exact)
     for line in problems:

@@ -431,6 +431,8 @@ def bench_preset(preset: str, args: argparse.Namespace, limits: dict[str, float]
                 log(f"{preset}: round {rnd + 1}, {name}, batch {batch} …")
                 job = {**spec, **common, "batch": batch, "sentences": n}
                 result = run_allennlp(job) if spec["engine"] == "allennlp" else child(job)
+                log(f"{preset}: round {rnd + 1}, {name}, batch {batch}: "
+                    f"{result['tokens_per_s']:.1f} tok/s, load average {os.getloadavg()[0]:.1f}")
                 result.update(name=name, batch=batch, model=key, prepared=spec.get("prepared"),
                               file_bytes=sizes.get(key) if key else None,
                               cold_start_s=colds.get((key, spec.get("prepared"))) if key else None)

@@ -94,9 +94,9 @@ def test_native_run_of_the_bundled_models(tmp_path: Path) -> None:
 
 
 def cross_model(name: str) -> Path:
-    from elmo_runtime.models import resolve_model
+    from elmo_runtime import models
 
-    return Path(resolve_model(name))
+    return models.get(name).path
 
 
 def _cpuinfo_has(*flags: str) -> bool:
