@@ -243,7 +243,7 @@ def main() -> None:
         sys.exit(f"cross-cpu: {len(problems)} difference(s) between {labels}")
     models = " and ".join(load(args.runs[0])[0]["models"])
     print(f"cross-cpu: {labels}: every array bit-identical ({models}, "
-          f"{len(SENTENCES)} sentences in a batch; alone = in the batch where run)")
+          f"{len(SENTENCES)} sentences in batches of {BATCH}; alone = batched where run)")
 
 
 if __name__ == "__main__":
