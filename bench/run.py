@@ -468,7 +468,8 @@ def bench_preset(preset: str, args: argparse.Namespace, limits: dict[str, float]
 
 def write_bilm_tf(options: Any, work: Path, seed: int) -> dict[str, str]:
     """The bench's seeded weights as bilm-tf files (options.json + hdf5) for AllenNLP."""
-    from elmo_export.weights import random_weights, write_weights
+    from elmo_export.bilm_tf.weights import write_weights
+    from support.bilm_random import random_weights
 
     opts, weights = work / "allennlp.options.json", work / "allennlp.weights.hdf5"
     opts.write_text(options.to_json(), encoding="utf-8")
