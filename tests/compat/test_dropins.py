@@ -212,3 +212,20 @@ def test_cuda_device_0_runs_on_cuda(pair: tuple[Path, Path]) -> None:
     batch = [["The", "cat", "sat"], ["A", "dog"]]
     for a, b in zip(gpu.embed_batch(batch), cpu.embed_batch(batch), strict=True):
         np.testing.assert_allclose(a, b, atol=1e-4)
+
+
+def test_a_zip_whose_options_are_refused_names_its_member(bilm_fixtures: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    monkeypatch.setenv("ELMO_EDGE_CACHE", str(tmp_path / "cache"))
+    options = json.loads((bilm_fixtures / "options.json").read_text())
+    del options["char_cnn"]
+    archive = tmp_path / "model.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("nlpl/options.json", json.dumps(options))
+        zf.write(bilm_fixtures / "lm_weights.hdf5", "nlpl/model.hdf5")
+    with pytest.raises(ElmoError) as refused:
+        ElmoEmbedder(archive)
+    message = str(refused.value)
+    assert "conversion failed: nlpl/options.json: options: no char_cnn" in message, message
+    assert str(tmp_path / "cache") not in message  # not the deleted temporary copy

@@ -118,6 +118,9 @@ def _convert(options: Path, weights: Path, output: Path, source: Source) -> None
             error = lines[-1] if lines else f"exit status {result.returncode}"
             if "No module named" in error or "h5py" in error:
                 error += f" ({CONVERT_HINT})"
+        if source.archive is not None:  # name the ZIP's members, not their deleted copies
+            error = (error.replace(str(options), source.options)
+                     .replace(str(weights), source.weights))
         raise ElmoError(f"{source.describe()}: conversion failed: {error.removeprefix('Error: ')}")
     if lines:  # "wrote TMP (size); max |ONNX − float64 reference| = …"
         print(f"elmo-edge: converted; {lines[-1].partition('; ')[2]}", file=sys.stderr,
