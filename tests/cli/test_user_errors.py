@@ -64,6 +64,11 @@ def test_a_directory_and_a_mistyped_name(tmp_path: Path) -> None:
                    f"Default: no such model file and not a bundled model ({bundled})")
     with pytest.raises(ModelError, match="is a directory"):
         Embedder(tmp_path)
+    (tmp_path / "options.json").write_text("{}")  # a bilm-tf / NLPL folder as downloaded
+    (tmp_path / "model.hdf5").write_bytes(b"")
+    one_line_error(run("embed", "-", tmp_path / "o.npz", "--model", tmp_path, input=b"a\n"),
+                   f"{tmp_path}: is a folder of published weights, not an ONNX model; "
+                   f"convert it first: elmo convert {tmp_path} -o M.onnx")
 
 
 def test_embedder_parameters_after_model_are_keyword_only(toy_model_path: Path,

@@ -69,16 +69,25 @@ def sniff(path: str | os.PathLike) -> bytes:
         return b""
 
 
+def _holds(folder: Path, pattern: str) -> bool:
+    """Whether ``folder`` itself (not below) holds a file matching ``pattern``."""
+    return any(entry.is_file() for entry in folder.glob(pattern))
+
+
 def check_model_file(path: str | os.PathLike) -> None:
     """ModelError, in one line, when ``path`` cannot be an ONNX model file.
 
-    A directory, a missing file (a name without a folder or .onnx also lists
-    the bundled models), an HDF5 file or a JSON file (bilm-tf/AllenNLP
+    A directory (one holding ``*.json`` with ``*.hdf5`` or ``*.pkl``, a model folder as
+    published, says to run `elmo convert` on it), a missing file (a name without a folder
+    or .onnx also lists the bundled models), an HDF5 file or a JSON file (bilm-tf/AllenNLP
     weights or options: the message says to run `elmo convert`), a file that
     cannot be read. Reads at most 8 bytes.
     """
     p = Path(path)
     if p.is_dir():
+        if _holds(p, "*.json") and (_holds(p, "*.hdf5") or _holds(p, "*.pkl")):
+            raise ModelError(f"{p}: is a folder of published weights, not an ONNX model; "
+                             f"convert it first: elmo convert {p} -o M.onnx")
         raise ModelError(f"{p}: no such model file: it is a directory (give the .onnx file)")
     if not p.is_file():
         bare = os.sep not in str(path) and "/" not in str(path) and p.suffix.lower() != ".onnx"
