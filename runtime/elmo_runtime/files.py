@@ -95,11 +95,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
 
     Whatever happens inside the block (an error, Ctrl-C), no half-written file
     is ever left under the final name, and what is renamed is on the disk.
-    An existing ``path`` that is not a regular file is refused first
-    (:func:`check_regular_output`).
+    An existing ``path`` that is not a regular file, or a missing folder, is refused
+    first (:func:`check_regular_output`; ElmoError).
     """
     path = Path(path)
     check_regular_output(path)
+    if not path.parent.is_dir():
+        raise ElmoError(f"{path}: directory {path.parent} does not exist")
     tmp = partial_path(path)
     try:
         yield tmp

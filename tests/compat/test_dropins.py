@@ -229,3 +229,10 @@ def test_a_zip_whose_options_are_refused_names_its_member(bilm_fixtures: Path, t
     message = str(refused.value)
     assert "conversion failed: nlpl/options.json: options: no char_cnn" in message, message
     assert str(tmp_path / "cache") not in message  # not the deleted temporary copy
+
+
+def test_embed_file_into_a_missing_folder_is_one_line(elmo: ElmoEmbedder,
+                                                      tmp_path: Path) -> None:
+    (tmp_path / "in.txt").write_text("a b\n")
+    with pytest.raises(ElmoError, match=r"o.hdf5: directory .*missing does not exist$"):
+        elmo.embed_file(str(tmp_path / "in.txt"), str(tmp_path / "missing" / "o.hdf5"))
