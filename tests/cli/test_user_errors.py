@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,10 @@ def test_a_directory_and_a_mistyped_name(tmp_path: Path) -> None:
     one_line_error(run("embed", "-", tmp_path / "o.npz", "--model", tmp_path, input=b"a\n"),
                    f"{tmp_path}: is a folder of published weights, not an ONNX model; "
                    f"convert it first: elmo convert {tmp_path} -o M.onnx")
+    with zipfile.ZipFile(tmp_path / "209.zip", "w") as archive:  # an NLPL ZIP as downloaded
+        archive.writestr("options.json", "{}")
+    with pytest.raises(ModelError, match="209.zip: is a ZIP .*elmo convert .*209.zip -o M.onnx"):
+        Embedder(tmp_path / "209.zip")
 
 
 def test_embedder_parameters_after_model_are_keyword_only(toy_model_path: Path,

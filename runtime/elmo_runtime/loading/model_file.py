@@ -79,7 +79,7 @@ def check_model_file(path: str | os.PathLike) -> None:
 
     A directory (one holding ``*.json`` with ``*.hdf5`` or ``*.pkl``, a model folder as
     published, says to run `elmo convert` on it), a missing file (a name without a folder
-    or .onnx also lists the bundled models), an HDF5 file or a JSON file (bilm-tf/AllenNLP
+    or .onnx also lists the bundled models), a ZIP, an HDF5 file or a JSON file (bilm-tf/AllenNLP
     weights or options: the message says to run `elmo convert`), a file that
     cannot be read. Reads at most 8 bytes.
     """
@@ -100,6 +100,9 @@ def check_model_file(path: str | os.PathLike) -> None:
     if head == HDF5_MAGIC:
         raise ModelError(f"{p}: is an HDF5 file (bilm-tf/AllenNLP weights?), not an ONNX "
                          f"model; {CONVERT_IT}")
+    if head.startswith(b"PK\x03\x04"):  # a ZIP; an ONNX file starts with field 1's tag, 0x08
+        raise ModelError(f"{p}: is a ZIP (an NLPL or SeqVec model as published?), not an ONNX "
+                         f"model; convert it first: elmo convert {p} -o M.onnx")
     if head.lstrip()[:1] == b"{" or p.suffix.lower() == ".json":
         raise ModelError(f"{p}: is a JSON file (a bilm-tf/AllenNLP options.json?), not an "
                          f"ONNX model; {CONVERT_IT}")
