@@ -236,3 +236,16 @@ def test_embed_file_into_a_missing_folder_is_one_line(elmo: ElmoEmbedder,
     (tmp_path / "in.txt").write_text("a b\n")
     with pytest.raises(ElmoError, match=r"o.hdf5: directory .*missing does not exist$"):
         elmo.embed_file(str(tmp_path / "in.txt"), str(tmp_path / "missing" / "o.hdf5"))
+
+
+def test_a_folder_with_weights_but_no_options_is_named_itself(bilm_fixtures: Path,
+                                                              tmp_path: Path) -> None:
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "lm_weights.hdf5").write_bytes(b"")
+    (tmp_path / "model" / "logs").mkdir()  # one folder beside: not where the model is
+    with pytest.raises(ElmoError, match=r"model: no options.json"):
+        locate(tmp_path / "model")
+    (tmp_path / "one" / "inner").mkdir(parents=True)  # a lone folder is still looked into
+    for name in ("options.json", "lm_weights.hdf5"):
+        (tmp_path / "one" / "inner" / name).write_bytes((bilm_fixtures / name).read_bytes())
+    assert Path(locate(tmp_path / "one").options).parent.name == "inner"

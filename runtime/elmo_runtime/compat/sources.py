@@ -105,7 +105,7 @@ def _folder(directory: Path) -> Source:
             f"{directory}: an ELMoForManyLangs model (config.json), which AllenNLP and "
             "simple_elmo cannot read either: `elmo convert DIR -o model.onnx`, then "
             "elmo_runtime.Embedder('model.onnx')")
-    if not _options_name(names):
+    if not _options_name(names) and not any(n.endswith(".hdf5") for n in names):
         subdirs = [p for p in directory.iterdir() if p.is_dir() and not p.name.startswith(".")]
         if len(subdirs) == 1:
             return _folder(subdirs[0])
