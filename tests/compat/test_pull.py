@@ -203,6 +203,26 @@ def test_a_file_that_changed_since_its_first_download_is_refused(
     assert not (pulled(tmp_path) / "weights.hdf5").exists()
 
 
+def test_a_download_that_does_not_convert_is_dropped_with_its_first_download_record(
+        tmp_path: Path, env: dict, mirror: Mirror) -> None:
+    """A model without a published size or hash takes whatever the server sends; when
+    that does not convert, the files and their first-download records go, so a later
+    pull (from a good server) downloads again instead of failing for good."""
+    good = dict(mirror.files)
+    mirror.files = {OPTIONS: b"0123456789", WEIGHTS: b"0123456789"}
+    result = run_elmo("pull", "tiny-test")  # progress lines, then the error in one line
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: ") and "options.json: not valid JSON" in last
+    assert "the files downloaded now were deleted" in last
+    folder, trust = pulled(tmp_path), tmp_path / "cache" / "pulled" / "trust"
+    assert not (folder / "options.json").exists() and not (folder / "weights.hdf5").exists()
+    assert not any(trust.iterdir())
+    mirror.files = good
+    assert pull("tiny-test", progress=lambda *a: None).is_file()
+    assert len(list(trust.iterdir())) == 2
+
+
 def test_only_https_and_loopback_http(tmp_path: Path, env: dict, mirror: Mirror,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     assert check_url("https://example.org/x") == "https://example.org/x"

@@ -18,6 +18,8 @@ GETs), then converted as the drop-ins convert (:func:`.converted.converted_model
   sha256 and md5 where published; and the sha256 and size recorded at the first download
   of that URL (``<cache>/pulled/trust/``), so a file that changes later is refused. A
   file that fails is deleted (the next pull starts over) and the error names what differed.
+  When the files downloaded now do not convert, they and the first-download records written
+  now are deleted too (the error says so), so a bad download never sticks.
 * **Progress**: one line per tenth of each file on stderr (``\\r``-updated on a terminal).
 
 Concurrent pulls of one name wait on a lock. The cache must be the user's
@@ -41,7 +43,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ..errors import ElmoError
+from ..errors import ElmoError, first_line
 from ..files import write_text_atomic
 from ..loading.pulled import MODEL, PULLED, pulled_dir
 from ..loading.trust import UntrustedCache, owned_file, private_dir, read_owned, trusted_cache_root
@@ -196,9 +198,10 @@ def _trust_file(root: Path, url: str) -> Path:
 
 
 def _verify(spec: PublishedFile, url: str, part: Path, declared: int | None,
-            root: Path) -> dict[str, object]:
+            root: Path) -> tuple[dict[str, object], Path | None]:
     """Check ``part`` against the registry, the server's size and the first download of
-    ``url``; PullError (``part`` deleted) on any difference. Returns the file's record."""
+    ``url``; PullError (``part`` deleted) on any difference. Returns the file's record and
+    the first-download record written now (None when there was one already)."""
     size = part.stat().st_size
     sha256, md5 = _digests(part)
     trust = _trust_file(root, url)
@@ -219,15 +222,17 @@ def _verify(spec: PublishedFile, url: str, part: Path, declared: int | None,
             raise PullError(f"{url}: {got} differs from {what} ({expected}); the file was "
                             "deleted, nothing was installed")
     record = {"url": url, "size": size, "sha256": sha256}
-    if first is None:
-        private_dir(trust.parent)
-        write_text_atomic(trust, json.dumps(record, indent=1))
-    return record
+    if first is not None:
+        return record, None
+    private_dir(trust.parent)
+    write_text_atomic(trust, json.dumps(record, indent=1))
+    return record, trust
 
 
 def _download(spec: PublishedFile, folder: Path, label: str, root: Path,
-              progress: Progress) -> dict[str, object]:
-    """``folder/spec.filename`` from the first URL that answers; its record."""
+              progress: Progress) -> tuple[dict[str, object], Path | None]:
+    """``folder/spec.filename`` from the first URL that answers; its record and the
+    first-download record written now (see :func:`_verify`)."""
     target = folder / spec.filename
     part = folder / f".{spec.filename}.part"
     errors = []
@@ -239,9 +244,9 @@ def _download(spec: PublishedFile, folder: Path, label: str, root: Path,
             if "published size" in str(e) or (part.exists() and part.stat().st_size):
                 raise  # a wrong file, or one to resume: not another mirror's business
             continue
-        record = _verify(spec, url, part, declared, root)
+        record, trust = _verify(spec, url, part, declared, root)
         os.replace(part, target)
-        return record
+        return record, trust
     raise PullError("; ".join(dict.fromkeys(errors)))  # each distinct reason once
 
 
@@ -249,8 +254,10 @@ def pull(name: str, root: Path | None = None, progress: Progress = terminal_prog
     """Download, verify and convert the published model ``name``; its ``model.onnx``.
 
     A model pulled before is returned at once. Raises ModelError for an unknown name,
-    PullError for a refused, failed or mismatching download, ElmoError for a failed
-    conversion (the files stay, verified: the next pull converts again).
+    PullError for a refused, failed or mismatching download. A failed conversion is an
+    ElmoError; the files this pull downloaded (and the first-download records it wrote)
+    are deleted first, so the next pull downloads them again, while files kept from an
+    earlier, unfinished pull stay (the next pull converts them again).
     """
     model = get_published(name)
     root = trusted_cache_root(None if root is None else Path(root))
@@ -261,15 +268,26 @@ def pull(name: str, root: Path | None = None, progress: Progress = terminal_prog
         if is_ready(folder / MODEL) and is_ready(folder / PULLED_JSON):
             return folder / MODEL
         records = []
+        fresh: list[Path] = []  # files and first-download records this pull wrote
         for spec in model.files:
             target = folder / spec.filename
             label = f"{name} {spec.filename}"
             if _owned(target):  # downloaded and verified by an earlier, unfinished pull
                 records.append({"file": spec.filename, "size": target.stat().st_size})
                 continue
-            records.append({"file": spec.filename,
-                            **_download(spec, folder, label, root, progress)})
-        converted = converted_model(_source(model, folder), root)
+            record, trust = _download(spec, folder, label, root, progress)
+            records.append({"file": spec.filename, **record})
+            fresh += [target] if trust is None else [target, trust]
+        try:
+            converted = converted_model(_source(model, folder), root)
+        except ElmoError as e:
+            if not fresh:
+                raise
+            for path in fresh:
+                path.unlink(missing_ok=True)
+            raise PullError(f"{first_line(e)}; the files downloaded now were deleted (and their "
+                            f"first-download records): `elmo pull {name}` downloads them "
+                            "again") from None
         _link(converted, folder / MODEL)
         write_text_atomic(folder / PULLED_JSON, json.dumps(
             {"name": name, "files": records, "converted": str(converted),
