@@ -5,7 +5,8 @@ next header. What each record becomes (docs/switching.md, "From bio_embeddings /
 
 * **id**: the header's first whitespace-separated word (Biopython's ``record.id``, which
   bio_embeddings stores as ``original_id``). It keys the record's dataset, so it must be
-  an hdf5 name: non-empty, no ``/``, not ``.`` or ``..``, and unique in the file.
+  an hdf5 name: non-empty, no ``/``, not ``.`` or ``..``, not ``sentence_to_index`` (the
+  name readers of AllenNLP's layout take for the sentence map), and unique in the file.
 * **residues**: the sequence lines with their whitespace removed, upper-cased (SeqVec was
   trained on upper-case UniRef50; Rostlab's own readers upper-case, bio_embeddings embeds
   lower case as it is and warns that the vectors are nonsense), one token per letter. Any
@@ -29,6 +30,7 @@ from typing import NamedTuple
 
 from .corpus import MAX_TOKENS, decode_line, iter_lines
 from .errors import InputError
+from .output.writers import SENTENCE_TO_INDEX
 
 INPUT_FORMATS = ("text", "fasta")
 SNIFF_BYTES = 64 << 10
@@ -71,6 +73,9 @@ def check_id(record_id: str, name: str, lineno: int) -> None:
     if record_id in (".", ".."):
         raise InputError(f"{where}: record id {record_id!r} cannot be an hdf5 key; rename "
                          "the record")
+    if record_id == SENTENCE_TO_INDEX:
+        raise InputError(f"{where}: record id {record_id!r} is the key readers of AllenNLP's "
+                         "layout take for the sentence map; rename the record")
 
 
 def _residues(text: str, record_id: str, name: str, lineno: int, last: bool) -> str:

@@ -97,6 +97,8 @@ def test_unknown_and_ambiguous_residues_are_embedded_as_they_are(
     (">a/b\nMK\n", "in.fasta:1: record id 'a/b' holds '/'"),
     (">.\nMK\n", "in.fasta:1: record id '.' cannot be an hdf5 key"),
     (">..\nMK\n", "in.fasta:1: record id '..' cannot be an hdf5 key"),
+    (">a\nMK\n>sentence_to_index x\nGG\n",
+     "in.fasta:3: record id 'sentence_to_index' is the key readers of AllenNLP's layout"),
     (">\nMK\n", "in.fasta:1: a header without an id"),
     (">a\nMK*LV\n", "in.fasta:2: record 'a': a stop '*' inside the sequence (residue 3"),
     (">a\nMK*\nLV\n", "in.fasta:2: record 'a': a stop '*' inside the sequence"),
