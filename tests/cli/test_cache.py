@@ -174,7 +174,7 @@ def test_clear_leaves_a_build_in_progress_alone(cache: Path) -> None:
     building = directory / ".tmp-building"
     building.mkdir()
     for model in (None, "0"):
-        with prepared._locked(directory / ".lock"):
+        with prepared.locked(directory / ".lock"):
             if model is None:
                 result = run_elmo("cache", "clear")
                 assert result.stdout.startswith("removed 1 prepared copy, "), result.output

@@ -17,14 +17,12 @@ links, else it is converted again (a link is never followed or deleted).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import CONVERT_HINT, ElmoError
@@ -32,6 +30,7 @@ from ..format import contract
 from ..loading.hashes import model_sha256
 from ..loading.trust import (
     UntrustedCache,
+    locked,
     owned_dir,
     owned_file,
     private_dir,
@@ -67,7 +66,7 @@ def converted_model(source: Source, root: Path | None = None) -> Path:
     final = converted / key
     if is_ready(final / MODEL):
         return final / MODEL
-    with _locked(converted / f"{key}.lock"):
+    with locked(converted / f"{key}.lock"):
         if is_ready(final / MODEL):  # another process converted it while we waited
             return final / MODEL
         for dead in converted.glob(f".{key[:16]}.*"):  # a killed converter's (lock held)
@@ -125,22 +124,6 @@ def _convert(options: Path, weights: Path, output: Path, source: Source) -> None
     if lines:  # "wrote TMP (size); max |ONNX − float64 reference| = …"
         print(f"elmo-edge: converted; {lines[-1].partition('; ')[2]}", file=sys.stderr,
               flush=True)
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive ``flock`` on ``path`` (where fcntl exists; the rename decides otherwise)."""
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
 
 
 def model_for(model: str | os.PathLike, weights: str | os.PathLike | None = None) -> Path:

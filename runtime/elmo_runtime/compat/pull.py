@@ -46,10 +46,17 @@ from urllib.parse import urlsplit
 from ..errors import ElmoError, first_line
 from ..files import write_text_atomic
 from ..loading.pulled import MODEL, PULLED, pulled_dir
-from ..loading.trust import UntrustedCache, owned_file, private_dir, read_owned, trusted_cache_root
+from ..loading.trust import (
+    UntrustedCache,
+    locked,
+    owned_file,
+    private_dir,
+    read_owned,
+    trusted_cache_root,
+)
 from ..models.published import PublishedFile, PublishedModel, get_published
 from ..version import __version__
-from .converted import _locked, converted_model, is_ready
+from .converted import converted_model, is_ready
 from .sources import Source, locate
 
 ENV_MIRROR = "ELMO_EDGE_MODEL_MIRROR"
@@ -263,7 +270,7 @@ def pull(name: str, root: Path | None = None, progress: Progress = terminal_prog
     root = trusted_cache_root(None if root is None else Path(root))
     private_dir(root / PULLED)
     folder = pulled_dir(name, root)
-    with _locked(root / PULLED / f"{name}.lock"):
+    with locked(root / PULLED / f"{name}.lock"):
         private_dir(folder)
         if is_ready(folder / MODEL) and is_ready(folder / PULLED_JSON):
             return folder / MODEL

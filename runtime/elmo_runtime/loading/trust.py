@@ -28,6 +28,7 @@ import os
 import secrets
 import shutil
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -221,3 +222,26 @@ def sealed(root: Path, record: dict[str, Any], mac: object) -> bool:
         return isinstance(mac, str) and hmac.compare_digest(seal(root, record), mac)
     except (OSError, UntrustedCache):
         return False
+
+
+def open_lock(path: Path) -> int:
+    """A descriptor of the lock file ``path``, made 0600, never through a link (OSError)."""
+    return os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on the lock file ``path`` (made 0600, never through a link),
+    held for the ``with`` block; no lock where fcntl is missing (a rename decides then).
+    Raises OSError when the lock file cannot be opened."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    fd = open_lock(path)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

@@ -50,7 +50,6 @@ import subprocess
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +59,7 @@ from ..hashes import INDEX, cache_root, model_sha256
 from ..session import resolve_provider
 from ..trust import (
     UntrustedCache,
+    locked,
     owned_dir,
     owned_file,
     private_dir,
@@ -257,7 +257,7 @@ def prepare(model: str | Path, root: Path | None = None, announce: bool = False)
             return final / GRAPH
         private_dir(root / "prepared")
         private_dir(final.parent)
-        with _locked(final.parent / ".lock"):
+        with locked(final.parent / ".lock"):
             why = check_copy(final, sha)  # another process may have built it meanwhile
             if why is None:
                 return final / GRAPH
@@ -378,27 +378,6 @@ def _clean_siblings(final: Path) -> None:
         if other.name != final.name and (KEY_NAME.fullmatch(other.name)
                                          or other.name.startswith(".tmp-")):
             remove_tree(other)  # a link is left alone
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive ``flock`` on ``path`` (no lock where fcntl is missing: rename still decides)."""
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    fd = open_lock(path)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
-def open_lock(path: Path) -> int:
-    """A descriptor of the lock file ``path``, made 0600, never through a link (OSError)."""
-    return os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o600)
 
 
 def model_dirs(root: Path) -> list[Path]:

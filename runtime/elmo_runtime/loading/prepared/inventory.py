@@ -18,8 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from ..hashes import INDEX, file_stamp, model_sha256
-from ..trust import UntrustedCache, owned_dir, read_owned, remove_tree, trusted_cache_root
-from .cache import KEY_NAME, copy_key, model_dirs, open_lock
+from ..trust import (
+    UntrustedCache,
+    open_lock,
+    owned_dir,
+    read_owned,
+    remove_tree,
+    trusted_cache_root,
+)
+from .cache import KEY_NAME, copy_key, model_dirs
 
 
 def list_copies(root: Path | None = None) -> list[dict[str, Any]]:
