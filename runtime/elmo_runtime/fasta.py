@@ -30,7 +30,7 @@ from typing import NamedTuple
 
 from .corpus import MAX_TOKENS, decode_line, iter_lines
 from .errors import InputError
-from .output.writers import SENTENCE_TO_INDEX
+from .format.names import SENTENCE_TO_INDEX
 
 INPUT_FORMATS = ("text", "fasta")
 SNIFF_BYTES = 64 << 10

@@ -12,3 +12,7 @@ OUTPUT_STATE_C = "final_state_c"
 OUTPUT_STATE_H = "final_state_h"
 OUTPUT_TOKEN_VECTORS = "token_vectors"
 INPUT_WORD_IDS = "word_ids"
+
+# The output files' layout (AllenNLP's `elmo` command): the dataset that maps each input line
+# to its key. Writers write it; FASTA record ids may not take it.
+SENTENCE_TO_INDEX = "sentence_to_index"

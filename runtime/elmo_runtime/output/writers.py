@@ -52,12 +52,12 @@ except ImportError:  # Windows: no file-size limit to honour
 
 from ..errors import H5PY_HINT, PYARROW_HINT, ElmoError, UsageError
 from ..files import check_regular_output, partial_path, publish
+from ..format.names import SENTENCE_TO_INDEX
 
 FORMATS = ("hdf5", "npz", "parquet")
 STDOUT = "-"  # the output name that means standard output (npz only)
 DTYPES = ("float32", "float16")
 KEYED_FORMATS = ("hdf5", "npz")  # the formats that key arrays by a record's id
-SENTENCE_TO_INDEX = "sentence_to_index"
 PARQUET_COLUMNS = ("line", "tokens", "shape", "vectors")
 PARQUET_ROWS_PER_BATCH = 256  # a row group holds at most this many rows …
 PARQUET_VALUES_PER_BATCH = 1 << 25  # … or about this many floats, whichever comes first
