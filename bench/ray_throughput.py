@@ -24,8 +24,9 @@ from pathlib import Path
 
 from elmo_runtime.corpus import read_sentences
 from elmo_runtime.embedder import Embedder, default_model_path
+from elmo_runtime.output.arrow import PARQUET_OPTIONS
 from elmo_runtime.output.ray_engine import HEADROOM_CPUS, embed_dataset, ray_session, read_lines
-from elmo_runtime.output.writers import PARQUET_OPTIONS, open_writer
+from elmo_runtime.output.writers import open_writer
 from serve import make_sentences  # bench/serve.py: the same seeded sentences
 
 

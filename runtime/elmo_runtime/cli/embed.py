@@ -12,7 +12,8 @@ from ..corpus import MAX_TOKENS
 from ..fasta import INPUT_FORMATS
 from ..output.job import REDUCTIONS, EmbedJob, JobResult, count_lines, run_job
 from ..output.shards import DEFAULT_SHARD_SIZE
-from ..output.writers import DTYPES, FORMATS
+from ..output.values import DTYPES
+from ..output.writers import FORMATS
 from .options import embedder_options, mix_asked, pop_settings
 from .params import Finite
 from .progress import LOG_INTERVAL, line_progress

@@ -38,6 +38,7 @@ from ..corpus import MAX_TOKENS, read_lines
 from ..errors import RAY_HINT, ElmoError, UsageError
 from ..files import check_not_an_input, check_output
 from ..settings import EmbedderSettings
+from .arrow import import_pyarrow
 from .writers import (
     FORMATS,
     KEYED_FORMATS,
@@ -45,7 +46,6 @@ from .writers import (
     check_extension,
     format_of,
     import_h5py,
-    import_pyarrow,
     infer_format,
     open_writer,
 )

@@ -45,6 +45,7 @@ from ..files import partial_path, publish, sha256_file
 from ..mix import Mix
 from ..settings import EmbedderSettings, MixSpec
 from ..token_cache import DEFAULT_CACHE_MB
+from .arrow import PARQUET_OPTIONS, arrow_columns, import_pyarrow
 from .ray_session import (
     HEADROOM_CPUS,
     check_pool,
@@ -54,7 +55,7 @@ from .ray_session import (
 )
 from .rundir import input_info, model_fingerprint, output_directory, remove_outputs
 from .shards import DEFAULT_SHARD_SIZE
-from .writers import PARQUET_OPTIONS, arrow_columns, check_dtype, import_pyarrow
+from .values import check_dtype
 
 if TYPE_CHECKING:
     from ..embedder import Embedder

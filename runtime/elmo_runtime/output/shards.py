@@ -33,16 +33,11 @@ import numpy as np
 from ..corpus import Line, iter_lines, read_lines
 from ..errors import ElmoError
 from ..files import sha256_file
+from .arrow import arrays_from_table, import_pyarrow
 from .rundir import MANIFEST, Manifest, input_info, model_fingerprint, output_directory
 from .rundir import read_manifest as read_manifest
-from .writers import (
-    arrays_from_table,
-    check_dtype,
-    import_h5py,
-    import_pyarrow,
-    infer_format,
-    open_writer,
-)
+from .values import check_dtype
+from .writers import import_h5py, infer_format, open_writer
 
 if TYPE_CHECKING:
     from ..embedder import Embedder

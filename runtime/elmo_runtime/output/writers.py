@@ -50,19 +50,23 @@ try:
 except ImportError:  # Windows: no file-size limit to honour
     resource = None  # type: ignore[assignment]
 
-from ..errors import H5PY_HINT, PYARROW_HINT, ElmoError, UsageError
+from ..errors import H5PY_HINT, ElmoError, UsageError
 from ..files import check_regular_output, partial_path, publish
 from ..format.names import SENTENCE_TO_INDEX
+from .arrow import (
+    PARQUET_OPTIONS,
+    PARQUET_ROWS_PER_BATCH,
+    PARQUET_VALUES_PER_BATCH,
+    arrow_table,
+    import_pyarrow,
+    parquet_schema,
+)
+from .values import cast, check_dtype
 
 FORMATS = ("hdf5", "npz", "parquet")
 STDOUT = "-"  # the output name that means standard output (npz only)
-DTYPES = ("float32", "float16")
 KEYED_FORMATS = ("hdf5", "npz")  # the formats that key arrays by a record's id
-PARQUET_COLUMNS = ("line", "tokens", "shape", "vectors")
-PARQUET_ROWS_PER_BATCH = 256  # a row group holds at most this many rows …
-PARQUET_VALUES_PER_BATCH = 1 << 25  # … or about this many floats, whichever comes first
 # Dictionary encoding suits the repetitive columns; on vectors it adds ~50% (measured).
-PARQUET_OPTIONS = {"use_dictionary": ["path", "tokens.list.element"]}
 # The file extensions each format owns; an OUTPUT ending in another format's is refused.
 EXTENSIONS = {"hdf5": (".hdf5", ".h5"), "npz": (".npz",), "parquet": (".parquet", ".pq")}
 
@@ -107,21 +111,6 @@ def check_extension(path: str | Path, format: str | None) -> None:
             f"{path}: the output name ends in none of {exts}; name the file *.hdf5 (or pass "
             "--format), and give one INPUT (several need --engine ray)"
         )
-
-
-def check_dtype(dtype: str) -> np.dtype:
-    """The NumPy dtype for a ``--dtype`` name ("float32" or "float16")."""
-    if dtype not in DTYPES:
-        raise ElmoError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
-    return np.dtype(dtype)
-
-
-def cast(array: np.ndarray, dtype: np.dtype, where: str) -> np.ndarray:
-    """``array`` as ``dtype``; ElmoError if float16 would turn a finite value into inf."""
-    out = np.ascontiguousarray(array, dtype=dtype)
-    if dtype == np.float16 and not np.isfinite(out).all() and np.isfinite(array).all():
-        raise ElmoError(f"{where}: a value exceeds the float16 range; use --dtype float32")
-    return out
 
 
 @contextmanager
@@ -314,65 +303,6 @@ def import_h5py() -> Any:
     except ImportError:
         raise ElmoError(H5PY_HINT) from None
     return h5py
-
-
-def import_pyarrow() -> tuple[Any, Any]:
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise ElmoError(PYARROW_HINT) from None
-    return pa, pq
-
-
-def parquet_schema(dtype: str = "float32") -> Any:
-    """The pyarrow schema of Parquet output (extra columns, e.g. ``path``, may precede it)."""
-    pa, _ = import_pyarrow()
-    value = pa.float16() if check_dtype(dtype) == np.float16 else pa.float32()
-    types = [pa.int64(), pa.list_(pa.string()), pa.list_(pa.int32()), pa.list_(value)]
-    return pa.schema(list(zip(PARQUET_COLUMNS, types, strict=True)))
-
-
-def arrow_columns(
-    tokens: Sequence[Sequence[str]], arrays: Sequence[np.ndarray], dtype: str = "float32"
-) -> dict[str, Any]:
-    """The ``tokens``, ``shape`` and ``vectors`` columns (pyarrow arrays) of sentences."""
-    pa, _ = import_pyarrow()
-    schema = parquet_schema(dtype)
-    np_dtype = check_dtype(dtype)
-    sizes = np.fromiter((a.size for a in arrays), dtype=np.int64, count=len(arrays))
-    offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int32)
-    values = (
-        np.concatenate([a.reshape(-1) for a in arrays]).astype(np_dtype, copy=False)
-        if arrays
-        else np.zeros(0, np_dtype)
-    )
-    return {
-        "tokens": pa.array(tokens, schema.field("tokens").type),
-        "shape": pa.array([a.shape for a in arrays], schema.field("shape").type),
-        "vectors": pa.ListArray.from_arrays(pa.array(offsets), pa.array(values)),
-    }
-
-
-def arrow_table(
-    lines: Sequence[int],
-    tokens: Sequence[Sequence[str]],
-    arrays: Sequence[np.ndarray],
-    dtype: str = "float32",
-) -> Any:
-    """A pyarrow Table of :data:`PARQUET_COLUMNS`, one row per sentence."""
-    pa, _ = import_pyarrow()
-    columns = {"line": pa.array(lines, pa.int64()), **arrow_columns(tokens, arrays, dtype)}
-    return pa.Table.from_pydict(columns, schema=parquet_schema(dtype))
-
-
-def arrays_from_table(table: Any) -> list[np.ndarray]:
-    """The arrays of a Parquet output table (:func:`arrow_table`), one per row."""
-    shapes = table.column("shape").to_pylist()
-    vectors = table.column("vectors").combine_chunks()
-    offsets = vectors.offsets.to_numpy()
-    values = vectors.values.to_numpy(zero_copy_only=False)
-    return [values[offsets[i] : offsets[i + 1]].reshape(shape) for i, shape in enumerate(shapes)]
 
 
 def check_output(path: str | Path) -> Path:

@@ -9,15 +9,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner, Result
 from elmo_runtime.cli import main
-from elmo_runtime.errors import ElmoError
-from elmo_runtime.output.writers import (
+from elmo_runtime.errors import PYARROW_HINT, ElmoError
+from elmo_runtime.output.arrow import (
     PARQUET_COLUMNS,
     PARQUET_ROWS_PER_BATCH,
-    PYARROW_HINT,
     arrays_from_table,
     arrow_table,
-    open_writer,
 )
+from elmo_runtime.output.writers import open_writer
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
