@@ -105,7 +105,7 @@ def test_ray_cli_equals_one_process(tiny_model_path: Path, tmp_path: Path) -> No
     pytest.importorskip("pyarrow")
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
-    from elmo_runtime.output.writers import arrays_from_table
+    from elmo_runtime.output.arrow import arrays_from_table
 
     inputs = [tmp_path / "a.txt", tmp_path / "b.txt"]
     inputs[0].write_text(corpus(2500, seed=1))
@@ -157,7 +157,7 @@ def test_embed_dataset_in_a_ray_pipeline(toy_model_path: Path, tmp_path: Path, t
     """The Python API on ray.data.read_text, and a bad line as one clear error."""
     pytest.importorskip("pyarrow")
     from elmo_runtime.output.ray_engine import embed_dataset, embed_files, ray_session
-    from elmo_runtime.output.writers import arrays_from_table
+    from elmo_runtime.output.arrow import arrays_from_table
 
     src = tmp_path / "in.txt"
     src.write_text("The cat sat\nhello world\nx\n")
