@@ -156,8 +156,8 @@ def test_ray_cli_equals_one_process(tiny_model_path: Path, tmp_path: Path) -> No
 def test_embed_dataset_in_a_ray_pipeline(toy_model_path: Path, tmp_path: Path, toy) -> None:
     """The Python API on ray.data.read_text, and a bad line as one clear error."""
     pytest.importorskip("pyarrow")
-    from elmo_runtime.output.ray_engine import embed_dataset, embed_files, ray_session
     from elmo_runtime.output.arrow import arrays_from_table
+    from elmo_runtime.output.ray_engine import embed_dataset, embed_files, ray_session
 
     src = tmp_path / "in.txt"
     src.write_text("The cat sat\nhello world\nx\n")
