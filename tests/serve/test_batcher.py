@@ -175,3 +175,21 @@ def test_group_bounds_split_by_steps_and_bytes():
     assert group_bounds(sentences, max_steps=100, sentence_bytes=len, max_bytes=6) == [
         (0, 2), (2, 3), (3, 4), (4, 5)]
     assert group_bounds([["w"] * 50], max_steps=4, sentence_bytes=len) == [(0, 1)]
+
+
+def test_a_reduced_group_keeps_only_what_it_answers():
+    """A queued group holds the mixed vectors, not every layer (a view of the top layer
+    would keep all of them alive), and its rendered items are orjson's output unsliced."""
+    import orjson
+    from elmo_runtime.mix import all_layers, top_layer
+    from elmo_runtime.serve.protocol import reduce_embed, render_embed
+
+    layers = np.arange(3 * 4 * 6, dtype=np.float32).reshape(3, 4, 6).copy()  # owns its data
+    top = reduce_embed(layers, top_layer, "none")
+    assert top.base is None and top.nbytes == layers.nbytes // 3
+    np.testing.assert_array_equal(top, layers[-1])
+    assert reduce_embed(layers, all_layers, "none") is layers  # nothing to copy
+    assert reduce_embed(layers, top_layer, "mean").shape == (6,)
+    items = render_embed([top, top], "float")
+    assert isinstance(items, memoryview)
+    assert orjson.loads(b"[" + bytes(items) + b"]") == [top.tolist(), top.tolist()]

@@ -166,12 +166,6 @@ def _send(server: Server, data: bytes) -> socket.socket:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="issue 23 acceptance not yet met on a quiet machine: 8 never-reading clients hold "
-    "~115-125 MiB over idle (measured 2026-12-07 at load 2-4; +73 MiB only under load 20); "
-    "the 100 MiB bound stays the target",
-    strict=False,
-)
 def test_clients_that_never_read_hold_little_memory():
     """8 clients post ~75 KB each (an answer of ~55 MiB of JSON) and never read it."""
     server = start_server("--mix", "top", "--send-timeout", "20", "--token-cache", "0")

@@ -3,12 +3,15 @@
 The body is parsed and tokenized in the service's one CPU worker thread (never on
 the event loop). The request's sentences go to the batcher in *groups* (at most
 half a model run's token budget and :data:`CHUNK_BYTES` of answer each), at most
-:data:`DEPTH` groups queued, the next ones only once a chunk is handed to the
-connection: a client that does not read its answer holds about a group's vectors
-and two rendered chunks (one in the connection's buffer), never the whole answer,
-and a large request takes its fair share of model runs, not all of them.
-An answer of one group is sent with a ``Content-Length``; a longer one is
-streamed (chunked), group by group, as the client reads.
+:data:`DEPTH` groups queued, the next ones only once a group is handed to the
+connection. A group's vectors are reduced (mixed, pooled) as soon as they come
+back and rendered only when the connection is ready for them, and the rendered
+text is handed over :data:`SLICE_BYTES` at a time, each slice only once the
+connection's buffer has drained. So a client that does not read its answer holds
+one rendered group, one slice and :data:`DEPTH` groups of reduced vectors, never
+the whole answer, and a large request takes its fair share of model runs, not
+all of them. An answer of one group is sent with a ``Content-Length``; a longer
+one is streamed (chunked), group by group, as the client reads.
 
 While the request waits, a watcher reads the connection: a client that hangs up
 has its queued sentences dropped before they run and is counted as 499.
@@ -42,6 +45,8 @@ from .protocol import (
     openai_tail,
     parse_embed,
     parse_openai,
+    reduce_embed,
+    reduce_openai,
     render_embed,
     render_openai,
 )
@@ -52,18 +57,22 @@ CLIENT_CLOSED = 499  # nginx's "client closed request": counted, never a 5xx or 
 STATUS_KEY = "elmo.status"  # scope key: the status the metrics count when it is not the sent one
 CHUNK_BYTES = 2 * 2**20  # answer bytes per group (estimated, as --max-response-mb)
 DEPTH = 2  # groups of one request queued ahead of the one being sent
+SLICE_BYTES = 256 * 2**10  # answer bytes handed to the connection at a time
 
 T = TypeVar("T")
-Render = Callable[[list[np.ndarray], int], bytes]  # a group's vectors, its first index -> items
+Reduce = Callable[[np.ndarray], np.ndarray]  # a sentence's layers -> the vectors it answers
+Render = Callable[[list[np.ndarray], int], memoryview]  # reduced vectors, first index -> items
 
 
 @dataclass
 class Plan:
-    """A parsed request: its sentences, how to render a group of their vectors (comma-separated
-    JSON items), what comes before the first and after the last item, and the answer bytes
-    each sentence takes (for the groups)."""
+    """A parsed request: its sentences, how to reduce a sentence's layers to what is answered
+    (mix, pooling) and render a group of them (comma-separated JSON items), what comes
+    before the first and after the last item, and the answer bytes each sentence takes
+    (for the groups)."""
 
     sentences: list[list[str]]
+    reduce: Reduce
     render: Render
     head: bytes
     tail: bytes
@@ -86,7 +95,8 @@ def plan_embed(raw: bytes, service: Any) -> Plan:
     size = BYTES_PER_VALUE[parsed.encoding]
     return Plan(
         parsed.sentences,
-        lambda vectors, first: render_embed(vectors, mix, parsed.pooling, parsed.encoding),
+        lambda layers: reduce_embed(layers, mix, parsed.pooling),
+        lambda vectors, first: render_embed(vectors, parsed.encoding),
         EMBED_HEAD,
         EMBED_TAIL,
         lambda sentence: values(sentence) * size,
@@ -103,7 +113,8 @@ def plan_openai(raw: bytes, service: Any) -> Plan:
     size = service.dim * BYTES_PER_VALUE[parsed.encoding]
     return Plan(
         parsed.sentences,
-        lambda vectors, first: render_openai(vectors, first, mix, parsed.encoding),
+        lambda layers: reduce_openai(layers, mix),
+        lambda vectors, first: render_openai(vectors, first, parsed.encoding),
         OPENAI_HEAD,
         openai_tail(parsed.sentences, service.model_name),
         lambda sentence: size,
@@ -131,9 +142,10 @@ def group_bounds(
 
 
 class Stream:
-    """A request's groups through the batcher, :data:`DEPTH` queued ahead, rendered in order
-    in the CPU thread. :meth:`next` gives each group's JSON items (None after the last);
-    :meth:`close` drops what is still queued."""
+    """A request's groups through the batcher, :data:`DEPTH` queued ahead, each reduced when
+    its vectors come back and rendered in order when asked for, both in the CPU thread.
+    :meth:`next` gives each group's JSON items (None after the last); :meth:`close` drops
+    what is still queued."""
 
     def __init__(self, batcher: Batcher, plan: Plan, cpu: Executor):
         self.plan = plan
@@ -151,14 +163,20 @@ class Stream:
         return bool(self._pending or self._groups)
 
     def fill(self) -> None:
-        """Queue groups until :data:`DEPTH` are pending (called once a chunk is handed to the
+        """Queue groups until :data:`DEPTH` are pending (called once a group is handed to the
         connection, so a client that does not read stops the queueing)."""
         while self._groups and len(self._pending) < DEPTH:
             start, end = self._groups.popleft()
-            work = self._batcher.embed(self.plan.sentences[start:end], self._owner)
+            work = self._reduced(self.plan.sentences[start:end])
             self._pending.append((start, asyncio.ensure_future(work)))
 
-    async def next(self) -> bytes | None:
+    async def _reduced(self, sentences: list[list[str]]) -> list[np.ndarray]:
+        layers = await self._batcher.embed(sentences, self._owner)
+        reduce = self.plan.reduce
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._cpu, lambda: [reduce(v) for v in layers])
+
+    async def next(self) -> memoryview | None:
         """The next group's JSON items (None after the last)."""
         if not self._pending:
             self.fill()
@@ -212,8 +230,13 @@ async def race(
     raise Gone if gone is not None and gone.done() else Deadline
 
 
-class Streamed(Response):
-    """A 200 answer sent group by group (chunked); the slot is released once it is sent.
+class Answer(Response):
+    """A 200 answer: the head, the first group's ``items`` (rendered before the answer
+    starts, so an error before it is still a plain 4xx/5xx), then the stream's other
+    groups, then the tail. One group: sent with a ``Content-Length``; more: chunked, group
+    by group as the client reads. Every part is handed to the connection in
+    :data:`SLICE_BYTES` slices, each once the previous one has drained, and dropped once
+    handed. ``done`` (the slot's release) is called once it is sent or given up.
 
     A client that leaves mid-way is counted as 499; at the drain deadline or when the
     model fails mid-way the connection is closed without the last chunk (so the client
@@ -222,31 +245,50 @@ class Streamed(Response):
 
     def __init__(
         self,
-        first: bytes,
+        items: memoryview | bytes,
         stream: Stream,
         gone: asyncio.Future,
         deadline: asyncio.Event,
         done: Callable[[str | None], None],
     ):
         super().__init__(media_type="application/json")
-        self.first, self.stream, self.gone, self.deadline, self.done = (
-            first, stream, gone, deadline, done)  # fmt: skip
-        del self.headers["content-length"]
+        self.items, self.stream, self.gone, self.deadline, self.done = (
+            items, stream, gone, deadline, done)  # fmt: skip
+        plan = stream.plan
+        if stream.more:
+            del self.headers["content-length"]
+        else:
+            self.headers["content-length"] = str(len(plan.head) + len(items) + len(plan.tail))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         outcome = None
+        stream, plan = self.stream, self.stream.plan
+
+        async def hand(data: memoryview | bytes, more: bool = True) -> None:
+            view = memoryview(data)
+            for at in range(0, max(1, len(view)), SLICE_BYTES):
+                if self.gone.done():
+                    raise Gone
+                last = not more and at + SLICE_BYTES >= len(view)
+                await send({"type": "http.response.body", "body": bytes(view[at:at + SLICE_BYTES]),
+                            "more_body": not last})
+
         try:
             await send({"type": "http.response.start", "status": 200,
                         "headers": self.raw_headers})
-            await send({"type": "http.response.body", "body": self.first, "more_body": True})
-            self.stream.fill()
-            while self.stream.more:
-                chunk = await race(self.stream.next(), self.gone, self.deadline)
-                assert chunk is not None
-                await send({"type": "http.response.body", "body": b"," + chunk,
-                            "more_body": True})
-                self.stream.fill()
-            await send({"type": "http.response.body", "body": self.stream.plan.tail})
+            await hand(plan.head)
+            items, self.items = self.items, b""
+            await hand(items)
+            del items
+            stream.fill()
+            while stream.more:
+                items = await race(stream.next(), self.gone, self.deadline)
+                assert items is not None
+                await hand(b",")
+                await hand(items)
+                del items
+                stream.fill()
+            await hand(plan.tail, more=False)
         except Gone:
             scope[STATUS_KEY] = CLIENT_CLOSED
         except Deadline:
@@ -257,5 +299,5 @@ class Streamed(Response):
             log.warning("elmo serve: an answer cut short: %s: %s", type(e).__name__,
                         first_line(e))
         finally:
-            self.stream.close()
+            stream.close()
             self.done(outcome)

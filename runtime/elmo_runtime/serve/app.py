@@ -43,11 +43,11 @@ from ..errors import first_line
 from .answer import (
     CLIENT_CLOSED,
     STATUS_KEY,
+    Answer,
     Deadline,
     Gone,
     Plan,
     Stream,
-    Streamed,
     plan_embed,
     plan_openai,
     race,
@@ -241,12 +241,9 @@ async def _answer(
         loop = asyncio.get_running_loop()
         parsed = await race(loop.run_in_executor(cpu, plan, body, service), gone, deadline)
         stream = Stream(service.batcher, parsed, cpu)
-        first = parsed.head + (await race(stream.next(), gone, deadline) or b"")
+        items = await race(stream.next(), gone, deadline)
         handed = True
-        if stream.more:
-            return Streamed(first, stream, gone, deadline, done)
-        gone.cancel()
-        return _Sent(first + parsed.tail, release)
+        return Answer(b"" if items is None else items, stream, gone, deadline, done)
     except Gone:
         raise ApiError(CLIENT_CLOSED, "the client closed the connection") from None
     except Deadline:
@@ -283,20 +280,6 @@ def _take_slot(service: Service) -> Callable[[], None]:
             service.metrics.in_flight.set(service.in_flight)
 
     return release
-
-
-class _Sent(Response):
-    """A 200 JSON answer that calls ``after`` once it is sent (or fails to be)."""
-
-    def __init__(self, body: bytes, after: Callable[[], None]):
-        super().__init__(body, media_type=JSON)
-        self.after = after
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self.after()
 
 
 def _check_content_type(request: Request) -> None:

@@ -167,32 +167,42 @@ EMBED_TAIL = b"]}"
 OPENAI_HEAD = b'{"object":"list","data":['
 
 
-def render_embed(vectors: Sequence[np.ndarray], mix: Mix, pooling: str, encoding: str) -> bytes:
-    """The ``"embeddings"`` items of some inputs (comma-separated JSON, no brackets): per
-    input the mixed array, mean-pooled over tokens if asked. The answer is
-    ``EMBED_HEAD + items + "," + items ... + EMBED_TAIL``.
+def reduce_embed(layers: np.ndarray, mix: Mix, pooling: str) -> np.ndarray:
+    """One input's vectors as ``POST /embed`` answers them: the mix of its ``(L+1, n, 2P)``
+    float32 layers, mean-pooled over tokens if asked."""
+    v = mix(layers)
+    if pooling == "mean":
+        return mean_tokens(v)
+    # a copy of a view (the top layer), so that it does not keep every layer in memory
+    return np.array(v, dtype=np.float32, copy=v.base is not None, order="C")
+
+
+def render_embed(vectors: Sequence[np.ndarray], encoding: str) -> memoryview:
+    """The ``"embeddings"`` items of some inputs' reduced vectors (:func:`reduce_embed`), as
+    comma-separated JSON without brackets (a view of orjson's output, not a copy). The answer
+    is ``EMBED_HEAD + items + "," + items ... + EMBED_TAIL``.
 
     float: nested lists of the array's shape; base64: ``{"shape": [...], "data":
     <little-endian float32 bytes, base64>}``.
     """
-    out = []
-    for layers in vectors:
-        v = mix(layers)
-        if pooling == "mean":
-            v = mean_tokens(v)
-        out.append(_encode(v, encoding, with_shape=True))
-    return orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1]
+    out = [_encode(v, encoding, with_shape=True) for v in vectors]
+    return memoryview(orjson.dumps(out, option=orjson.OPT_SERIALIZE_NUMPY))[1:-1]
 
 
-def render_openai(vectors: Sequence[np.ndarray], first: int, mix: Mix, encoding: str) -> bytes:
+def reduce_openai(layers: np.ndarray, mix: Mix) -> np.ndarray:
+    """One input's vector as OpenAI's embeddings answer has it: the mean over tokens of the
+    mix of its ``(L+1, n, 2P)`` float32 layers, ``(2P,)`` float32."""
+    return mean_tokens(mix(layers))
+
+
+def render_openai(vectors: Sequence[np.ndarray], first: int, encoding: str) -> memoryview:
     """The ``"data"`` items of OpenAI's embeddings answer for inputs ``first, first + 1, ...``
-    (comma-separated JSON): one vector, the mean over tokens of the mix, per input."""
+    (comma-separated JSON, a view of orjson's output) of their :func:`reduce_openai` vectors."""
     data = [
-        {"object": "embedding", "index": first + i,
-         "embedding": _encode(mean_tokens(mix(v)), encoding)}
+        {"object": "embedding", "index": first + i, "embedding": _encode(v, encoding)}
         for i, v in enumerate(vectors)
     ]
-    return orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY)[1:-1]
+    return memoryview(orjson.dumps(data, option=orjson.OPT_SERIALIZE_NUMPY))[1:-1]
 
 
 def openai_tail(sentences: Sequence[Sequence[str]], model: str) -> bytes:
