@@ -84,6 +84,33 @@ def test_embed_file_layout(elmo: ElmoEmbedder, tmp_path: Path) -> None:
         assert json.loads(f["sentence_to_index"][0]) == {"a b": "0", "c": "1"}
 
 
+def test_embed_file_replaces_an_existing_output_only_with_overwrite(
+        elmo: ElmoEmbedder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import h5py
+
+    (tmp_path / "in.txt").write_text("a b\nc\n")
+    out = tmp_path / "o.hdf5"
+    out.write_bytes(b"the user's own file")
+
+    def no_embedding(*args: object, **kwargs: object) -> None:
+        raise AssertionError("embedded before the existing output was refused")
+
+    with monkeypatch.context() as m:
+        m.setattr(elmo, "embed_sentences", no_embedding)
+        lines = open(tmp_path / "in.txt")  # noqa: SIM115
+        with pytest.raises(FileExistsError) as refused:
+            elmo.embed_file(lines, str(out))
+        assert not lines.closed and lines.read() == "a b\nc\n"  # not read either
+        lines.close()
+    message = str(refused.value)
+    assert message == (f"{out}: exists; pass overwrite=True to replace it (AllenNLP "
+                       "replaced it silently; nothing was written)"), message
+    assert out.read_bytes() == b"the user's own file"
+    elmo.embed_file(str(tmp_path / "in.txt"), str(out), "top", overwrite=True)
+    with h5py.File(out) as f:
+        assert sorted(f) == ["0", "1", "sentence_to_index"]
+
+
 def test_cuda_device(pair: tuple[Path, Path]) -> None:
     with pytest.raises(ProviderError, match="CUDA_VISIBLE_DEVICES=1"):
         ElmoEmbedder(*pair, cuda_device=1)

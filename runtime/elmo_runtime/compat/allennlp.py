@@ -128,7 +128,8 @@ class ElmoEmbedder:
 
     def embed_file(self, input_file: IO[str] | str | os.PathLike, output_file_path: str,
                    output_format: str = "all", batch_size: int = DEFAULT_BATCH_SIZE,
-                   forget_sentences: bool = False, use_sentence_keys: bool = False) -> None:
+                   forget_sentences: bool = False, use_sentence_keys: bool = False,
+                   overwrite: bool = False) -> None:
         """AllenNLP's ``elmo`` command: one whitespace-tokenized sentence per line → hdf5.
 
         Datasets (float32) keyed by line number (``"0"``, ``"1"``, …) or, with
@@ -138,10 +139,15 @@ class ElmoEmbedder:
         sentence to its key. ``input_file`` (an open text file, closed at the end as
         AllenNLP did, or a path). Raises ConfigurationError for blank lines or a repeated
         sentence key; the output appears only when complete (AllenNLP wrote it in place).
+        An existing ``output_file_path`` is replaced only with ``overwrite=True``, else
+        FileExistsError before the input is read (AllenNLP replaced it silently).
         """
         if output_format not in OUTPUT_FORMATS:
             raise ValueError(f"output_format must be one of {OUTPUT_FORMATS}, found "
                              f"{output_format!r}")
+        if not overwrite and os.path.lexists(output_file_path):
+            raise FileExistsError(f"{output_file_path}: exists; pass overwrite=True to replace "
+                                  "it (AllenNLP replaced it silently; nothing was written)")
         from ..output.writers import import_h5py
 
         h5py = import_h5py()
