@@ -110,6 +110,27 @@ def test_the_users_own_cache_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert (root / trust.SECRET).stat().st_mode & 0o777 == 0o600
 
 
+@pytest.mark.parametrize("how", ["o+w", "g+w", "a link"])
+def test_a_copy_under_a_prepared_folder_others_may_write_is_not_used(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, always: None, how: str) -> None:
+    """A valid copy was used when ``prepared/`` itself was writable by others (they may
+    rename the user's copies between the check and the load) or a link: only its
+    subfolders were checked."""
+    root = tmp_path / "cache"
+    monkeypatch.setenv(hashes.ENV_CACHE, str(root))
+    prepared.prepare(default_model_path())
+    folder = root / "prepared"
+    if how == "a link":
+        folder.rename(root / "elsewhere")
+        folder.symlink_to(root / "elsewhere", target_is_directory=True)
+        expect = "not a link"
+    else:
+        os.chmod(folder, 0o703 if how == "o+w" else 0o730)
+        expect = "writable by others"
+    with pytest.warns(UserWarning, match=expect):
+        assert prepared.load_path(default_model_path()) == default_model_path()
+
+
 def test_a_link_in_prepared_survives_clear_with_its_target(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, always: None) -> None:
     """Issue 23.5: `clear` followed prepared/<link> and deleted its target's subfolders."""

@@ -193,7 +193,8 @@ def check_copy(directory: Path, source_sha256: str) -> str | None:
     """None when the copy in ``directory`` is complete, intact and this cache's, else why not.
 
     ``directory`` is ``<cache>/prepared/<source_sha256>/<key>``: it, its files and
-    their folder must be the user's and no links; the manifest must name
+    the two folders above it must be the user's, not writable by others, and no links
+    (else others could rename copies between this check and the load); the manifest must name
     ``source_sha256`` and carry the cache's seal (:func:`..trust.seal`). The graph
     file is hashed in full; the data file's size, mtime and ctime must be the
     manifest's and its sampled blocks must hash the same, or else its full sha256
@@ -201,6 +202,7 @@ def check_copy(directory: Path, source_sha256: str) -> str | None:
     """
     root = directory.parent.parent.parent
     try:
+        owned_dir(directory.parent.parent)
         owned_dir(directory.parent)
         owned_dir(directory)
         manifest = json.loads(read_owned(directory / MANIFEST))
