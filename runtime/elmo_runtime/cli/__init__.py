@@ -2,8 +2,11 @@
 
 Every :class:`ElmoError` becomes ``Error: <message>`` and exit status 1 (a
 :class:`UsageError`, options that cannot go together, exit status 2); an
-interrupt (Ctrl-C or SIGTERM) exits with 130; anything unexpected prints one
-line and exits with 2 (``ELMO_DEBUG=1`` shows the traceback). The commands
+interrupt (Ctrl-C or SIGTERM) exits with 130; a reader of standard output that
+leaves early (``elmo embed in.txt - | head -c 4``) ends the command quietly with 141,
+the status of a tool killed by SIGPIPE (not the user's error: nothing is printed);
+anything unexpected prints one line and exits with 2 (``ELMO_DEBUG=1`` shows the
+traceback). The commands
 live in their own modules: `embed` (cli/embed.py), `info` (cli/info.py),
 `cache` (cli/cache.py), `pull` (cli/pull.py),
 `quantize` (cli/quantize.py); the export side's commands (`elmo convert`,
@@ -33,6 +36,7 @@ __all__ = ["INTERRUPTS", "ElmoGroup", "count_lines", "main", "read_sentences"]
 
 EXIT_INTERNAL = 2
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE: what `cat`, `yes`, ... report when the reader leaves
 
 
 def _show_warning(message: Any, category: type, *args: Any, **kwargs: Any) -> None:
@@ -113,11 +117,9 @@ class ElmoGroup(click.Group):
             ctx.exit(EXIT_INTERRUPTED)
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
-        except BrokenPipeError:  # `elmo pull --list | head`: the reader left
+        except BrokenPipeError:  # `elmo embed in.txt - | head -c 4`: the reader left
             _silence_stdout()
-            click.echo("Error: standard output was closed (broken pipe); the output is "
-                       "incomplete", err=True)
-            ctx.exit(1)
+            ctx.exit(EXIT_BROKEN_PIPE)
         except Exception as e:
             if os.environ.get("ELMO_DEBUG", "") not in ("", "0"):
                 raise
@@ -130,7 +132,8 @@ class ElmoGroup(click.Group):
 
 
 def _silence_stdout() -> None:
-    """Point fd 1 at /dev/null so that the interpreter's final flush of a closed pipe is quiet."""
+    """Point fd 1 at /dev/null so that the interpreter's final flush of a closed pipe is quiet
+    (the recipe of Python's documentation, signal module, "Note on SIGPIPE")."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

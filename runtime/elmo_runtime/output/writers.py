@@ -115,8 +115,12 @@ def check_extension(path: str | Path, format: str | None) -> None:
 
 @contextmanager
 def _write_errors(path: Path) -> Iterator[None]:
+    """OSError as ElmoError naming ``path``; BrokenPipeError (the reader of standard output
+    left) passes through for the CLI to end quietly."""
     try:
         yield
+    except BrokenPipeError:
+        raise
     except OSError as e:
         raise ElmoError(f"{path}: cannot write the output ({e})") from None
 
