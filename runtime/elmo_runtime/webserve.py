@@ -10,12 +10,13 @@ Like `elmo serve` on loopback it answers only requests whose ``Host`` header is
 a loopback name (421 otherwise: a DNS-rebinding page cannot read it), only
 ``GET`` and ``HEAD`` (405 otherwise), and lists no directories (404): its answers
 name no file path of this machine. It serves only regular files whose real path
-(links resolved) is inside its folder, and the model it was given: a link out of
-the folder is 404; a malformed path (NUL or another control character, a
-backslash, ``.``/``..`` segments, encoded or not, bytes that are not UTF-8, over
-:data:`MAX_PATH` bytes) is 400 or 414. Every refusal is one line of text and one
-log line, never a traceback; a client silent for :data:`CLIENT_TIMEOUT` seconds is
-dropped.
+(links resolved) is inside its folder, opened along that real path without
+following a link (a folder swapped for a link after the check is not followed),
+and the model it was given: a link out of the folder is 404; a malformed path
+(NUL or another control character, a backslash, ``.``/``..`` segments, encoded or
+not, bytes that are not UTF-8, over :data:`MAX_PATH` bytes) is 400 or 414. Every
+refusal is one line of text and one log line, never a traceback; a client silent
+for :data:`CLIENT_TIMEOUT` seconds is dropped.
 
 Two files of ``web/`` are generated, and ``python -m elmo_runtime.webserve``
 rewrites both: ``web/contract.json``, what the browser code knows of the format
@@ -207,14 +208,14 @@ class _Handler(SimpleHTTPRequestHandler):
         if real is None:
             self._refuse(HTTPStatus.NOT_FOUND, "not found")
             return None
-        return self._open(Path(real))
+        return self._open(Path(real), root)
 
-    def _open(self, path: Path) -> Any:
-        """``path`` opened (a regular file, its last component not a link), headers sent;
-        404 (one line) otherwise."""
+    def _open(self, path: Path, root: str | None = None) -> Any:
+        """``path`` opened (a regular file, its last component not a link; with ``root``,
+        no component below ``root`` a link: :func:`_open_beneath`), headers sent; 404 (one
+        line) otherwise."""
         try:
-            # no link followed; a FIFO must not block the open (it is refused just below)
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            fd = _open_beneath(root, str(path)) if root is not None else os.open(path, _FILE)
         except OSError:
             self._refuse(HTTPStatus.NOT_FOUND, "not found")
             return None
@@ -259,6 +260,29 @@ def _malformed(target: str) -> str | None:
     if "" in segments[:-1]:
         return "an empty segment"
     return None
+
+
+_FILE = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK  # a FIFO must not block (refused after)
+_FOLDER = os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_DIRECTORY", 0)
+
+
+def _open_beneath(root: str, real: str) -> int:
+    """A descriptor of ``real`` (a real path inside the real folder ``root``), opened one
+    component at a time from ``root`` without following a link: a folder on the way
+    replaced by a link after :func:`_inside` checked it is OSError, not followed out.
+    Where ``os.open`` takes no ``dir_fd``, only the last component is opened so."""
+    if os.open not in os.supports_dir_fd:
+        return os.open(real, _FILE)
+    *folders, name = os.path.relpath(real, root).split(os.sep)
+    fd = os.open(root, _FOLDER)
+    try:
+        for folder in folders:
+            inner = os.open(folder, _FOLDER, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        return os.open(name, _FILE, dir_fd=fd)
+    finally:
+        os.close(fd)
 
 
 def _inside(root: str, path: str) -> str | None:

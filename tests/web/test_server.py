@@ -208,6 +208,33 @@ def test_only_regular_files_inside_the_folder_and_malformed_paths_refused(tmp_pa
     assert len(err.strip().splitlines()) == len(cases) + 2, err  # one line a request
 
 
+def test_a_folder_swapped_for_a_link_after_the_check_is_not_followed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A folder on the way replaced by a link out between the path check and the open
+    (someone who may write the folder, racing it) was followed: only the last component
+    was opened without following links. Here the swap happens right after the check."""
+    web = tmp_path / "web"
+    (web / "sub").mkdir(parents=True)
+    (web / "sub" / "a.txt").write_text("mine", encoding="utf-8")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "a.txt").write_text("SECRET", encoding="utf-8")
+    checked = webserve._inside
+
+    def check_then_swap(root: str, path: str) -> str | None:
+        real = checked(root, path)
+        if real is not None and real.endswith("a.txt") and not (web / "sub").is_symlink():
+            (web / "sub").rename(tmp_path / "moved")
+            (web / "sub").symlink_to(out, target_is_directory=True)
+        return real
+
+    monkeypatch.setattr(webserve, "_inside", check_then_swap)
+    with webserve.serving(web, {}) as url:
+        answer = _raw(url, b"/sub/a.txt")
+    assert answer.startswith(b"HTTP/1.0 404 "), answer[:80]
+    assert b"SECRET" not in answer
+
+
 def test_web_dir_checks_name_the_fix(tmp_path: Path) -> None:
     with pytest.raises(ElmoError, match="no web/index.html"):
         webserve.check_web_dir(tmp_path)
