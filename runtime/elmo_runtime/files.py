@@ -127,14 +127,39 @@ def read_text(path: Path, error: type[ElmoError], what: str, encoding: str = "ut
         raise error(f"{path}: cannot read the {what} ({e})") from None
 
 
-def read_json(path: Path, error: type[ElmoError], what: str, encoding: str = "utf-8-sig") -> Any:
+class RepeatedKeyError(ValueError):
+    """A JSON object holds ``key`` twice (:func:`unique_keys`)."""
+
+    def __init__(self, key: str):
+        super().__init__(f"the key {json.dumps(key)} is repeated in one object")
+        self.key = key
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` for :func:`json.loads`: the object as a dict, RepeatedKeyError
+    for a key given twice (plain ``json.loads`` keeps the last one without a word)."""
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise RepeatedKeyError(key)
+            seen.add(key)
+    return data
+
+
+def read_json(path: Path, error: type[ElmoError], what: str, encoding: str = "utf-8-sig",
+              once: bool = False) -> Any:
     """The JSON value in ``path``; ``error`` as :func:`read_text` does, and naming the line
-    when the text is not JSON. A UTF-8 byte-order mark (files saved on Windows) is skipped."""
+    when the text is not JSON. A UTF-8 byte-order mark (files saved on Windows) is skipped.
+    ``once``: a key repeated in an object is ``error`` naming it (else the last one counts)."""
     text = read_text(path, error, what, encoding)
     try:
-        return json.loads(text)
+        return json.loads(text, object_pairs_hook=unique_keys if once else None)
     except json.JSONDecodeError as e:
         raise error(f"{path}: not valid JSON (line {e.lineno}: {e.msg})") from None
+    except RepeatedKeyError as e:
+        raise error(f"{path}: {e}; keep one") from None
     except RecursionError:
         raise error(f"{path}: JSON nested too deeply to read") from None
 

@@ -174,9 +174,10 @@ def check_mix(mix: ScalarMix, n_layers: int, where: str = "mix") -> ScalarMix:
 
 
 def read_mix_file(path: str | os.PathLike) -> ScalarMix:
-    """Read a mix JSON file (any number of weights). Raises MixError naming the file."""
+    """Read a mix JSON file (any number of weights). Raises MixError naming the file (and
+    the key, for a field given twice)."""
     path = Path(path)
-    return _parse(read_json(path, MixError, "mix file"), path)
+    return _parse(read_json(path, MixError, "mix file", once=True), path)
 
 
 def load_mix(path: str | os.PathLike, n_layers: int) -> ScalarMix:

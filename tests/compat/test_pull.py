@@ -262,6 +262,20 @@ def test_unknown_and_unpulled_names(tmp_path: Path, env: dict) -> None:
         ElmoEmbedder("seqvec")
 
 
+def test_a_key_given_twice_in_a_model_list_is_refused(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two "sha256" of one file in $ELMO_EDGE_EXTRA_MODELS: which one would be checked?"""
+    path = registry(tmp_path, weights={"sha256": "0" * 64})
+    text = path.read_text()
+    path.write_text(text.replace('"sha256"', f'"sha256": "{"1" * 64}", "sha256"'))
+    assert path.read_text().count('"sha256"') == 2
+    monkeypatch.setenv("ELMO_EDGE_EXTRA_MODELS", str(path))
+    with pytest.raises(ModelError) as caught:
+        published_models()
+    one_line_error(caught, f'{path}: cannot read the model list (the key "sha256" is repeated '
+                           "in one object)")
+
+
 def test_the_published_registry() -> None:
     """Every entry has https URLs, a size to show, a licence and a citation; published
     hashes are well-formed; SeqVec's options sha256 is that of the verbatim copy."""

@@ -141,6 +141,8 @@ def test_do_layer_norm_defaults_to_false(tmp_path: Path) -> None:
         ('{"weights": [0, 0, 0], "gamma": "1"}', "gamma must be numbers, found '1'"),
         ('{"weights": [0, 0, 0], "gamma": 1, "do_layer_norm": "yes"}', "must be true or false"),
         ('{"weights": [0, 0, 0], "gamma": 1, "gama": 1}', "unknown field 'gama'"),
+        ('{"weights": [1, 2, 3], "gamma": 1, "weights": [0, 0, 1]}',
+         'the key "weights" is repeated in one object; keep one'),  # was: the last one, quietly
     ],
 )
 def test_file_errors_name_the_file(tmp_path: Path, text: str, message: str) -> None:

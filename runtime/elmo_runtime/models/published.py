@@ -8,8 +8,8 @@ download and refuses a later one that differs), an approximate size to show, the
 width, the licence and the citation. Every fact comes from ../shared/MODELS_NOTES.md
 (the ``facts`` field names its sources). ``$ELMO_EDGE_EXTRA_MODELS`` may name a JSON
 file of more models in the same layout (an organisation's own, or a test's); their
-names may not shadow these or the bundled ones. Imports nothing of elmo-edge but its
-errors.
+names may not shadow these or the bundled ones; a key given twice in one object is
+refused by name. Imports nothing of elmo-edge but its errors and its JSON key check.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ModelError
+from ..files import unique_keys
 
 PUBLISHED = "published.json"
 ENV_EXTRA = "ELMO_EDGE_EXTRA_MODELS"
@@ -83,7 +84,7 @@ def _parse(entry: dict[str, Any], where: str) -> PublishedModel:
 
 def _read(path: Path) -> list[PublishedModel]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=unique_keys)
     except (OSError, ValueError) as e:
         raise ModelError(f"{path}: cannot read the model list ({e})") from None
     if not isinstance(data, dict) or not isinstance(data.get("models"), list):
