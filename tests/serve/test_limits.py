@@ -4,6 +4,7 @@ bounds are the issue's, measured on loopback on a shared 2-core machine."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import resource
 import socket
@@ -154,6 +155,38 @@ def test_slow_and_idle_clients_are_cut_at_their_deadlines():
         assert counts == {"idle_timeout": 1, "header_timeout": 2}, counts
         assert _metric(server, "elmo_requests_total", code="408", endpoint="(connection)") == 2
         assert _metric(server, "elmo_requests_total", code="408", endpoint="/embed") == 1
+    finally:
+        assert server.stop() == 0
+    assert "Traceback" not in "".join(server.stderr)
+
+
+def test_the_rest_of_a_refused_body_gets_no_second_answer():
+    """A body still coming after its request was answered (408 at --body-timeout, 413 over
+    --payload-limit) armed the head deadline as if it were a next request's head: the
+    connection got a second, unsolicited 408 and /metrics counted it."""
+    server = start_server("--header-timeout", "1", "--body-timeout", "1",
+                          "--payload-limit", "100")
+    head = (b"POST /embed HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n")
+    try:
+        slow = _send(server, head % 40 + b"{")
+        slow.settimeout(10)
+        first = slow.recv(65536)
+        assert first.startswith(b"HTTP/1.1 408 "), first
+        for _ in range(8):  # the rest of the body, slowly
+            with contextlib.suppress(OSError):
+                slow.send(b" ")
+            time.sleep(0.3)
+        large = _send(server, head % 1000)
+        large.settimeout(10)
+        first_large = large.recv(65536)
+        assert first_large.startswith(b"HTTP/1.1 413 "), first_large
+        large.sendall(b" " * 1000)  # then nothing: an idle connection
+        for sock, answered in ((slow, first), (large, first_large)):
+            seconds, rest = _closed_within(sock, 10)
+            assert seconds < 5 and (answered + rest).count(b"HTTP/1.1 ") == 1, answered + rest
+            sock.close()
+        assert _metric(server, "elmo_requests_total", code="408", endpoint="(connection)") == 0
     finally:
         assert server.stop() == 0
     assert "Traceback" not in "".join(server.stderr)

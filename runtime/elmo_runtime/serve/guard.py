@@ -32,6 +32,7 @@ import time
 from collections import Counter
 from typing import Any
 
+import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from .metrics import Metrics
@@ -141,7 +142,6 @@ def guarded_protocol(guard: Guard) -> type[H11Protocol]:
         _refused = False
         _head: asyncio.TimerHandle | None = None
         _send: asyncio.TimerHandle | None = None
-        _heard = False  # a byte of the awaited request head has come
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             if guard.open >= guard.cap and not guard.evict_idle():
@@ -169,7 +169,6 @@ def guarded_protocol(guard: Guard) -> type[H11Protocol]:
             between = self.cycle is None or self.cycle.response_complete
             if between and self._head is None:  # a next request starts on a kept-alive one
                 self._arm_head()
-            self._heard = True
             cycle = self.cycle
             super().data_received(data)
             if self.cycle is not cycle:  # a request head is complete: a request in progress
@@ -184,7 +183,7 @@ def guarded_protocol(guard: Guard) -> type[H11Protocol]:
                 guard.idle[self] = None  # idle again, the newest
                 if self.conn.trailing_data[0]:  # part of a next head came with this request:
                     self._unset_keepalive_if_required()  # not idle, its head deadline runs
-                    self._arm_head(heard=True)
+                    self._arm_head()
 
         def send_400_response(self, msg: str) -> None:
             super().send_400_response(msg)
@@ -201,9 +200,8 @@ def guarded_protocol(guard: Guard) -> type[H11Protocol]:
                 self._send.cancel()
                 self._send = None
 
-        def _arm_head(self, heard: bool = False) -> None:
+        def _arm_head(self) -> None:
             self._disarm_head()
-            self._heard = heard
             self._head = self.loop.call_later(guard.header_timeout, self._head_expired)
 
         def _disarm_head(self) -> None:
@@ -215,7 +213,9 @@ def guarded_protocol(guard: Guard) -> type[H11Protocol]:
             self._head = None
             if self.transport.is_closing():
                 return
-            if self._heard:
+            # 408 only for part of a request head (h11 holds it unparsed); not for the rest
+            # of a body whose request was answered already (413, 408), nor after it
+            if self.conn.their_state is h11.IDLE and self.conn.trailing_data[0]:
                 self.transport.write(guard.timeout)
                 self.transport.close()
                 guard.note("header_timeout", 408)
