@@ -1,8 +1,7 @@
 """What sharing one Embedder between threads costs, and what the memory lever costs.
 
     python bench/threads.py                 # thread-safety cost: 1 and 4 threads, lock on/off
-    python bench/threads.py --arena         # arena shrinkage: RSS, on/off, a child each
-    python bench/threads.py --shrink-cost   # arena shrinkage: speed, on/off, one process
+    python bench/threads.py --arena         # CPU memory policy: RSS and speed, a child each
     python bench/threads.py --peak          # peak RSS of embed_batch, 100 x 600 tokens
 
 Threads: ``--threads-list 1 4`` threads share one Embedder (bundled model,
@@ -13,9 +12,14 @@ Python threads are what runs in parallel) and each embeds the same
 (wrong vectors across threads, the pre-fix behaviour) in alternating rounds
 in one process; the table prints sentences/s and the ratio lock/no-lock.
 
-Arena (``--arena``): one large batch (16 x 2,000 tokens) then 20 small
-ones, in a child process each, with and without the arena shrinkage run
-option; prints RSS after the small batches and the time of the small batches.
+Arena (``--arena``): three ways to hold onnxruntime's CPU tensors, a child process per
+policy and workload, policies alternating by round: ``malloc`` (no arena: what sessions
+use), ``arena`` (onnxruntime's default arena, which keeps its peak) and ``shrink`` (the
+arena, handed back after every run: the policy before). Workloads: ``large`` (one
+16 x 2,000-token ``embed_batch``, cut by the token budget, then 20 batches of 8 short
+sentences), ``small`` (the 20 small batches alone) and ``corpus`` (``embed_sentences``
+over bench/serve.py's 1,200 seeded sentences, 2 threads, token cache on, three passes).
+Prints RSS after the work and the work's seconds.
 """
 
 from __future__ import annotations
@@ -78,81 +82,70 @@ def bench_threads(args: argparse.Namespace) -> None:
         print(f"{n:7d}  {a:19.1f}  {b:21.1f}  {ratio:17.3f}")
 
 
-def _arena_child(shrink: bool) -> dict:
-    import numpy as np
-    from elmo_runtime.embedder import Embedder
+POLICIES = ("malloc", "arena", "shrink")
 
-    emb = Embedder(threads=1, token_cache_mb=0)
-    if not shrink:
-        emb._run_options = None  # onnxruntime's default: the arena keeps its peak
-    rng = random.Random(0)
-    large = [[rng.choice(WORDS) for _ in range(2000)] for _ in range(16)]
-    small = [sentences(8, seed) for seed in range(20)]
+
+def _arena_child(policy: str, workload: str) -> dict:
+    import numpy as np
+    import onnxruntime as ort
+    from elmo_runtime.embedder import Embedder
+    from elmo_runtime.loading import session
+
+    if policy != "malloc":  # the sessions' options with onnxruntime's arena back on
+        options = session._session_options
+
+        def with_arena(*args, **kwargs):
+            opts = options(*args, **kwargs)
+            opts.enable_cpu_mem_arena = True
+            return opts
+
+        session._session_options = with_arena
+    corpus = workload == "corpus"
+    emb = Embedder(threads=2 if corpus else 1, token_cache_mb=32 if corpus else 0,
+                   mix="top" if corpus else "all")
+    if policy == "shrink":
+        emb._run_options = ort.RunOptions()
+        emb._run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
 
     def rss() -> float:
         with open("/proc/self/statm") as f:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
     start_rss = rss()
-    if os.environ.get("ARENA_LARGE", "1") == "1":
-        emb.embed_batch(large)
-    after_large = rss()
     start = time.perf_counter()
-    for batch in small:
-        out = emb.embed_batch(batch)
-    small_s = time.perf_counter() - start
+    if corpus:
+        sys.path.insert(0, os.path.dirname(__file__))
+        from serve import make_sentences
+
+        text = make_sentences(1200)
+        for _ in range(3):
+            out = list(emb.embed_sentences(text))
+    else:
+        rng = random.Random(0)
+        if workload == "large":
+            emb.embed_batch([[rng.choice(WORDS) for _ in range(2000)] for _ in range(16)])
+        for seed in range(20):
+            out = emb.embed_batch(sentences(8, seed))
+    seconds = time.perf_counter() - start
     assert all(np.isfinite(o).all() for o in out)
-    return {"shrink": shrink, "rss_start_mib": start_rss, "rss_after_large_mib": after_large,
-            "rss_after_small_mib": rss(), "small_seconds": small_s,
+    return {"policy": policy, "workload": workload, "rss_start_mib": start_rss,
+            "rss_after_mib": rss(), "seconds": seconds,
             "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def bench_arena(args: argparse.Namespace) -> None:
-    results = []
+    print("policy  workload  RSS start  RSS after  peak   seconds")
     for r in range(args.rounds):
-        for shrink in ((True, False) if r % 2 == 0 else (False, True)):
-            for large in ("1", "0"):
-                env = {**os.environ, "ARENA_LARGE": large}
-                out = subprocess.run([sys.executable, __file__, "--arena-child", str(int(shrink))],
-                                     capture_output=True, text=True, check=True, env=env)
+        order = POLICIES[r % 3:] + POLICIES[:r % 3]
+        for workload in ("large", "small", "corpus"):
+            for policy in order:
+                out = subprocess.run(
+                    [sys.executable, __file__, "--arena-child", policy, workload],
+                    capture_output=True, text=True, check=True)
                 row = json.loads(out.stdout.strip().splitlines()[-1])
-                row["large"] = large == "1"
-                results.append(row)
-    print("shrink  large job  RSS start  after large  after 20 small  small batches s")
-    for row in results:
-        print(f"{row['shrink']!s:6}  {row['large']!s:9}  {row['rss_start_mib']:9.0f}  "
-              f"{row['rss_after_large_mib']:11.0f}  {row['rss_after_small_mib']:14.0f}  "
-              f"{row['small_seconds']:15.3f}")
-
-
-def bench_shrink_cost(args: argparse.Namespace) -> None:
-    """Small and large batches with and without the shrink run option, alternating."""
-    from elmo_runtime.embedder import Embedder, shrink_options
-
-    rng = random.Random(0)
-
-    def batch(n: int, lo: int, hi: int) -> list[list[str]]:
-        return [[rng.choice(WORDS) for _ in range(rng.randint(lo, hi))] for _ in range(n)]
-
-    emb = Embedder(threads=1, token_cache_mb=0)
-    small = [batch(8, 5, 25) for _ in range(30)]
-    big = [batch(32, 150, 200) for _ in range(3)]
-    options = shrink_options(emb.providers)
-    for b in small[:3]:
-        emb.embed_batch(b)
-    times: dict[tuple[str, bool], list[float]] = {}
-    for r in range(2 * args.rounds):
-        for on in ((True, False) if r % 2 == 0 else (False, True)):
-            emb._run_options = options if on else None
-            for kind, batches in (("small", small), ("big", big)):
-                start = time.perf_counter()
-                for b in batches:
-                    emb.embed_batch(b)
-                times.setdefault((kind, on), []).append(time.perf_counter() - start)
-    for kind in ("small", "big"):
-        a, b = min(times[(kind, True)]), min(times[(kind, False)])
-        print(f"{kind}: shrink {a:.3f} s, no shrink {b:.3f} s, ratio {a / b:.3f} "
-              f"(best of {2 * args.rounds})")
+                print(f"{policy:6}  {workload:8}  {row['rss_start_mib']:9.0f}  "
+                      f"{row['rss_after_mib']:9.0f}  {row['peak_mib']:5.0f}  "
+                      f"{row['seconds']:7.2f}", flush=True)
 
 
 def bench_peak(args: argparse.Namespace) -> None:
@@ -177,19 +170,16 @@ def main() -> None:
     parser.add_argument("--sentences", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--arena", action="store_true")
-    parser.add_argument("--arena-child", type=int, choices=(0, 1))
-    parser.add_argument("--shrink-cost", action="store_true")
+    parser.add_argument("--arena-child", nargs=2, metavar=("POLICY", "WORKLOAD"))
     parser.add_argument("--peak", action="store_true")
     args = parser.parse_args()
     if args.arena_child is not None:
-        print(json.dumps(_arena_child(bool(args.arena_child))))
+        print(json.dumps(_arena_child(*args.arena_child)))
         return
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {os.cpu_count()} CPUs, "
           f"load {os.getloadavg()[0]:.1f}", flush=True)
     if args.arena:
         bench_arena(args)
-    elif args.shrink_cost:
-        bench_shrink_cost(args)
     elif args.peak:
         bench_peak(args)
     else:

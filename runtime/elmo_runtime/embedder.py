@@ -401,17 +401,15 @@ class Embedder:
         self._states.update(final_c, final_h)
 
 
-def shrink_options(providers: Sequence[str]) -> ort.RunOptions:
-    """Run options that hand the memory arena's unused chunks back after every run.
-
-    onnxruntime's arena keeps the peak of the largest batch it ever ran (RSS 96
-    -> 262 MiB after one 16 x 2,000-token batch, still 245 MiB after 20 small
-    ones); shrinking it at the end of each run (onnxruntime #20640) brings RSS
-    back to the small batches' level. Cost: measured in bench/threads.py --arena.
-    """
-    devices = ["cpu:0"] + (["gpu:0"] if "CUDAExecutionProvider" in providers else [])
+def shrink_options(providers: Sequence[str]) -> ort.RunOptions | None:
+    """Run options that hand the CUDA memory arena's unused chunks back after every run
+    (onnxruntime #20640), so a GPU's memory follows the current batch, not the largest
+    one ever run; None on the CPU, whose sessions have no arena
+    (:func:`~elmo_runtime.loading.session.create_session`)."""
+    if "CUDAExecutionProvider" not in providers:
+        return None
     options = ort.RunOptions()
-    options.add_run_config_entry("memory.enable_memory_arena_shrinkage", ";".join(devices))
+    options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "gpu:0")
     return options
 
 

@@ -102,6 +102,11 @@ def _session_options(threads: int | None, config: Mapping[str, str] | None) -> o
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Tensors come from malloc, not onnxruntime's CPU arena: the arena keeps the peak of the
+    # largest run for good (bundled model: +150 MiB after one 4,096-step run, against +45
+    # without it), and handing its chunks back after every run left more in use than it
+    # freed on a real workload (bench/threads.py --arena; bench/RESULTS.md)
+    options.enable_cpu_mem_arena = False
     # FATAL only: onnxruntime's coloured ERROR lines would come before the one-line error
     # elmo-edge prints for the same failure (a load or a run that fails raises an ElmoError).
     options.log_severity_level = 4

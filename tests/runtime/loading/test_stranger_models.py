@@ -93,4 +93,7 @@ def test_a_graph_asking_for_terabytes_at_run_time_is_one_line(tmp_path: Path) ->
     assert done.returncode == 1
     (line,) = done.stderr.splitlines()
     assert line.startswith(f"Error: {path}: onnxruntime failed on a batch of 1 sentences")
-    assert "Failed to allocate memory" in line and "\x1b[" not in done.stderr
+    # onnxruntime's arena said "Failed to allocate memory"; malloc (sessions have no arena) fails
+    # as std::bad_alloc
+    assert "Failed to allocate memory" in line or "bad_alloc" in line
+    assert "\x1b[" not in done.stderr
