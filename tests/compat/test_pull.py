@@ -262,6 +262,25 @@ def test_unknown_and_unpulled_names(tmp_path: Path, env: dict) -> None:
         ElmoEmbedder("seqvec")
 
 
+def test_an_owner_documenting_only_http_is_named_when_https_fails(
+        tmp_path: Path, env: dict, mirror: Mirror, monkeypatch: pytest.MonkeyPatch) -> None:
+    """NLPL documents http:// URLs; elmo pull fetches their https form only and, when that
+    fails, names the documented URL for a download by hand (it is never fetched)."""
+    missing = "/models.example.org/tiny/gone.zip"
+    monkeypatch.setenv("ELMO_EDGE_EXTRA_MODELS", str(registry(tmp_path, options={
+        "urls": [f"https:/{missing}"], "http_url": f"http:/{missing}"})))
+    with pytest.raises(PullError) as caught:
+        pull("tiny-test", progress=lambda *a: None)
+    one_line_error(caught, f"{mirror.url.rstrip('/')}{missing}: HTTP 404 Not Found; its owner "
+                           f"documents http:/{missing}, which elmo pull does not fetch (plain "
+                           "http): download it yourself and elmo convert it")
+    assert mirror.log == [(missing, None)]  # its https form, once; the http URL never
+    bad = registry(tmp_path, options={"http_url": f"https:/{missing}"})
+    monkeypatch.setenv("ELMO_EDGE_EXTRA_MODELS", str(bad))
+    with pytest.raises(ModelError, match="http_url must be an http:// URL or absent"):
+        published_models()
+
+
 def test_a_key_given_twice_in_a_model_list_is_refused(tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """Two "sha256" of one file in $ELMO_EDGE_EXTRA_MODELS: which one would be checked?"""
@@ -289,6 +308,10 @@ def test_the_published_registry() -> None:
             assert all(check_url(url) for url in f.urls)
             assert f.sha256 is None or len(f.sha256) == 64
             assert f.md5 is None or len(f.md5) == 32
+            if f.http_url is not None:  # the owner's plain-http URL: its https form is tried
+                assert f.http_url.replace("http://", "https://", 1) in f.urls, model.name
+        if model.name.startswith("nlpl-"):  # NLPL documents http:// URLs only
+            assert all(f.http_url for f in model.files), model.name
     options = get_published("seqvec").files[0]
     copy = (REPO / "tests" / "support" / "seqvec_options.json").read_bytes()
     assert options.sha256 == hashlib.sha256(copy).hexdigest()

@@ -10,7 +10,9 @@ GETs), then converted as the drop-ins convert (:func:`.converted.converted_model
 * **Only https** (and plain http to this machine, for a local mirror) is fetched, redirects
   included. ``$ELMO_EDGE_MODEL_MIRROR`` (e.g. ``http://127.0.0.1:8000``) replaces every
   URL's scheme and host by ``MIRROR/<host>``: ``https://h/p`` is fetched as
-  ``MIRROR/h/p``.
+  ``MIRROR/h/p``. A file whose owner documents only a plain-http URL (NLPL's,
+  ``http_url``) is asked for over https; when that fails the error names the http URL,
+  to download by hand and ``elmo convert``.
 * **Resume**: bytes go to ``.<file>.part`` (a stable name); an interrupted or killed pull
   leaves it, and the next pull asks for the rest (HTTP ``Range``; a server that answers 200
   instead sends it all again). Nothing appears under a final name before it is verified.
@@ -254,6 +256,9 @@ def _download(spec: PublishedFile, folder: Path, label: str, root: Path,
         record, trust = _verify(spec, url, part, declared, root)
         os.replace(part, target)
         return record, trust
+    if spec.http_url:  # the owner documents plain http only: the way left is by hand
+        errors.append(f"its owner documents {spec.http_url}, which elmo pull does not fetch "
+                      "(plain http): download it yourself and elmo convert it")
     raise PullError("; ".join(dict.fromkeys(errors)))  # each distinct reason once
 
 

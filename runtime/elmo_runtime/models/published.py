@@ -2,14 +2,17 @@
 
 ``published.json`` beside this file lists each model: its files (role ``options`` +
 ``weights`` for an AllenNLP/bilm-tf pair, ``archive`` for an NLPL ZIP) with their URLs
-(first the owner's, then mirrors), the size, sha256 and md5 **where published** (null
-otherwise: nothing here is guessed; ``elmo pull`` records the sha256 of a file's first
-download and refuses a later one that differs), an approximate size to show, the output
-width, the licence and the citation. Every fact comes from ../shared/MODELS_NOTES.md
-(the ``facts`` field names its sources). ``$ELMO_EDGE_EXTRA_MODELS`` may name a JSON
-file of more models in the same layout (an organisation's own, or a test's); their
-names may not shadow these or the bundled ones; a key given twice in one object is
-refused by name. Imports nothing of elmo-edge but its errors and its JSON key check.
+(first the owner's, then mirrors; https only, with ``http_url`` the owner's documented
+plain-http URL where that is all it documents: NLPL's), the size, sha256 and md5
+**where published** (null otherwise: nothing here is guessed; ``elmo pull`` records the
+sha256 of a file's first download and refuses a later one that differs), an approximate
+size to show, the output width, the licence and the citation. Every fact comes from
+../shared/MODELS_NOTES.md (the ``facts`` field names its sources; asking NLPL's host
+for https is this project's choice, said in those fields). ``$ELMO_EDGE_EXTRA_MODELS``
+may name a JSON file of more models in the same layout (an organisation's own, or a
+test's); their names may not shadow these or the bundled ones; a key given twice in one
+object is refused by name. Imports nothing of elmo-edge but its errors and its JSON key
+check.
 """
 
 from __future__ import annotations
@@ -32,13 +35,16 @@ ROLES = {"pair": ("options", "weights"), "zip": ("archive",)}
 @dataclass(frozen=True)
 class PublishedFile:
     """One file of a published model: ``role`` (options, weights, archive), its URLs in
-    the order tried, and its size in bytes / sha256 / md5 where published (else None)."""
+    the order tried, and its size in bytes / sha256 / md5 where published (else None);
+    ``http_url``: the plain-http URL its owner documents where the URLs tried are the
+    https form of it (never fetched; named when they fail, for a download by hand)."""
 
     role: str
     urls: tuple[str, ...]
     size_bytes: int | None = None
     sha256: str | None = None
     md5: str | None = None
+    http_url: str | None = None
 
     @property
     def filename(self) -> str:
@@ -63,7 +69,8 @@ class PublishedModel:
 def _parse(entry: dict[str, Any], where: str) -> PublishedModel:
     try:
         files = tuple(PublishedFile(f["role"], tuple(f["urls"]), f.get("size_bytes"),
-                                    f.get("sha256"), f.get("md5")) for f in entry["files"])
+                                    f.get("sha256"), f.get("md5"), f.get("http_url"))
+                      for f in entry["files"])
         model = PublishedModel(entry["name"], entry["format"], entry["description"], files,
                                entry.get("output_dim"), entry.get("approx_size", "unknown"),
                                entry.get("license", "unknown"), entry.get("citation", ""),
@@ -79,6 +86,10 @@ def _parse(entry: dict[str, Any], where: str) -> PublishedModel:
                                                         or f.size_bytes < 0)):
             raise ModelError(f"{where}: model {model.name!r}: file {f.role} needs URLs and "
                              "a size in bytes or null")
+        if f.http_url is not None and (not isinstance(f.http_url, str)
+                                       or not f.http_url.startswith("http://")):
+            raise ModelError(f"{where}: model {model.name!r}: file {f.role}: http_url must be "
+                             f"an http:// URL or absent, found {f.http_url!r}")
     return model
 
 
