@@ -182,3 +182,25 @@ def test_a_body_that_is_not_utf8_says_so(guarded: Server) -> None:
     assert json.loads(data)["error"]["message"] == (
         "request body: not valid UTF-8 (byte 0xff at offset 13)"  # was "str is not valid
     )  # UTF-8: surrogates not allowed", orjson's words about Python strings
+
+
+@pytest.mark.parametrize("framing", [
+    "Content-Length: 4\r\nTransfer-Encoding: chunked", "Transfer-Encoding: chunked"])
+def test_a_request_framed_two_ways_closes_its_connection(guarded: Server, framing: str) -> None:
+    """Content-Length and Transfer-Encoding together (or chunked in HTTP/1.0) are read as
+    chunked, and the connection was kept for what followed: a proxy in front that reads
+    the Content-Length sees the next request as this one's body (request smuggling).
+    RFC 9112 6.1/6.3: the connection is closed after the answer."""
+    body = json.dumps({"inputs": "hi"}).encode()
+    version = "1.0" if "Length" not in framing else "1.1"
+    head = (f"POST /embed HTTP/{version}\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {API_KEY}\r\nConnection: keep-alive\r\n{framing}\r\n\r\n")
+    smuggled = b"GET /info HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " + \
+        API_KEY.encode() + b"\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", guarded.port), timeout=TIMEOUT) as sock:
+        sock.sendall(head.encode() + b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body) + smuggled)
+        data = b""
+        while chunk := sock.recv(65536):  # the server closes it
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 "), data[:200]
+    assert data.count(b"HTTP/1.1 ") == 1 and b'"limits"' not in data, data[-300:]

@@ -12,6 +12,9 @@ every accept then fails. Here, per connection:
 * **send deadline** (``--send-timeout``): while the client does not take the answer
   (the transport's buffer is full) for that long, the connection is dropped, and the
   answer's memory with it;
+* **one framing**: a request with both ``Content-Length`` and ``Transfer-Encoding``
+  (read as chunked) has its connection closed after the answer (RFC 9112 6.1): a proxy
+  in front that reads the length would take what follows for its body (smuggling);
 * **connection cap** (``--max-connections``, kept below the open-file limit with room
   for the accept burst): at the cap a new connection closes the connection idle the
   longest (no request in progress); only when none is idle is it answered 503 and
@@ -174,6 +177,14 @@ def guarded_protocol(guard: Guard) -> type[H11Protocol]:
             if self.cycle is not cycle:  # a request head is complete: a request in progress
                 self._disarm_head()
                 guard.idle.pop(self, None)
+
+        def handle_events(self) -> None:
+            cycle = self.cycle
+            super().handle_events()
+            if self.cycle is not cycle and self.cycle is not None:  # a request head came
+                names = {name for name, _ in self.headers}
+                if {b"content-length", b"transfer-encoding"} <= names:
+                    self.cycle.keep_alive = False  # closed after the answer (RFC 9112 6.1)
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
