@@ -41,7 +41,7 @@ from .mix import ScalarMix, top_layer
 from .models import names as model_names
 from .settings import EmbedderSettings, MixSpec
 from .states import RowStates
-from .token_cache import DEFAULT_CACHE_MB, TokenCache, capacity_for
+from .token_cache import DEFAULT_CACHE_MB, TokenCache, TokenPlan, capacity_for
 
 Sentence = Sequence[str]
 
@@ -294,24 +294,9 @@ class Embedder:
 
     def _run(self, sentences: Sequence[Sentence]) -> list[np.ndarray]:
         plan = self.token_cache.plan(sentences)
-        state_c, state_h = self._initial_state(len(sentences))
-        feed = {
-            contract.INPUT_TOKEN_CHARS: plan.token_chars,
-            contract.INPUT_TOKEN_INDEX: plan.token_index,
-            contract.INPUT_STATE_C: state_c,
-            contract.INPUT_STATE_H: state_h,
-        }
-        if len(plan.cached_vectors):
-            feed[contract.INPUT_CACHED_VECTORS] = plan.cached_vectors
-        if plan.word_ids is not None:
-            feed[contract.INPUT_WORD_IDS] = plan.word_ids
-        fetch = [contract.OUTPUT_LAYERS]
-        if self.stateful:
-            fetch += [contract.OUTPUT_STATE_C, contract.OUTPUT_STATE_H]
-        if self.token_cache.capacity:
-            fetch.append(contract.OUTPUT_TOKEN_VECTORS)
+        feed = _feed(plan, plan.token_index, *self._initial_state(len(sentences)))
         try:
-            outputs = self._session.run(fetch, feed, self._run_options)
+            outputs = self._session.run(self._fetch(self.stateful), feed, self._run_options)
         except Exception as e:  # onnxruntime raises its own pybind11 exception types
             first = first_line(e)
             batch, steps = plan.token_index.shape
@@ -354,22 +339,9 @@ class Embedder:
             index = plan.token_index[:, 1 : 1 + width].copy()  # without the plan's own <S>
             for i, r in enumerate(rows):
                 index[i, len(r):] = -1
-            feed = {
-                contract.INPUT_TOKEN_CHARS: plan.token_chars,
-                contract.INPUT_TOKEN_INDEX: index,
-                contract.INPUT_STATE_C: c,
-                contract.INPUT_STATE_H: h,
-            }
-            if len(plan.cached_vectors):
-                feed[contract.INPUT_CACHED_VECTORS] = plan.cached_vectors
-            if plan.word_ids is not None:
-                feed[contract.INPUT_WORD_IDS] = plan.word_ids
-            fetch = [contract.OUTPUT_LAYERS, contract.OUTPUT_STATE_C, contract.OUTPUT_STATE_H]
-            if self.token_cache.capacity:
-                fetch.append(contract.OUTPUT_TOKEN_VECTORS)
             try:
-                layers, c_out, h_out, *vectors = self._session.run(fetch, feed,
-                                                                   self._run_options)
+                layers, c_out, h_out, *vectors = self._session.run(
+                    self._fetch(states=True), _feed(plan, index, c, h), self._run_options)
             except Exception as e:  # onnxruntime raises its own pybind11 exception types
                 raise ElmoError(f"{self.model_path}: onnxruntime failed on a piece of a "
                                 f"{len(sentence)}-token sentence: {first_line(e)}") from e
@@ -388,6 +360,16 @@ class Embedder:
                 out[1:, lo - 1 : hi - 1, half] = piece[1:, :, half]
         return out if self._mix is None else self._mix(out)
 
+    def _fetch(self, states: bool) -> list[str]:
+        """The outputs a run asks for: the layers, the final states if ``states``, and the
+        token vectors when the token cache keeps them."""
+        fetch = [contract.OUTPUT_LAYERS]
+        if states:
+            fetch += [contract.OUTPUT_STATE_C, contract.OUTPUT_STATE_H]
+        if self.token_cache.capacity:
+            fetch.append(contract.OUTPUT_TOKEN_VECTORS)
+        return fetch
+
     def _finish(self, layers: np.ndarray) -> np.ndarray:
         out = np.array(layers, dtype=np.float32)  # a copy: never keep the whole batch alive
         return out if self._mix is None else self._mix(out)
@@ -399,6 +381,24 @@ class Embedder:
 
     def _keep_state(self, final_c: np.ndarray, final_h: np.ndarray) -> None:
         self._states.update(final_c, final_h)
+
+
+def _feed(plan: TokenPlan, token_index: np.ndarray, state_c: np.ndarray,
+          state_h: np.ndarray) -> dict[str, np.ndarray]:
+    """A run's inputs: the token cache's ``plan`` (its distinct tokens' char ids, their
+    cached vectors, word ids), the ``(batch, steps)`` int32 ``token_index`` into them and
+    the initial LSTM states."""
+    feed = {
+        contract.INPUT_TOKEN_CHARS: plan.token_chars,
+        contract.INPUT_TOKEN_INDEX: token_index,
+        contract.INPUT_STATE_C: state_c,
+        contract.INPUT_STATE_H: state_h,
+    }
+    if len(plan.cached_vectors):
+        feed[contract.INPUT_CACHED_VECTORS] = plan.cached_vectors
+    if plan.word_ids is not None:
+        feed[contract.INPUT_WORD_IDS] = plan.word_ids
+    return feed
 
 
 def shrink_options(providers: Sequence[str]) -> ort.RunOptions | None:
