@@ -276,3 +276,20 @@ def test_a_folder_with_weights_but_no_options_is_named_itself(bilm_fixtures: Pat
     for name in ("options.json", "lm_weights.hdf5"):
         (tmp_path / "one" / "inner" / name).write_bytes((bilm_fixtures / name).read_bytes())
     assert Path(locate(tmp_path / "one").options).parent.name == "inner"
+
+
+def test_bundled_names_and_no_model_at_all() -> None:
+    """A bundled name works as it does for Embedder and --model; no model at all (AllenNLP
+    downloaded the original ELMo) is one line saying what to pass, not a TypeError."""
+    from elmo_runtime import Embedder
+    from elmo_runtime.compat.sources import SourceError
+
+    sentence = ["The", "cat", "sat"]
+    expected = Embedder("default", stateful=True).embed_sentence(sentence)
+    np.testing.assert_array_equal(ElmoEmbedder("default").embed_sentence(sentence), expected)
+    model = ElmoModel()
+    model.load("default-int8")
+    assert model.get_elmo_vectors([sentence]).shape == (1, 3, expected.shape[-1])
+    with pytest.raises(SourceError, match="elmo pull allennlp-original") as refused:
+        ElmoEmbedder()
+    assert "\n" not in str(refused.value)

@@ -30,6 +30,7 @@ from ..embedder import Embedder
 from ..errors import InputError, ProviderError
 from ..files import atomic_path
 from .converted import model_for
+from .sources import SourceError
 
 logger = logging.getLogger(__name__)
 
@@ -51,16 +52,24 @@ def empty_embedding() -> np.ndarray:
 class ElmoEmbedder:
     """``ElmoEmbedder(options_file, weight_file, cuda_device=-1)`` of AllenNLP 0.9.
 
-    ``options_file``: options.json, or a model folder / NLPL or SeqVec ZIP / ``.onnx`` file
-    (then ``weight_file`` is None). ``cuda_device``: -1 for the CPU, 0 for the CUDA
-    execution provider (the onnxruntime-gpu build; ProviderError otherwise).
+    ``options_file``: options.json, or a model folder / NLPL or SeqVec ZIP / ``.onnx`` file /
+    bundled or pulled model's name (then ``weight_file`` is None); none at all, AllenNLP's
+    download of the original model, is a SourceError saying what to pass. ``cuda_device``:
+    -1 for the CPU, 0 for the CUDA execution provider (the onnxruntime-gpu build;
+    ProviderError otherwise).
     Keyword-only extras: ``stateful`` (default True, AllenNLP's behaviour), ``threads``
     (onnxruntime intra-op threads). Raises ElmoError subclasses with one-line messages.
     """
 
-    def __init__(self, options_file: str | os.PathLike, weight_file: str | os.PathLike | None
-                 = None, cuda_device: int = -1, *, stateful: bool = True,
-                 threads: int | None = None) -> None:
+    def __init__(self, options_file: str | os.PathLike | None = None,
+                 weight_file: str | os.PathLike | None = None, cuda_device: int = -1, *,
+                 stateful: bool = True, threads: int | None = None) -> None:
+        if options_file is None:
+            raise SourceError(
+                "ElmoEmbedder() without a model: AllenNLP 0.9 downloaded the original ELMo "
+                "here, elmo-edge downloads nothing implicitly; run `elmo pull "
+                "allennlp-original` once and pass \"allennlp-original\", or pass options.json "
+                "and the weights file, a model folder or ZIP, an .onnx file or \"default\"")
         if isinstance(cuda_device, bool) or not isinstance(cuda_device, int):
             raise ProviderError(f"cuda_device must be an int (-1 for the CPU), found "
                                 f"{cuda_device!r}")

@@ -128,14 +128,16 @@ def _convert(options: Path, weights: Path, output: Path, source: Source) -> None
 
 def model_for(model: str | os.PathLike, weights: str | os.PathLike | None = None) -> Path:
     """The elmo-edge model for what a drop-in was given: an ``.onnx`` file as it is, the
-    name of a published model pulled before (``elmo pull NAME``), else a published model's
-    files (pair, folder or ZIP: :func:`~.sources.locate`) converted once."""
+    name of a bundled model (``default``, ``default-int8``) or of a published model pulled
+    before (``elmo pull NAME``), else a published model's files (pair, folder or ZIP:
+    :func:`~.sources.locate`) converted once."""
     if weights is None and str(model).endswith(".onnx"):
         return Path(model)
     if weights is None and isinstance(model, str) and not Path(model).exists():
-        from ..loading.pulled import pulled_model
+        from ..loading.model_file import resolve_model
+        from ..models import names
         from ..models.published import published_names
 
-        if model in published_names():
-            return pulled_model(model)
+        if model in names() or model in published_names():
+            return resolve_model(model)
     return converted_model(locate(model, weights))
