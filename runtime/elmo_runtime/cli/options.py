@@ -40,7 +40,8 @@ _OPTIONS = (
                  "cgroup quota); with `elmo embed --engine ray`: the CPUs of each actor, 1]."),
     click.option("--max-batch-tokens", type=click.IntRange(min=1), metavar="N",
                  help="Padded steps (sentences x (longest + 2)) per model run [default: the "
-                 "model's, 6,400 or fewer for wide LSTMs]."),
+                 "model's: at most 6,400, fewer as the LSTM widens (4,096 for the bundled "
+                 "model, 512 for the original ELMo)]."),
     click.option("--token-cache", "token_cache_mb", type=Finite(), default=DEFAULT_CACHE_MB,
                  show_default=True, metavar="MIB",
                  help="Memory (MiB; per actor with `elmo embed --engine ray`) for the vectors of "
