@@ -320,3 +320,19 @@ def test_the_published_registry() -> None:
     listing = run_elmo("pull", "--list")
     assert listing.exit_code == 0 and "seqvec: SeqVec" in listing.output
     assert "licence: MIT" in listing.output
+
+
+def test_an_extra_model_listed_without_size_licence_or_citation(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only name, format, description and files are required; --list says what is missing
+    (it printed an empty "cite: ")."""
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps({"models": [{
+        "name": "mine", "format": "pair", "description": "my biLM",
+        "files": [{"role": "options", "urls": ["https:/" + OPTIONS]},
+                  {"role": "weights", "urls": ["https:/" + WEIGHTS]}]}]}))
+    monkeypatch.setenv("ELMO_EDGE_EXTRA_MODELS", str(path))
+    listing = run_elmo("pull", "--list")
+    assert listing.exit_code == 0, listing.output
+    assert ("mine: my biLM\n    size unknown; licence: unknown\n    cite: not given\n"
+            in listing.output)

@@ -13,9 +13,11 @@ from ..models.published import published_models
 def pull_command(name: str | None, list_: bool) -> None:
     """Download the published model NAME, verify it, convert it once; then --model NAME.
 
-    Files go to the user cache ($ELMO_EDGE_CACHE, else ~/.cache/elmo-edge/pulled/NAME);
-    an interrupted pull resumes. Without NAME (or with --list): the models, their size,
-    licence and citation.
+    Files go to CACHE/pulled/NAME (CACHE: $ELMO_EDGE_CACHE, else
+    $XDG_CACHE_HOME/elmo-edge, else ~/.cache/elmo-edge); an interrupted pull resumes.
+    ELMO_EDGE_MODEL_MIRROR=URL fetches https://HOST/PATH as URL/HOST/PATH;
+    ELMO_EDGE_EXTRA_MODELS=FILE adds models (published.json's layout). Without NAME (or
+    with --list): the models, their size, licence and citation.
     """
     if list_ or name is None:
         for model in published_models():

@@ -73,7 +73,7 @@ def _parse(entry: dict[str, Any], where: str) -> PublishedModel:
                       for f in entry["files"])
         model = PublishedModel(entry["name"], entry["format"], entry["description"], files,
                                entry.get("output_dim"), entry.get("approx_size", "unknown"),
-                               entry.get("license", "unknown"), entry.get("citation", ""),
+                               entry.get("license", "unknown"), entry.get("citation", "not given"),
                                entry.get("facts", ""))
     except (KeyError, TypeError) as e:
         raise ModelError(f"{where}: a model entry lacks {e} (name, format, description, "
