@@ -194,3 +194,32 @@ def test_drain_timeout_bounds_the_shutdown(serve):
     stderr = "".join(server.stderr)
     assert "Traceback" not in stderr and "CancelledError" not in stderr, stderr
     assert "not drained: 1 request(s) answered 503" in stderr
+
+
+def test_drain_timeout_bounds_answers_that_clients_do_not_read(serve):
+    """An answer waiting for a client that does not read was not ended at --drain-timeout:
+    uvicorn cancelled it 5 s later with a traceback each, and the stop line said
+    'drained'. Now it is cut at the deadline (the client sees an incomplete answer)."""
+    server = serve("--drain-timeout", "1", "--send-timeout", "60")
+    body = json.dumps({"inputs": ["word " * 50] * 10}).encode()  # a 4 MB answer
+    socks = []
+    for _ in range(2):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(TIMEOUT)
+        sock.connect(("127.0.0.1", server.port))
+        sock.sendall(b"POST /embed HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+                     b"application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        socks.append(sock)
+    _wait_in_flight(server, 2)
+    time.sleep(1.0)  # the answers are under way, blocked on the unread sockets
+    started = time.monotonic()
+    server.proc.send_signal(signal.SIGTERM)
+    assert server.proc.wait(TIMEOUT) == 0
+    elapsed = time.monotonic() - started
+    for sock in socks:
+        sock.close()
+    stderr = "".join(server.stderr)
+    assert "Traceback" not in stderr and "CancelledError" not in stderr, stderr
+    assert "not drained: 2 request(s)" in stderr, stderr
+    assert elapsed < 4.0, (elapsed, stderr)  # --drain-timeout 1, not 1 + 5 s of grace

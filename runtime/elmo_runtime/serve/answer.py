@@ -238,9 +238,10 @@ class Answer(Response):
     :data:`SLICE_BYTES` slices, each once the previous one has drained, and dropped once
     handed. ``done`` (the slot's release) is called once it is sent or given up.
 
-    A client that leaves mid-way is counted as 499; at the drain deadline or when the
-    model fails mid-way the connection is closed without the last chunk (so the client
-    sees an incomplete answer, not a short valid one) and one line is logged.
+    A client that leaves mid-way is counted as 499; at the drain deadline (also while a
+    client that does not read holds a send) or when the model fails mid-way the
+    connection is closed without the last chunk (so the client sees an incomplete
+    answer, not a short valid one) and one line is logged.
     """
 
     def __init__(
@@ -270,8 +271,10 @@ class Answer(Response):
                 if self.gone.done():
                     raise Gone
                 last = not more and at + SLICE_BYTES >= len(view)
-                await send({"type": "http.response.body", "body": bytes(view[at:at + SLICE_BYTES]),
-                            "more_body": not last})
+                message = {"type": "http.response.body", "body": bytes(view[at:at + SLICE_BYTES]),
+                           "more_body": not last}
+                # a send waits while the client does not read: the drain deadline ends it too
+                await race(send(message), self.gone, self.deadline)
 
         try:
             await send({"type": "http.response.start", "status": 200,

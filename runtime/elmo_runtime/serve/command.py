@@ -147,7 +147,7 @@ def run(config: ServeConfig, log_level: str = "warning", access_log: bool = Fals
         click.echo(f"elmo serve: at most {cap} connections (--max-connections "
                    f"{config.max_connections}, open-file limit {file_limit})", err=True)
     guard = Guard(service.metrics, cap, config.header_timeout, config.send_timeout,
-                  config.max_connections, file_limit)
+                  config.max_connections, file_limit, config.drain_timeout)
     uv_config = uvicorn.Config(
         create_app(service),
         host=config.host,
@@ -166,8 +166,8 @@ def run(config: ServeConfig, log_level: str = "warning", access_log: bool = Fals
     server.run()  # exits 1 itself when it cannot bind (after logging why)
     if service.cancelled:
         click.echo(
-            f"elmo serve: stopped, not drained: {service.cancelled} request(s) answered 503 at "
-            f"the drain deadline (--drain-timeout {config.drain_timeout:g})",
+            f"elmo serve: stopped, not drained: {service.cancelled} request(s) answered 503 or "
+            f"cut short at the drain deadline (--drain-timeout {config.drain_timeout:g})",
             err=True,
         )
     else:

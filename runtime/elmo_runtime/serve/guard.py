@@ -9,9 +9,10 @@ every accept then fails. Here, per connection:
 * **head deadline** (``--header-timeout``): from the connection's start, or from the
   first byte of a next request on a kept-alive connection, to the end of the request
   head; else it is closed (408 when part of a head had come);
-* **send deadline** (``--send-timeout``): while the client does not take the answer
-  (the transport's buffer is full) for that long, the connection is dropped, and the
-  answer's memory with it;
+* **send deadline** (``--send-timeout``; the drain deadline once draining): while the
+  client does not take the answer (the transport's buffer is full, or holds the end of
+  a complete answer) for that long, the connection is dropped, and the answer's memory
+  with it, also once the connection is closing (a close waits for the client to read);
 * **one framing**: a request with both ``Content-Length`` and ``Transfer-Encoding``
   (read as chunked) has its connection closed after the answer (RFC 9112 6.1): a proxy
   in front that reads the length would take what follows for its body (smuggling);
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import resource
 import time
 from collections import Counter
@@ -83,11 +85,12 @@ class Guard:
 
     def __init__(self, metrics: Metrics, max_connections: int, header_timeout: float,
                  send_timeout: float, requested: int | None = None,
-                 file_limit: int | None = None):
+                 file_limit: int | None = None, drain_timeout: float = float("inf")):
         self.metrics = metrics
         self.cap = max_connections
         self.header_timeout = header_timeout
         self.send_timeout = send_timeout
+        self.drain_timeout = drain_timeout
         self.open = 0
         self.idle: dict[Any, None] = {}  # protocols without a request in progress, oldest first
         self._pending: Counter[str] = Counter()
@@ -145,6 +148,7 @@ def guarded_protocol(guard: Guard) -> type[H11Protocol]:
         _refused = False
         _head: asyncio.TimerHandle | None = None
         _send: asyncio.TimerHandle | None = None
+        _drain_at = math.inf  # loop time of the drain deadline, once draining (SIGTERM)
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             if guard.open >= guard.cap and not guard.evict_idle():
@@ -188,6 +192,8 @@ def guarded_protocol(guard: Guard) -> type[H11Protocol]:
 
         def on_response_complete(self) -> None:
             super().on_response_complete()
+            if self._send is None and self.transport.get_write_buffer_size():
+                self._set_send(guard.send_timeout)  # an answer not yet taken, maybe closing
             busy = self.cycle is not None and not self.cycle.response_complete  # pipelined
             if not busy and not self.transport.is_closing():
                 guard.idle.pop(self, None)
@@ -202,8 +208,15 @@ def guarded_protocol(guard: Guard) -> type[H11Protocol]:
 
         def pause_writing(self) -> None:
             super().pause_writing()
-            if self._send is None:
-                self._send = self.loop.call_later(guard.send_timeout, self._send_expired)
+            self._set_send(guard.send_timeout)
+
+        def shutdown(self) -> None:
+            """The drain began: what a client has not taken by ``--drain-timeout`` is dropped
+            (uvicorn would wait for it, then cancel its task with a traceback)."""
+            super().shutdown()
+            self._drain_at = self.loop.time() + guard.drain_timeout
+            if self._send is None or self._send.when() > self._drain_at:
+                self._set_send(guard.drain_timeout)
 
         def resume_writing(self) -> None:
             super().resume_writing()
@@ -234,9 +247,18 @@ def guarded_protocol(guard: Guard) -> type[H11Protocol]:
                 self.transport.abort()
                 guard.note("idle_timeout")
 
+        def _set_send(self, wait: float) -> None:
+            """The send deadline ``wait`` s from now (at the drain deadline at the latest)."""
+            if self._send is not None:
+                self._send.cancel()
+            wait = max(0.0, min(wait, self._drain_at - self.loop.time()))
+            self._send = self.loop.call_later(wait, self._send_expired)
+
         def _send_expired(self) -> None:
+            # what is still unsent is dropped, also from a transport closing after its answer
+            # (a close waits for the buffer to drain, for ever if the client does not read)
             self._send = None
-            if not self.transport.is_closing():
+            if self.transport.get_write_buffer_size():
                 self.transport.abort()
                 guard.note("send_timeout")
 

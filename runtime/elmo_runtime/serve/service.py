@@ -67,7 +67,7 @@ class Service:
         self.model_name = Path(embedder.model_path).name
         self.in_flight = 0  # requests whose body has arrived (the slots)
         self.reading = 0  # requests still receiving their body
-        self.cancelled = 0  # requests answered 503 at the drain deadline
+        self.cancelled = 0  # requests answered 503 or cut short at the drain deadline
         self.draining = False
         self.drain_deadline = asyncio.Event()  # set --drain-timeout s after the drain began
         self._loop: asyncio.AbstractEventLoop | None = None
