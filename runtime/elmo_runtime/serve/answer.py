@@ -268,13 +268,13 @@ class Answer(Response):
         async def hand(data: memoryview | bytes, more: bool = True) -> None:
             view = memoryview(data)
             for at in range(0, max(1, len(view)), SLICE_BYTES):
+                if self.deadline.is_set():  # (a send its client blocks is dropped by the guard)
+                    raise Deadline
                 if self.gone.done():
                     raise Gone
                 last = not more and at + SLICE_BYTES >= len(view)
-                message = {"type": "http.response.body", "body": bytes(view[at:at + SLICE_BYTES]),
-                           "more_body": not last}
-                # a send waits while the client does not read: the drain deadline ends it too
-                await race(send(message), self.gone, self.deadline)
+                await send({"type": "http.response.body", "body": bytes(view[at:at + SLICE_BYTES]),
+                            "more_body": not last})
 
         try:
             await send({"type": "http.response.start", "status": 200,
