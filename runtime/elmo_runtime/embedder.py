@@ -166,7 +166,8 @@ class Embedder:
     def _load(self, settings: EmbedderSettings, file: ModelFile | None) -> None:
         file = settings.locate() if file is None else file
         self.settings = settings.resolved(file)
-        loaded = open_model(file, settings.provider, settings.threads)
+        loaded = open_model(file, settings.provider, settings.threads,
+                            cpu_memory_arena=settings.cpu_memory_arena)
         self.model_path, self._session, self.info = loaded.path, loaded.session, loaded.info
         self.stateful = settings.stateful
         self.max_sentence_tokens = settings.max_sentence_tokens
@@ -182,7 +183,7 @@ class Embedder:
             capacity_for(settings.token_cache_mb, opts.projection_dim),
             scheme=self.info.vocabulary,
         )
-        self._run_options = shrink_options(self.providers)
+        self._run_options = shrink_options(self.providers, settings.cpu_memory_arena)
         self._state_lock = threading.Lock()
 
     def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
@@ -401,15 +402,18 @@ def _feed(plan: TokenPlan, token_index: np.ndarray, state_c: np.ndarray,
     return feed
 
 
-def shrink_options(providers: Sequence[str]) -> ort.RunOptions | None:
-    """Run options that hand the CUDA memory arena's unused chunks back after every run
-    (onnxruntime #20640), so a GPU's memory follows the current batch, not the largest
-    one ever run; None on the CPU, whose sessions have no arena
-    (:func:`~elmo_runtime.loading.session.create_session`)."""
-    if "CUDAExecutionProvider" not in providers:
+def shrink_options(providers: Sequence[str], cpu_arena: bool = False) -> ort.RunOptions | None:
+    """Run options that hand onnxruntime's memory arenas' unused chunks back after every run
+    (onnxruntime #20640): the CUDA arena's, and the CPU arena's when the session has one
+    (``cpu_arena``; by default it has none, :func:`~elmo_runtime.loading.session.create_session`),
+    so memory follows the current batch, not the largest one ever run. None when there is
+    nothing to shrink."""
+    devices = (["cpu:0"] if cpu_arena else []) + (
+        ["gpu:0"] if "CUDAExecutionProvider" in providers else [])
+    if not devices:
         return None
     options = ort.RunOptions()
-    options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "gpu:0")
+    options.add_run_config_entry("memory.enable_memory_arena_shrinkage", ";".join(devices))
     return options
 
 

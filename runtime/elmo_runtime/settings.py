@@ -153,7 +153,9 @@ class EmbedderSettings:
     MiB for the vectors of tokens seen before (0: off). ``stateful``: carry
     LSTM states across batches by row. ``batch_size``: sentences per forward
     pass. ``max_sentence_tokens``: the most tokens a sentence may have
-    (:data:`elmo_runtime.corpus.MAX_TOKENS` by default). Raises SettingError
+    (:data:`elmo_runtime.corpus.MAX_TOKENS` by default). ``cpu_memory_arena``:
+    onnxruntime's CPU memory arena, shrunk after every run (off by default: tensors
+    come from malloc, so memory follows the run; `elmo serve` turns it on). Raises SettingError
     (or MixError) for a value out of its range.
     """
 
@@ -167,6 +169,7 @@ class EmbedderSettings:
     stateful: bool = False
     batch_size: int = DEFAULT_BATCH_SIZE
     max_sentence_tokens: int = MAX_TOKENS
+    cpu_memory_arena: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.model, os.PathLike):
@@ -187,8 +190,9 @@ class EmbedderSettings:
                 or not math.isfinite(cache) or cache < 0):
             raise SettingError(f"token_cache_mb must be a finite number >= 0 (MiB), found "
                                f"{cache!r}")
-        if not isinstance(self.stateful, bool):
-            raise SettingError(f"stateful must be True or False, found {self.stateful!r}")
+        for flag in ("stateful", "cpu_memory_arena"):
+            if not isinstance(getattr(self, flag), bool):
+                raise SettingError(f"{flag} must be True or False, found {getattr(self, flag)!r}")
         object.__setattr__(self, "mix", MixSpec.of(self.mix))
 
     def locate(self) -> ModelFile:

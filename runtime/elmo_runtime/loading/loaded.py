@@ -38,6 +38,7 @@ def open_model(
     provider: str = "auto",
     threads: int | None = None,
     prepare: bool = True,
+    cpu_memory_arena: bool = False,
 ) -> LoadedModel:
     """Load an elmo-edge model on ``provider`` ("auto", "cpu" or "cuda") and check it.
 
@@ -47,6 +48,7 @@ def open_model(
     (:func:`.prepared.cache.load_path`: pre-packed weights memory-mapped)
     unless ``prepare`` is False (a one-off look such as `elmo info`); a copy
     that cannot be opened falls back to the model file with a warning.
+    ``cpu_memory_arena``: as :func:`.session.create_session` has it.
     Raises ModelError (no such model, not ONNX, metadata or graph not the
     contract's: every mismatch in one line), ProviderError, or ElmoError for
     a bad ``threads``.
@@ -54,14 +56,15 @@ def open_model(
     file = locate(model)
     source = prepared.load_path(file.path, provider) if prepare else file.path
     if source == file.path:
-        session = create_session(file, provider, threads)
+        session = create_session(file, provider, threads, cpu_memory_arena=cpu_memory_arena)
     else:
         try:
-            session = create_session(ModelFile(source), provider, threads)  # our own copy
+            session = create_session(ModelFile(source), provider, threads,
+                                     cpu_memory_arena=cpu_memory_arena)  # our own copy
         except ModelError as e:
             # e.g. `elmo cache clear` removed the copy between its check and this open
             warnings.warn(f"{file.path}: its prepared copy could not be opened ({first_line(e)}); "
                           "loading the model as it is", UserWarning, stacklevel=2)
             source = file.path
-            session = create_session(file, provider, threads)
+            session = create_session(file, provider, threads, cpu_memory_arena=cpu_memory_arena)
     return LoadedModel(file, session, check_contract(session, str(file.path)), source)

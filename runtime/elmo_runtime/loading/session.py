@@ -56,6 +56,7 @@ def create_session(
     threads: int | None = None,
     config: Mapping[str, str] | None = None,
     optimized_model_path: str | Path | None = None,
+    cpu_memory_arena: bool = False,
 ) -> ort.InferenceSession:
     """An onnxruntime session for ``model`` (a path, a checked :class:`ModelFile` or the
     serialized bytes).
@@ -70,8 +71,10 @@ def create_session(
     is offered but does not attach). ``threads``: intra-op threads (None: the CPUs
     this process may use, :func:`elmo_runtime.cpus.available_cpus`). ``config``:
     extra session config entries (``SessionOptions.add_session_config_entry``),
-    e.g. to load a prepared model. Raises ModelError (unreadable, not ONNX), ProviderError, or
-    ElmoError for a bad ``threads``. The model is not checked against the
+    e.g. to load a prepared model. ``cpu_memory_arena``: onnxruntime's CPU arena (off:
+    tensors come from malloc and memory follows the run; :func:`_session_options`).
+    Raises ModelError (unreadable, not ONNX), ProviderError, or ElmoError for a bad
+    ``threads``. The model is not checked against the
     elmo-edge contract: :func:`check_contract` does that (:func:`.loaded.open_model`).
     """
     resolved = resolve_provider(provider)
@@ -83,7 +86,7 @@ def create_session(
     else:
         check_model_file(model)  # a directory, a missing file, bilm-tf weights: one line
         source = where = str(model)
-    options = _session_options(threads, config)
+    options = _session_options(threads, config, cpu_memory_arena)
     if optimized_model_path is not None:  # not a config entry: onnxruntime ignores that form
         options.optimized_model_filepath = str(optimized_model_path)
     if resolved == "cpu":
@@ -91,7 +94,9 @@ def create_session(
     return _load_cuda(source, where, options, required=provider == "cuda")
 
 
-def _session_options(threads: int | None, config: Mapping[str, str] | None) -> ort.SessionOptions:
+def _session_options(
+    threads: int | None, config: Mapping[str, str] | None, cpu_memory_arena: bool = False
+) -> ort.SessionOptions:
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)):
         raise ElmoError(f"threads must be a positive integer, found {threads!r}")
     if threads is not None and threads <= 0:
@@ -102,11 +107,13 @@ def _session_options(threads: int | None, config: Mapping[str, str] | None) -> o
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Tensors come from malloc, not onnxruntime's CPU arena: the arena keeps the peak of the
-    # largest run for good (bundled model: +150 MiB after one 4,096-step run, against +45
-    # without it), and handing its chunks back after every run left more in use than it
-    # freed on a real workload (bench/threads.py --arena; bench/RESULTS.md)
-    options.enable_cpu_mem_arena = False
+    # By default tensors come from malloc, not onnxruntime's CPU arena: the arena keeps the
+    # peak of the largest run for good (bundled model: +150 MiB after one 4,096-step run,
+    # against +45 without it), and handing its chunks back after every run left more in use
+    # than it freed on a real workload (bench/threads.py --arena; bench/RESULTS.md). `elmo
+    # serve` keeps it: it maps every freed block over 256 KiB back to the system
+    # (serve/command.py), which would cost each run's tensors fresh zeroed pages.
+    options.enable_cpu_mem_arena = cpu_memory_arena
     # FATAL only: onnxruntime's coloured ERROR lines would come before the one-line error
     # elmo-edge prints for the same failure (a load or a run that fails raises an ElmoError).
     options.log_severity_level = 4
