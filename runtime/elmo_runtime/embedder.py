@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 
 from .batching import DEFAULT_BATCH_SIZE, bucketed, chunks, in_order, max_tokens_for
 from .corpus import MAX_TOKENS
@@ -37,6 +36,7 @@ from .errors import ElmoError, InputError, SettingError, first_line
 from .format import contract
 from .loading.loaded import open_model
 from .loading.model_file import ModelFile, locate, resolve_model
+from .loading.session import shrink_options
 from .mix import ScalarMix, top_layer
 from .models import names as model_names
 from .settings import EmbedderSettings, MixSpec
@@ -400,21 +400,6 @@ def _feed(plan: TokenPlan, token_index: np.ndarray, state_c: np.ndarray,
     if plan.word_ids is not None:
         feed[contract.INPUT_WORD_IDS] = plan.word_ids
     return feed
-
-
-def shrink_options(providers: Sequence[str], cpu_arena: bool = False) -> ort.RunOptions | None:
-    """Run options that hand onnxruntime's memory arenas' unused chunks back after every run
-    (onnxruntime #20640): the CUDA arena's, and the CPU arena's when the session has one
-    (``cpu_arena``; by default it has none, :func:`~elmo_runtime.loading.session.create_session`),
-    so memory follows the current batch, not the largest one ever run. None when there is
-    nothing to shrink."""
-    devices = (["cpu:0"] if cpu_arena else []) + (
-        ["gpu:0"] if "CUDAExecutionProvider" in providers else [])
-    if not devices:
-        return None
-    options = ort.RunOptions()
-    options.add_run_config_entry("memory.enable_memory_arena_shrinkage", ";".join(devices))
-    return options
 
 
 def _steps(sentence: Sentence) -> int:

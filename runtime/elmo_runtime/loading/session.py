@@ -15,7 +15,7 @@ every mismatch collected into one ModelError. A leaf: it imports nothing of
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import onnxruntime as ort
@@ -92,6 +92,21 @@ def create_session(
     if resolved == "cpu":
         return _load(source, where, options, [CPU])
     return _load_cuda(source, where, options, required=provider == "cuda")
+
+
+def shrink_options(providers: Sequence[str], cpu_arena: bool = False) -> ort.RunOptions | None:
+    """Run options that hand onnxruntime's memory arenas' unused chunks back after every run
+    (onnxruntime #20640): the CUDA arena's, and the CPU arena's when the session has one
+    (``cpu_arena``; by default it has none: :func:`create_session`),
+    so memory follows the current batch, not the largest one ever run. None when there is
+    nothing to shrink."""
+    devices = (["cpu:0"] if cpu_arena else []) + (
+        ["gpu:0"] if "CUDAExecutionProvider" in providers else [])
+    if not devices:
+        return None
+    options = ort.RunOptions()
+    options.add_run_config_entry("memory.enable_memory_arena_shrinkage", ";".join(devices))
+    return options
 
 
 def _session_options(
